@@ -1,0 +1,45 @@
+"""The artifact kinds the pipeline reads and writes, their schema versions and required contents.
+
+Bump a kind's version whenever its layout changes: old files are then reported as stale instead of being
+misread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mtrl.errors import ArtifactError
+
+
+@dataclass(frozen=True)
+class Schema:
+    kind: str
+    version: int
+    required: tuple[str, ...]  # datasets or groups that must exist in a complete artifact
+    description: str
+
+
+D4RL_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+
+SCHEMAS: dict[str, Schema] = {
+    s.kind: s
+    for s in (
+        Schema("tasks", 1, ("train_tasks", "test_tasks"), "train/test task parameters of a distribution"),
+        Schema("dataset", 1, D4RL_KEYS, "one task's transitions, D4RL key layout"),
+        Schema("sac", 1, ("weights", "curve"), "final SAC weights and learning curve of one collection run"),
+        Schema("bcq", 1, ("weights", "curve"), "one task's BCQ networks (best and final) and evaluation curve"),
+        Schema("ensemble", 1, ("weights", "holdout"), "one task's reward or next-state ensemble"),
+        Schema("relabel", 1, ("pairs",), "relabelled values and confidence masks per ordered task pair"),
+        Schema("policy", 1, ("weights", "losses"), "a multi-task policy and its training curves"),
+        Schema("eval", 1, ("returns",), "per-task, per-episode evaluation returns"),
+        Schema("sac_init", 1, ("curves",), "SAC learning curves on one test task, initialised and baselines"),
+        Schema("checkpoint", 1, ("state",), "resumable training state of one unit of work"),
+    )
+}
+
+
+def schema_for(kind: str) -> Schema:
+    try:
+        return SCHEMAS[kind]
+    except KeyError:
+        raise ArtifactError(f"unknown artifact kind '{kind}'; known kinds: {', '.join(SCHEMAS)}") from None

@@ -1,0 +1,280 @@
+"""Atomic, self-describing HDF5 artifacts.
+
+Every artifact records what produced it (kind, schema version, stage, stage config, input fingerprints, its own
+fingerprint, package versions, seed, creation time) and a completion flag written last. Writes go to a
+temporary file in the target's directory that is renamed into place only when complete, so a killed writer
+never leaves a half-written artifact at the target path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mtrl.artifacts.schemas import Schema, schema_for
+from mtrl.artifacts.tree import read_tree, write_tree
+from mtrl.errors import ArtifactError
+
+VERSIONED_PACKAGES = ("mtrl-batch", "torch", "mujoco", "gymnasium", "numpy", "h5py")
+COMPLETE_ATTR = "complete"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose changes alter results (trajectories differ across MuJoCo versions)."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def fingerprint(stage: str, schema_version: int, config: Any, inputs: dict[str, str], params: Any = None) -> str:
+    """Hash of everything that determines an artifact's content: stage, config, inputs, schema, unit params."""
+    payload = {"stage": stage, "schema": schema_version, "config": config, "inputs": inputs, "params": params}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class ArtifactMeta:
+    """Provenance attributes carried by every artifact."""
+
+    kind: str
+    stage: str
+    config: Any = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    params: Any = None
+    seed: int | None = None
+
+    @property
+    def schema(self) -> Schema:
+        return schema_for(self.kind)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.stage, self.schema.version, self.config, self.inputs, self.params)
+
+
+class ArtifactWriter:
+    """Context manager that builds an artifact in a temporary file and renames it into place on success.
+
+    >>> with ArtifactWriter(path, ArtifactMeta("dataset", "collect", cfg)) as w:
+    ...     w.array("observations", obs)
+    """
+
+    def __init__(self, path: str | Path, meta: ArtifactMeta):
+        self.path = Path(path)
+        self.meta = meta
+        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.file: h5py.File | None = None
+
+    def __enter__(self) -> ArtifactWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphaned_temporaries(self.path)
+        self.file = h5py.File(self.tmp_path, "w")
+        attrs = self.file.attrs
+        attrs["kind"] = self.meta.kind
+        attrs["schema_version"] = self.meta.schema.version
+        attrs["stage"] = self.meta.stage
+        attrs["config"] = json.dumps(self.meta.config, sort_keys=True)
+        attrs["inputs"] = json.dumps(self.meta.inputs, sort_keys=True)
+        attrs["params"] = json.dumps(self.meta.params, sort_keys=True)
+        attrs["fingerprint"] = self.meta.fingerprint
+        attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+        attrs["seed"] = -1 if self.meta.seed is None else self.meta.seed
+        attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        attrs[COMPLETE_ATTR] = False
+        return self
+
+    @property
+    def attrs(self) -> h5py.AttributeManager:
+        assert self.file is not None
+        return self.file.attrs
+
+    def array(self, name: str, data: np.ndarray, compression: str | None = None) -> None:
+        """Store an array; row-chunked so reading rows (transitions) is cheap."""
+        assert self.file is not None
+        data = np.asarray(data)
+        chunks = None
+        if compression and data.ndim >= 1 and data.shape[0] > 0:
+            rows = max(1, min(data.shape[0], 65536 // max(1, int(np.prod(data.shape[1:])))))
+            chunks = (rows, *data.shape[1:])
+        self.file.create_dataset(name, data=data, compression=compression, chunks=chunks)
+
+    def tree(self, name: str, tree: Any) -> None:
+        """Store nested state (weights, optimiser state, curves) without pickle."""
+        assert self.file is not None
+        write_tree(self.file.create_group(name), tree)
+
+    def json(self, name: str, value: Any) -> None:
+        """Store a small JSON-able value as an attribute (summaries, names)."""
+        self.attrs[name] = json.dumps(value, sort_keys=True)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.file is not None
+        if exc_type is not None:
+            self.file.close()
+            self.tmp_path.unlink(missing_ok=True)
+            return
+        self.file.attrs[COMPLETE_ATTR] = True
+        self.file.flush()
+        self.file.close()
+        with open(self.tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp_path, self.path)
+        _fsync_dir(self.path.parent)
+
+
+def _remove_orphaned_temporaries(path: Path) -> None:
+    """Delete temporary files that killed writers of `path` left behind (their process no longer exists)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except (ValueError, ProcessLookupError):
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, owned by someone else
+            pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Artifact:
+    """An open, validated artifact. Use as a context manager, or call `close()`."""
+
+    def __init__(self, path: Path, file: h5py.File):
+        self.path, self.file = path, file
+
+    def __enter__(self) -> Artifact:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    @property
+    def kind(self) -> str:
+        return str(self.file.attrs["kind"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.file.attrs["fingerprint"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.file.attrs["seed"])
+
+    def meta(self, name: str) -> Any:
+        """A JSON attribute (config, inputs, params, versions, or one written with `ArtifactWriter.json`)."""
+        return json.loads(self.file.attrs[name])
+
+    def array(self, name: str) -> np.ndarray:
+        return self._get(name)[()]
+
+    def tree(self, name: str) -> Any:
+        return read_tree(self._get(name))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.file
+
+    def _get(self, name: str) -> Any:
+        try:
+            return self.file[name]
+        except KeyError:
+            raise ArtifactError(f"{self.path}: has no '{name}'; it is corrupt — rerun its stage with --force") from None
+
+
+def open_artifact(path: str | Path, kind: str | None = None) -> Artifact:
+    """Open and validate an artifact: exists, is HDF5, complete, of the expected kind and schema version."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: not found")
+    try:
+        file = h5py.File(path, "r")
+    except OSError:
+        raise ArtifactError(
+            f"{path}: not a readable HDF5 file (corrupt or truncated); delete it and rerun the stage that wrote it"
+        ) from None
+    try:
+        _validate(path, file, kind)
+    except BaseException:
+        file.close()
+        raise
+    return Artifact(path, file)
+
+
+def _validate(path: Path, file: h5py.File, kind: str | None) -> None:
+    attrs = file.attrs
+    if "kind" not in attrs:
+        raise ArtifactError(f"{path}: not an mtrl artifact (no 'kind' attribute)")
+    if not bool(attrs.get(COMPLETE_ATTR, False)):
+        raise ArtifactError(f"{path}: incomplete artifact (its writer did not finish); rerun its stage with --force")
+    found = str(attrs["kind"])
+    if kind is not None and found != kind:
+        raise ArtifactError(f"{path}: is a '{found}' artifact, expected '{kind}'")
+    schema = schema_for(found)
+    version = int(attrs.get("schema_version", -1))
+    if version != schema.version:
+        raise ArtifactError(
+            f"{path}: '{found}' schema version {version}, this mtrl reads version {schema.version}; "
+            "rerun its stage with --force"
+        )
+    missing = [name for name in schema.required if name not in file]
+    if missing:
+        raise ArtifactError(f"{path}: missing {', '.join(missing)}; it is corrupt — rerun its stage with --force")
+
+
+def read_fingerprint(path: str | Path, kind: str | None = None) -> str:
+    """The fingerprint of a valid artifact (raises ArtifactError otherwise)."""
+    with open_artifact(path, kind) as art:
+        return art.fingerprint
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """Everything `mtrl inspect` shows: provenance attributes and every dataset's shape and dtype."""
+    with open_artifact(path) as art:
+        attrs = art.file.attrs
+        datasets: list[tuple[str, tuple[int, ...], str]] = []
+
+        def visit(name: str, node: Any) -> None:
+            if isinstance(node, h5py.Dataset):
+                datasets.append((name, node.shape, str(node.dtype)))
+
+        art.file.visititems(visit)
+        return {
+            "path": str(art.path),
+            "kind": art.kind,
+            "schema_version": int(attrs["schema_version"]),
+            "stage": str(attrs["stage"]),
+            "fingerprint": art.fingerprint,
+            "created": str(attrs["created"]),
+            "seed": art.seed,
+            "versions": art.meta("versions"),
+            "inputs": art.meta("inputs"),
+            "params": art.meta("params"),
+            "config": art.meta("config"),
+            "size_bytes": art.path.stat().st_size,
+            "datasets": datasets,
+        }

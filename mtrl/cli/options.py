@@ -1,0 +1,73 @@
+"""Options shared by every stage command and their translation into a Config and RunOptions."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from mtrl.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def parse_tasks(text: str | None) -> tuple[int, ...] | None:
+    """'3,4' or '0-3' or '0-3,7' → task indices (for sharding per-task stages across shell scripts)."""
+    if text is None:
+        return None
+    tasks: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            tasks += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise ConfigError(f"--tasks {text!r}: expected task indices like 3,4 or 0-3") from None
+    return tuple(sorted(set(tasks)))
+
+
+def stage_options(fn):
+    """The options every stage command takes (see `mtrl <stage> --help`)."""
+    options = [
+        click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Run directory: all artifacts and the resolved config live here."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Experiment YAML (configs/*.yaml). Default: the run directory's config.yaml."),
+        click.option("--profile", help="Named profile in the config file, e.g. smoke, cpu, paper."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override any config key, e.g. --set distill.epochs=10 (repeatable)."),
+        click.option("--seed", type=click.IntRange(min=0), help="Run seed (config key `seed`)."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     help="Torch device."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Worker processes for per-task stages; cores are split between them."),
+        click.option("--tasks", help="Only these training tasks, e.g. 0-3 or 3,4 (cluster sharding)."),
+        click.option("--force", is_flag=True, help="Recompute even when outputs are up to date."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
+
+
+def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overrides: tuple[str, ...],
+            seed: int | None, device: str, workers: int, tasks: str | None, force: bool, extra: tuple[str, ...] = ()):
+    """Load and validate the config, write it into the run directory, set up logging; return (config, options)."""
+    from mtrl.config import load_config, load_run_config, save_config
+    from mtrl.runlog import setup_logging
+    from mtrl.stages.base import RunOptions
+
+    overrides = tuple(extra) + tuple(overrides) + ((f"seed={seed}",) if seed is not None else ())
+    if config_path is not None:
+        config = load_config(config_path, profile, overrides)
+    elif profile is not None:
+        raise ConfigError("--profile needs --config (profiles are defined in the config file)")
+    else:
+        config = load_run_config(run_dir, overrides)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    options = RunOptions(run_dir=run_dir, device=device, workers=workers, tasks=parse_tasks(tasks), force=force)
+    source = f"from {config_path}" + (f" profile {profile}" if profile else "") if config_path else "from run dir"
+    save_config(config, run_dir, header=f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})")
+    setup_logging(run_dir)
+    return config, options

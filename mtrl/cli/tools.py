@@ -1,0 +1,60 @@
+"""Commands that look at a run directory or an artifact without computing anything."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mtrl.cli import main
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def status(run_dir: Path) -> None:
+    """Each expected artifact of RUN_DIR: missing, stale or up to date, with its fingerprint."""
+    from mtrl.config import load_run_config
+    from mtrl.stages.registry import all_stages
+    from mtrl.stages.runner import plan_unit
+
+    config = load_run_config(run_dir)
+    rows = []
+    for stage in all_stages():
+        for unit in stage.units(config, run_dir):
+            plan = plan_unit(stage, config, unit)
+            for name, out in unit.outputs.items():
+                state = plan.states[name]
+                if plan.fingerprint is None and state != "missing":
+                    state = "stale (inputs missing)"
+                rows.append((stage.name, str(out.path.relative_to(run_dir)), state, plan.fingerprint or "-"))
+    width = [max(len(r[i]) for r in rows + [("stage", "artifact", "state", "fingerprint")]) for i in range(4)]
+    for row in [("stage", "artifact", "state", "fingerprint"), *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, width)).rstrip())
+    done = sum(r[2] == "up to date" for r in rows)
+    click.echo(f"\n{done} of {len(rows)} artifacts up to date")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(file: Path, as_json: bool) -> None:
+    """Kind, schema version, stage, config, inputs, size and datasets (with shapes) of an artifact FILE."""
+    from mtrl.artifacts import describe
+
+    info = describe(file)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=list))
+        return
+    click.echo(f"{info['path']}: {info['kind']} (schema v{info['schema_version']}), "
+               f"{info['size_bytes'] / 1e6:.2f} MB")
+    for key in ("stage", "fingerprint", "created", "seed"):
+        click.echo(f"  {key}: {info[key]}")
+    click.echo("  versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    click.echo("  inputs: " + (", ".join(f"{k}={v}" for k, v in info["inputs"].items()) or "none"))
+    if info["params"]:
+        click.echo(f"  params: {json.dumps(info['params'])}")
+    click.echo("  config: " + json.dumps(info["config"], sort_keys=True))
+    click.echo(f"  datasets ({len(info['datasets'])}):")
+    for name, shape, dtype in info["datasets"]:
+        click.echo(f"    {name:40s} {str(tuple(shape)):18s} {dtype}")

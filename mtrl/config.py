@@ -1,0 +1,162 @@
+"""The experiment configuration: one typed tree with a section per stage, loaded from `configs/*.yaml`.
+
+Dataclass defaults are the papers' values (REFERENCE.md); a YAML file names the task distribution and its
+profiles (`smoke` for tests, `paper` for paper scale, ...) override what they need. Algorithm hyper-parameters
+live beside their algorithm (`mtrl.algos.*Config`) and are nested here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mtrl.algos.bcq import BCQConfig
+from mtrl.algos.ensemble import EnsembleConfig
+from mtrl.algos.mbml import MBMLConfig
+from mtrl.algos.sac import SACConfig
+from mtrl.configlib import build, parse_override, read_yaml, select_profile, set_path, to_dict
+from mtrl.errors import ConfigError
+
+VARIANTS = ("mbml", "no-triplet", "no-relabel", "neither")
+RESOLVED_NAME = "config.yaml"
+
+
+def _f(default: Any, help: str, min: float | None = None, max: float | None = None) -> Any:
+    """A config field with its one-line help and inclusive range."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max})
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    family: str = _f("HalfCheetahVel", "task distribution (see docs/envs.md)")
+    n_train: int | None = _f(None, "training tasks (default: the paper's number for the family)", min=1)
+    n_test: int | None = _f(None, "unseen test tasks (default: the paper's number for the family)", min=1)
+    task_seed: int = _f(0, "seed of the task split; fixed across run seeds so that seeds vary training only", min=0)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    steps: int = _f(60_000, "environment interactions per training task (MBML Table 9)", min=1)
+    eval_every: int = _f(5_000, "steps between deterministic evaluations of the learning SAC", min=1)
+    eval_episodes: int = _f(5, "episodes per evaluation", min=1)
+    checkpoint_every: int = _f(10_000, "steps between resumable checkpoints", min=1)
+    sac: SACConfig = field(default_factory=SACConfig)
+
+
+@dataclass(frozen=True)
+class BCQStageConfig:
+    steps: int = _f(300_000, "BCQ gradient steps per training task", min=1)
+    eval_every: int = _f(5_000, "gradient steps between online evaluations", min=1)
+    eval_episodes: int = _f(5, "episodes per evaluation", min=1)
+    snapshot: Literal["best", "final"] = _f("best", "which BCQ snapshot later stages use (reference: best)")
+    checkpoint_every: int = _f(20_000, "gradient steps between resumable checkpoints", min=1)
+    algo: BCQConfig = field(default_factory=BCQConfig)
+
+
+@dataclass(frozen=True)
+class EnsembleStageConfig:
+    steps: int = _f(20_000, "gradient steps per ensemble", min=1)
+    holdout_fraction: float = _f(0.1, "share of each task's transitions held out to measure error", min=0.0, max=0.5)
+    algo: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+
+def _dynamics_ensemble() -> EnsembleStageConfig:
+    """Next-state ensembles are deeper than reward ensembles: 20 × MLP 6×256 (MBML Table 3)."""
+    return EnsembleStageConfig(algo=EnsembleConfig(hidden=(256,) * 6))
+
+
+@dataclass(frozen=True)
+class RelabelConfig:
+    reward_std_threshold: float | None = _f(None, "ensemble std below which a relabelled reward is kept "
+                                                  "(default: the paper's value for the family)", min=0.0)
+    next_state_std_threshold: float | None = _f(None, "the same for relabelled next states", min=0.0)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    variants: tuple[str, ...] = _f(("mbml",), f"variants `mtrl run` trains, of: {', '.join(VARIANTS)}")
+    relabel: Literal["learned", "ground-truth"] = _f("learned", "relabel with the learned ensembles or the true "
+                                                                "reward function (ablation)")
+    epochs: int = _f(1000, "training epochs", min=1)
+    steps_per_epoch: int = _f(100, "gradient steps per epoch", min=1)
+    eval_every: int = _f(0, "epochs between evaluations during training (0: only at the end)", min=0)
+    checkpoint_every: int = _f(10, "epochs between resumable checkpoints", min=1)
+    algo: MBMLConfig = field(default_factory=MBMLConfig)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    episodes: int = _f(5, "episodes per task (Alg. 5)", min=1)
+    skip_episodes: int = _f(2, "leading episodes not counted in the return (PEARL/MBML protocol)", min=0)
+
+
+@dataclass(frozen=True)
+class SacInitConfig:
+    rollout_steps: int = _f(10_000, "transitions collected with the multi-task policy on each test task", min=1)
+    imitation_steps: int = _f(10_000, "maximum-likelihood steps imitating those actions", min=1)
+    imitation_batch: int = _f(256, "imitation batch size", min=1)
+    steps: int = _f(100_000, "SAC environment interactions per test task", min=1)
+    eval_every: int = _f(5_000, "interactions between evaluations", min=1)
+    eval_episodes: int = _f(5, "episodes per evaluation", min=1)
+    sac: SACConfig = field(default_factory=lambda: SACConfig(
+        critic_hidden=(1024,) * 9, separate_critic_batches=True, identical_critic_init=True, target_policy=True))
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = _f(0, "run seed: network initialisation, sampling, exploration", min=0)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    bcq: BCQStageConfig = field(default_factory=BCQStageConfig)
+    rewards: EnsembleStageConfig = field(default_factory=EnsembleStageConfig)
+    dynamics: EnsembleStageConfig = field(default_factory=_dynamics_ensemble)
+    relabel: RelabelConfig = field(default_factory=RelabelConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    sac_init: SacInitConfig = field(default_factory=SacInitConfig)
+
+
+def load_config(path: Path | None, profile: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict[str, Any] | None = None) -> Config:
+    """Config from a YAML file (plus profile) or from an already-resolved mapping, with dotted overrides."""
+    data = select_profile(read_yaml(path), profile, str(path)) if path is not None else dict(base or {})
+    for text in overrides:
+        key, value = parse_override(text)
+        data = set_path(data, key, value)
+    config = build(Config, data)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Checks that involve more than one field or the environment registry."""
+    from mtrl.envs import FAMILIES
+
+    if config.env.family not in FAMILIES:
+        raise ConfigError(f"config key 'env.family': unknown task family '{config.env.family}'; "
+                          f"choose one of: {', '.join(FAMILIES)}")
+    bad = [v for v in config.distill.variants if v not in VARIANTS]
+    if bad:
+        raise ConfigError(f"config key 'distill.variants': '{bad[0]}' is not one of: {', '.join(VARIANTS)}")
+
+
+def save_config(config: Config, run_dir: Path, header: str = "") -> Path:
+    """Write the resolved config into the run directory (atomically) and return its path."""
+    path = Path(run_dir) / RESOLVED_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    tmp.write_text((f"# {header}\n" if header else "") + text)
+    tmp.replace(path)
+    return path
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The resolved config a run directory was last used with."""
+    path = Path(run_dir) / RESOLVED_NAME
+    if not path.exists():
+        raise ConfigError(f"{run_dir} has no {RESOLVED_NAME}; start the run with --config configs/<family>.yaml")
+    return load_config(None, None, overrides, base=read_yaml(path))

@@ -1,0 +1,96 @@
+"""Local executor: runs independent units of work in-process or in a pool of worker processes.
+
+Workers use the `spawn` start method (safe with torch) and split the machine's cores between them, so
+`--workers N` never oversubscribes the CPU. A failing unit never stops the others; its error is returned.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+from mtrl.errors import MtrlError
+
+_slot = 0  # this process's progress-bar row; set once per worker
+
+
+@dataclass(frozen=True)
+class JobResult:
+    key: str
+    error: str | None = None  # one line for the user
+    detail: str | None = None  # full traceback for the log, when the error is a bug rather than bad input
+
+
+def current_slot() -> int:
+    return _slot
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, cpu_count() // max(1, workers))
+
+
+def _init_worker(threads: int, slots: Any, setup: Callable[[], None] | None) -> None:
+    global _slot
+    import torch
+
+    torch.set_num_threads(threads)
+    _slot = slots.get()
+    if setup is not None:
+        setup()
+
+
+def _call(fn: Callable[[Any], None], key: str, job: Any) -> JobResult:
+    try:
+        fn(job)
+    except MtrlError as e:
+        return JobResult(key, str(e))
+    except Exception as e:  # report which unit failed and why; keep the traceback for the log
+        return JobResult(key, f"{type(e).__name__}: {e}", traceback.format_exc())
+    return JobResult(key)
+
+
+def run_jobs(
+    fn: Callable[[Any], None],
+    jobs: Sequence[tuple[str, Any]],
+    workers: int,
+    setup: Callable[[], None] | None = None,
+    on_done: Callable[[JobResult], None] | None = None,
+) -> list[JobResult]:
+    """Run `fn(job)` for every (key, job); in-process when one worker suffices, else in `workers` processes.
+
+    `fn`, the jobs and `setup` (called once in each worker, e.g. to configure logging) must be picklable.
+    """
+    results: list[JobResult] = []
+    if workers <= 1 or len(jobs) <= 1:
+        for key, job in jobs:
+            results.append(_call(fn, key, job))
+            if on_done:
+                on_done(results[-1])
+        return results
+    n = min(workers, len(jobs))
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        slots = manager.Queue()
+        for i in range(n):
+            slots.put(i)
+        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads_per_worker(n), slots, setup)) as pool:
+            futures = {pool.submit(_call, fn, key, job): key for key, job in jobs}
+            for future in as_completed(futures):
+                results.append(future.result())
+                if on_done:
+                    on_done(results[-1])
+    order = {key: i for i, (key, _) in enumerate(jobs)}
+    return sorted(results, key=lambda r: order[r.key])

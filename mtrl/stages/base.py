@@ -1,0 +1,149 @@
+"""What a stage is: a named recipe that turns input artifacts into output artifacts, unit by unit.
+
+A stage lists its units of work (one per training task for per-task stages, one in total otherwise). Each
+unit names its input and output artifacts; the runner (`mtrl.stages.runner`) fingerprints it, skips it when its
+outputs are up to date, fans units out over worker processes, and hands `run_unit` a `UnitContext` with
+everything it needs: config, seed, device, writers, a checkpointer and progress bars.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import tqdm
+
+from mtrl.artifacts import Artifact, ArtifactMeta, ArtifactWriter, open_artifact
+from mtrl.configlib import to_dict
+from mtrl.errors import ArtifactError
+from mtrl.launch.local import current_slot
+
+if TYPE_CHECKING:
+    import torch
+
+    from mtrl.config import Config
+
+
+@dataclass(frozen=True)
+class Input:
+    path: Path
+    kind: str
+    stage: str  # the stage that produces it, named in "run `mtrl <stage>` first" errors
+
+
+@dataclass(frozen=True)
+class Output:
+    path: Path
+    kind: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    key: str  # e.g. "task_03" or "mbml"; names checkpoints and log lines
+    outputs: dict[str, Output]
+    inputs: dict[str, Input] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # part of the fingerprint (e.g. the task index)
+    task: int | None = None  # training-task index, for `--tasks` selection
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (never part of a fingerprint): where, on what device, how many processes, which tasks."""
+
+    run_dir: Path
+    device: str = "auto"
+    workers: int = 1
+    tasks: tuple[int, ...] | None = None
+    force: bool = False
+
+
+def task_key(index: int) -> str:
+    return f"task_{index:02d}"
+
+
+class Stage:
+    """Base class. Subclasses set `name` and `sections` and implement `units` and `run_unit`."""
+
+    name: ClassVar[str]
+    sections: ClassVar[tuple[str, ...]]  # config sections whose values determine the outputs
+
+    def units(self, config: Config, run_dir: Path) -> list[Unit]:
+        raise NotImplementedError
+
+    def run_unit(self, ctx: UnitContext) -> None:
+        raise NotImplementedError
+
+    def stage_config(self, config: Config) -> dict[str, Any]:
+        """The part of the config that is fingerprinted and recorded in this stage's artifacts."""
+        return {"seed": config.seed, **{s: to_dict(getattr(config, s)) for s in self.sections}}
+
+
+class Checkpointer:
+    """Resumable state of one unit, valid only for the same fingerprint (a changed config starts afresh)."""
+
+    def __init__(self, path: Path, meta: ArtifactMeta):
+        self.path, self.meta = path, meta
+
+    def load(self) -> Any | None:
+        try:
+            with open_artifact(self.path, "checkpoint") as art:
+                if art.fingerprint != self.meta.fingerprint:
+                    return None
+                return art.tree("state")
+        except ArtifactError:
+            return None
+
+    def save(self, state: Any) -> None:
+        with ArtifactWriter(self.path, self.meta) as w:
+            w.tree("state", state)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class UnitContext:
+    """Everything `Stage.run_unit` needs; built by the runner in the process that runs the unit."""
+
+    stage: Stage
+    config: Config
+    unit: Unit
+    options: RunOptions
+    input_fingerprints: dict[str, str]
+    seed: int
+    log: logging.Logger
+
+    @property
+    def run_dir(self) -> Path:
+        return self.options.run_dir
+
+    @property
+    def device(self) -> torch.device:
+        from mtrl.nn import resolve_device
+
+        return resolve_device(self.options.device)
+
+    def meta(self, kind: str) -> ArtifactMeta:
+        return ArtifactMeta(kind, self.stage.name, self.stage.stage_config(self.config), self.input_fingerprints,
+                            self.unit.params, self.seed)
+
+    def writer(self, output: str) -> ArtifactWriter:
+        """Writer for one of the unit's declared outputs, with provenance and fingerprint filled in."""
+        out = self.unit.outputs[output]
+        return ArtifactWriter(out.path, self.meta(out.kind))
+
+    def read(self, name: str) -> Artifact:
+        inp = self.unit.inputs[name]
+        return open_artifact(inp.path, inp.kind)
+
+    @property
+    def checkpointer(self) -> Checkpointer:
+        path = self.run_dir / "checkpoints" / self.stage.name / f"{self.unit.key}.h5"
+        return Checkpointer(path, self.meta("checkpoint"))
+
+    def progress(self, total: int, unit: str = "it", initial: int = 0) -> tqdm.tqdm:
+        """A progress bar on this worker's row; hidden automatically when stderr is not a terminal."""
+        return tqdm.tqdm(total=total, initial=initial, unit=unit, desc=f"{self.stage.name} {self.unit.key}",
+                         position=current_slot(), leave=False, dynamic_ncols=True, disable=None, mininterval=0.5)

@@ -1,0 +1,23 @@
+"""The pipeline's stages in dependency order. Modules are imported on first use, so the CLI starts fast."""
+
+from __future__ import annotations
+
+import importlib
+
+from mtrl.errors import ConfigError
+from mtrl.stages.base import Stage
+
+# name -> "module:Class"; order is execution order for `mtrl run` and display order for `mtrl status`.
+PIPELINE: dict[str, str] = {}
+
+
+def get_stage(name: str) -> Stage:
+    try:
+        module, cls = PIPELINE[name].split(":")
+    except KeyError:
+        raise ConfigError(f"unknown stage '{name}'; stages: {', '.join(PIPELINE)}") from None
+    return getattr(importlib.import_module(module), cls)()
+
+
+def all_stages() -> list[Stage]:
+    return [get_stage(name) for name in PIPELINE]

@@ -1,0 +1,132 @@
+"""The stage runner: fingerprints units, skips what is up to date, fans the rest out, reports failures."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mtrl.artifacts import fingerprint, open_artifact, schema_for
+from mtrl.errors import ArtifactError, StageError
+from mtrl.launch.local import JobResult, run_jobs
+from mtrl.runlog import log, setup_logging
+from mtrl.seeding import derive_seed, seed_everything
+from mtrl.stages.base import RunOptions, Stage, Unit, UnitContext
+
+if TYPE_CHECKING:
+    from mtrl.config import Config
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    unit: Unit
+    fingerprint: str | None  # None when an input is missing or invalid
+    input_fingerprints: dict[str, str]
+    states: dict[str, str]  # output name -> "up to date" | "stale" | "missing" | "incomplete" | "unreadable"
+    problem: str | None = None  # why the unit cannot run now
+
+    @property
+    def up_to_date(self) -> bool:
+        return all(s == "up to date" for s in self.states.values())
+
+
+def plan_unit(stage: Stage, config: Config, unit: Unit) -> UnitPlan:
+    """Compute a unit's expected fingerprint from its inputs and compare it with its existing outputs."""
+    input_fps: dict[str, str] = {}
+    problem = None
+    for name, inp in unit.inputs.items():
+        try:
+            with open_artifact(inp.path, inp.kind) as art:
+                input_fps[name] = art.fingerprint
+        except ArtifactError as e:
+            if not inp.path.exists():
+                problem = f"{stage.name} needs {inp.path}, which is missing: run `mtrl {inp.stage}` first"
+            else:
+                problem = f"{stage.name} cannot read its input: {e}"
+            break
+    fp = None
+    if problem is None:
+        version = schema_for(next(iter(unit.outputs.values())).kind).version
+        fp = fingerprint(stage.name, version, stage.stage_config(config), input_fps, unit.params)
+    states = {name: output_state(out.path, out.kind, fp) for name, out in unit.outputs.items()}
+    return UnitPlan(unit, fp, input_fps, states, problem)
+
+
+def output_state(path: Path, kind: str, expected: str | None) -> str:
+    if not path.exists():
+        return "missing"
+    try:
+        with open_artifact(path, kind) as art:
+            return "up to date" if expected is not None and art.fingerprint == expected else "stale"
+    except ArtifactError as e:
+        return "incomplete" if "incomplete" in str(e) else "unreadable"
+
+
+def select_units(stage: Stage, units: list[Unit], tasks: tuple[int, ...] | None) -> list[Unit]:
+    """Keep the units of the requested training tasks (`--tasks`); stages without task units ignore it."""
+    per_task = [u for u in units if u.task is not None]
+    if tasks is None or not per_task:
+        return units
+    known = sorted(u.task for u in per_task)
+    bad = [t for t in tasks if t not in known]
+    if bad:
+        raise StageError(f"--tasks {','.join(map(str, bad))}: {stage.name} has tasks {known[0]}..{known[-1]}")
+    return [u for u in units if u.task is None or u.task in tasks]
+
+
+@dataclass(frozen=True)
+class _Job:
+    stage: Stage
+    config: Config
+    options: RunOptions
+    plan: UnitPlan
+
+
+def _execute(job: _Job) -> None:
+    """Run one unit (in this process or a worker): seed, call the stage, drop its checkpoint when done."""
+    stage, unit = job.stage, job.plan.unit
+    seed = derive_seed(job.config.seed, stage.name, unit.key)
+    seed_everything(seed)
+    ctx = UnitContext(stage, job.config, unit, job.options, job.plan.input_fingerprints, seed, log)
+    if job.options.force:
+        ctx.checkpointer.clear()
+    start = time.perf_counter()
+    stage.run_unit(ctx)
+    missing = [name for name, out in unit.outputs.items() if output_state(out.path, out.kind, job.plan.fingerprint)
+               != "up to date"]
+    if missing:
+        raise RuntimeError(f"stage {stage.name} did not write {', '.join(missing)} for {unit.key}")
+    ctx.checkpointer.clear()
+    log.info(f"{stage.name} {unit.key}: done in {time.perf_counter() - start:.1f}s")
+
+
+def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResult]:
+    """Bring every selected unit of `stage` up to date; raise StageError naming the units that failed."""
+    setup_logging(options.run_dir)
+    units = select_units(stage, stage.units(config, options.run_dir), options.tasks)
+    plans = [plan_unit(stage, config, u) for u in units]
+    blocked = [p.problem for p in plans if p.problem]
+    if blocked:
+        raise StageError(blocked[0])
+    todo = [p for p in plans if options.force or not p.up_to_date]
+    skipped = len(plans) - len(todo)
+    log.info(f"{stage.name}: {len(todo)} to run, {skipped} up to date" + (" (--force)" if options.force else ""))
+    if not todo:
+        return []
+    jobs = [(p.unit.key, _Job(stage, config, options, p)) for p in todo]
+
+    def report(result: JobResult) -> None:
+        if result.error:
+            log.error(f"{stage.name} {result.key}: failed: {result.error}")
+            if result.detail:
+                log.debug(result.detail)
+
+    results = run_jobs(_execute, jobs, options.workers, functools.partial(setup_logging, options.run_dir), report)
+    failed = [r for r in results if r.error]
+    if failed:
+        first = failed[0]
+        raise StageError(f"{stage.name}: {len(failed)} of {len(results)} units failed; {first.key}: {first.error}"
+                         + (f" (details in {options.run_dir / 'logs' / 'mtrl.log'})" if first.detail else ""))
+    return results
