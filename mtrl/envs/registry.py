@@ -19,7 +19,7 @@ from mtrl.errors import ConfigError
 ARC = 2 * math.pi / 3  # MBML: directions and goals on a 120° arc
 
 ANT_DIR_INFO = {"xy_velocity": (2,), "qpos": (15,), "qvel": (14,)}
-CHEETAH_INFO = {"x_velocity": (), "qpos": (9,), "qvel": (9,)}
+X_VELOCITY_INFO = {"x_velocity": (), "qpos": (9,), "qvel": (9,)}  # HalfCheetah and Walker2d: nq = nv = 9
 DMC_WALKER_INFO = {
     "torso_height": (),
     "torso_upright": (),
@@ -30,6 +30,7 @@ DMC_WALKER_INFO = {
 
 
 def _family(name, entry_point, sample_tasks, env_kwargs=None, gym_default_task=None, **spec) -> Family:
+    spec["info_keys"] = dict(spec["info_keys"])  # each spec owns its dict
     return Family(
         spec=EnvSpec(name=name, gym_id=f"mtrl/{name}-v0", **spec),
         entry_point=entry_point,
@@ -79,7 +80,7 @@ _FAMILY_LIST = [
         "HalfCheetahVel", "mtrl.envs.cheetah:HalfCheetahVelEnv",
         partial(sampling.uniform_scalar, low=0.0, high=1.5),
         obs_dim=20, act_dim=6, max_action=1.0, horizon=1000, varies="reward", task_dim=1,
-        task_meaning="target forward velocity v*", info_keys=CHEETAH_INFO,
+        task_meaning="target forward velocity v*", info_keys=X_VELOCITY_INFO,
         reward_std_threshold=0.05, next_state_std_threshold=None, default_n_train=10, default_n_test=8,
     ),
     _family(
@@ -96,7 +97,7 @@ _FAMILY_LIST = [
         obs_dim=17, act_dim=6, max_action=1.0, horizon=200, varies="dynamics",
         task_dim=sampling.WALKER_PARAM_DIM,
         task_meaning="multipliers of body_mass (8), body_inertia (8x3), dof_damping (9), geom_friction (8x3)",
-        info_keys=CHEETAH_INFO, reward_std_threshold=0.1, next_state_std_threshold=0.1,
+        info_keys=X_VELOCITY_INFO, reward_std_threshold=0.1, next_state_std_threshold=0.1,
         default_n_train=30, default_n_test=8,
     ),
     _family(
@@ -129,7 +130,7 @@ _FAMILY_LIST = [
         "HalfCheetahFwdBack", "mtrl.envs.cheetah:HalfCheetahFwdBackEnv",
         partial(sampling.cycle, choices=[[1.0], [-1.0]]),
         obs_dim=20, act_dim=6, max_action=1.0, horizon=200, varies="reward", task_dim=1,
-        task_meaning="direction: +1 forward, -1 backward", info_keys=CHEETAH_INFO,
+        task_meaning="direction: +1 forward, -1 backward", info_keys=X_VELOCITY_INFO,
         reward_std_threshold=0.1, next_state_std_threshold=None, default_n_train=2, default_n_test=2,
         discrete_tasks=True,
     ),
