@@ -1,0 +1,261 @@
+"""SAC (mtrl.algos.sac): acting, learning signals, targets, checkpoints, MBML App. J options, imitation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtrl.algos.sac import SAC, SACConfig, imitate
+from mtrl.nn import TanhGaussianActor, mlp, to_numpy_tree, to_torch_tree
+
+OBS, ACT, B = 5, 3, 32
+TINY = {"actor_hidden": (32, 32), "critic_hidden": (32, 32), "batch_size": B}
+APP_J = {"separate_critic_batches": True, "identical_critic_init": True, "target_policy": True}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, and much faster than two on a CPU shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_sac(
+    seed: int = 0, max_action: float = 1.0, condition: torch.Tensor | None = None, **overrides
+) -> SAC:
+    torch.manual_seed(seed)
+    return SAC(SACConfig(**{**TINY, **overrides}), OBS, ACT, max_action, "cpu", critic_condition=condition)
+
+
+def make_batch(seed: int, terminal: bool = False) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(B, OBS, generator=g)
+    return {
+        "observations": obs,
+        "actions": torch.rand(B, ACT, generator=g) * 2 - 1,
+        "rewards": torch.randn(B, generator=g),
+        "next_observations": obs + 0.1 * torch.randn(B, OBS, generator=g),
+        "terminals": torch.ones(B) if terminal else (torch.rand(B, generator=g) < 0.1).float(),
+    }
+
+
+def batches_for(sac: SAC, seed: int) -> list[dict[str, torch.Tensor]]:
+    return [make_batch(seed + i) for i in range(sac.batches_per_update)]
+
+
+def params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_act_shapes_bounds_and_determinism():
+    sac = make_sac(max_action=2.0)
+    obs = np.random.default_rng(0).standard_normal((64, OBS)).astype(np.float32)
+    single, batch = sac.act(obs[0], deterministic=False), sac.act(obs, deterministic=False)
+    assert single.shape == (ACT,) and batch.shape == (64, ACT)
+    assert single.dtype == np.float32 and batch.dtype == np.float32
+    assert np.all(np.abs(batch) <= 2.0)
+    assert np.array_equal(sac.act(obs, deterministic=True), sac.act(obs, deterministic=True))
+    assert not np.array_equal(sac.act(obs, deterministic=False), sac.act(obs, deterministic=False))
+    # The deterministic action is the tanh of the Gaussian mean, as in the actor's own forward.
+    expected = sac.actor(torch.from_numpy(obs), deterministic=True)[0].detach().numpy()
+    np.testing.assert_allclose(sac.act(obs, deterministic=True), expected, atol=1e-6)
+    # float64 input (what some environments return) is accepted.
+    assert sac.act(obs[0].astype(np.float64), deterministic=True).shape == (ACT,)
+
+
+def test_update_returns_float_metrics():
+    sac = make_sac()
+    metrics = sac.update(make_batch(0))
+    assert set(metrics) == {"q1_loss", "q2_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean"}
+    assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values())
+
+
+def test_critics_learn_a_one_step_bandit():
+    """Every transition is terminal, so the optimal Q is the reward itself: r(s, a) = s·w + a·v."""
+    sac = make_sac(critic_lr=3e-3)
+    batch = make_batch(0, terminal=True)
+    g = torch.Generator().manual_seed(1)
+    batch["rewards"] = batch["observations"] @ torch.randn(OBS, generator=g) + batch["actions"] @ torch.randn(
+        ACT, generator=g
+    )
+    first = sac.update(batch)
+    for _ in range(300):
+        last = sac.update(batch)
+    assert last["q1_loss"] < 0.05 * first["q1_loss"] and last["q2_loss"] < 0.05 * first["q2_loss"]
+    x = torch.cat([batch["observations"], batch["actions"]], -1)
+    q = sac.critic(x).squeeze(-1).detach()
+    assert torch.allclose(q, batch["rewards"].expand(2, -1), atol=0.3)
+
+
+@pytest.mark.parametrize("target_entropy, direction", [(-100.0, -1), (100.0, 1)])
+def test_temperature_follows_the_entropy_target(target_entropy, direction):
+    """α falls when the policy is more random than the target and rises when it is less."""
+    sac = make_sac(target_entropy=target_entropy, init_alpha=0.5)
+    before = sac.log_alpha.item()
+    for seed in range(3):
+        sac.update(make_batch(seed))
+    assert np.sign(sac.log_alpha.item() - before) == direction
+
+
+def test_default_target_entropy_is_minus_action_dim():
+    assert make_sac().target_entropy == -ACT
+
+
+@pytest.mark.parametrize("overrides", [{}, APP_J], ids=["sac", "app_j"])
+def test_targets_move_by_their_rates(overrides):
+    sac = make_sac(tau=0.05, policy_tau=0.3, **overrides)
+    for seed in range(2):  # make online and target weights differ first
+        sac.update(*batches_for(sac, seed))
+    critic_before = params(sac.critic_target)
+    actor_before = params(sac.actor_target) if sac.actor_target is not None else None
+    sac.update(*batches_for(sac, 10))
+    for old, new, online in zip(
+        critic_before, sac.critic_target.parameters(), sac.critic.parameters(), strict=True
+    ):
+        assert torch.allclose(new, old + 0.05 * (online - old), atol=1e-7)
+        assert not torch.equal(new, old)
+    if actor_before is not None:
+        for old, new, online in zip(
+            actor_before, sac.actor_target.parameters(), sac.actor.parameters(), strict=True
+        ):
+            assert torch.allclose(new, old + 0.3 * (online - old), atol=1e-7)
+
+
+def _is_plain(tree) -> bool:
+    """Only tensors and what HDF5 attributes can hold without pickle."""
+    if isinstance(tree, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in tree.items())
+    if isinstance(tree, (list, tuple)):
+        return all(_is_plain(v) for v in tree)
+    return tree is None or isinstance(tree, (torch.Tensor, bool, int, float, str))
+
+
+@pytest.mark.parametrize("overrides", [{}, APP_J], ids=["sac", "app_j"])
+def test_state_dict_round_trip_resumes_bit_identically(overrides):
+    original = make_sac(seed=0, **overrides)
+    for seed in range(3):
+        original.update(*batches_for(original, seed))
+    state = original.state_dict()
+    assert _is_plain(state)
+    assert {"actor", "critic", "critic_target", "log_alpha", "actor_opt", "critic_opt", "alpha_opt"} <= set(
+        state
+    )
+
+    resumed = make_sac(seed=1, **overrides)  # different initial weights and generator
+    resumed.load_state_dict(to_torch_tree(to_numpy_tree(state)))  # as if stored in and read from HDF5
+    for seed in range(3, 6):
+        assert original.update(*batches_for(original, seed)) == resumed.update(*batches_for(resumed, seed))
+    for a, b in zip(
+        original.state_dict()["critic"].values(), resumed.state_dict()["critic"].values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    for a, b in zip(original.actor.parameters(), resumed.actor.parameters(), strict=True):
+        assert torch.equal(a, b)
+    obs = np.zeros(OBS, dtype=np.float32)
+    assert np.array_equal(original.act(obs, deterministic=False), resumed.act(obs, deterministic=False))
+
+
+def test_state_dict_is_a_snapshot():
+    sac = make_sac()
+    state = sac.state_dict()
+    snapshot = state["critic"]["layers.0.weight"].clone()
+    sac.update(make_batch(0))
+    assert torch.equal(state["critic"]["layers.0.weight"], snapshot)
+
+
+def _members_equal(sac: SAC) -> bool:
+    return all(torch.equal(p[0], p[1]) for p in sac.critic.parameters())
+
+
+def test_identical_critic_init():
+    assert _members_equal(make_sac(identical_critic_init=True))
+    assert not _members_equal(make_sac(identical_critic_init=False))
+
+
+def test_separate_critic_batches_make_identical_critics_diverge():
+    """Identical critics trained on the same batches stay identical (twin Q gains nothing): App. J's reason
+    for giving each its own batch."""
+    same = make_sac(identical_critic_init=True)
+    separate = make_sac(identical_critic_init=True, separate_critic_batches=True)
+    assert (same.batches_per_update, separate.batches_per_update) == (1, 2)
+    for seed in range(3):
+        same.update(make_batch(seed))
+        separate.update(make_batch(seed), make_batch(seed + 100))
+    assert _members_equal(same)
+    assert not _members_equal(separate)
+
+
+def test_update_checks_the_number_of_batches():
+    with pytest.raises(ValueError, match="2 batch"):
+        make_sac(separate_critic_batches=True).update(make_batch(0))
+    with pytest.raises(ValueError, match="1 batch"):
+        make_sac().update(make_batch(0), make_batch(1))
+
+
+def test_init_critics_from_distilled_q():
+    z = torch.randn(4, requires_grad=True)  # as inferred by an encoder
+    q_d = mlp(OBS + ACT + z.numel(), TINY["critic_hidden"], 1)
+    sac = make_sac(condition=z)
+    sac.init_critics_from(q_d.state_dict())
+    batch = make_batch(0)
+    s, a = batch["observations"], batch["actions"]
+    expected = q_d(torch.cat([s, a, z.expand(B, -1)], -1)).squeeze(-1)
+    x = torch.cat([s, a, z.expand(B, -1)], -1)  # input order of Q_D: [s, a, z]
+    for critic in (sac.critic, sac.critic_target):
+        q = critic(x).squeeze(-1)
+        assert q.shape == (2, B)
+        assert torch.allclose(q, expected.expand(2, -1), atol=1e-5)
+    sac.update(batch)  # the condition is appended inside update too
+    assert z.grad is None  # z is a fixed input: no gradient flows back to the encoder
+
+
+def test_init_critics_from_rejects_a_mismatched_state():
+    sac = make_sac(condition=torch.randn(4))
+    with pytest.raises(ValueError, match="shape"):
+        sac.init_critics_from(mlp(OBS + ACT, TINY["critic_hidden"], 1).state_dict())  # no z input
+    with pytest.raises(ValueError, match="linear layers"):
+        sac.init_critics_from(mlp(OBS + ACT + 4, (32, 32, 32), 1).state_dict())
+
+
+def _imitation_data():
+    torch.manual_seed(0)
+    teacher = mlp(OBS, (16,), ACT)
+    obs = torch.randn(512, OBS)
+    with torch.no_grad():
+        actions = 2.0 * torch.tanh(teacher(obs))
+    return obs, actions
+
+
+def _imitate(seed: int):
+    obs, actions = _imitation_data()
+    torch.manual_seed(1)
+    student = TanhGaussianActor(OBS, ACT, (64, 64), max_action=2.0)
+    g = torch.Generator().manual_seed(seed)
+    losses = imitate(student, obs, actions, steps=500, batch_size=128, lr=1e-3, generator=g)
+    return student, losses
+
+
+def test_imitate_reproduces_the_teachers_actions():
+    obs, actions = _imitation_data()
+    student, losses = _imitate(seed=0)
+    assert len(losses) == 500 and all(isinstance(v, float) for v in losses)
+    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 5.0
+    with torch.no_grad():
+        predicted = student(obs, deterministic=True)[0]
+    assert (predicted - actions).abs().mean() < 0.05
+    assert _imitate(seed=0)[1] == losses  # deterministic given the seeds
+
+
+def test_init_actor_from_sets_actor_and_target_policy():
+    student = TanhGaussianActor(OBS, ACT, TINY["actor_hidden"], max_action=2.0)
+    sac = make_sac(max_action=2.0, target_policy=True)
+    sac.init_actor_from(student.state_dict())
+    for module in (sac.actor, sac.actor_target):
+        for a, b in zip(module.parameters(), student.parameters(), strict=True):
+            assert torch.equal(a, b)
+    obs = np.random.default_rng(0).standard_normal((8, OBS)).astype(np.float32)
+    expected = student(torch.from_numpy(obs), deterministic=True)[0].detach().numpy()
+    np.testing.assert_allclose(sac.act(obs, deterministic=True), expected, atol=1e-6)
