@@ -1,0 +1,262 @@
+"""MBML distillation: losses, gradient routing, Alg. 4 sets, Eq. 11, variants, acting, checkpoints."""
+
+import dataclasses
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from mtrl.algos.bcq import ConditionalVAE, Perturbation, TwinCritic
+from mtrl.algos.context import gaussian_kl
+from mtrl.algos.mbml import (
+    MBML,
+    MBMLConfig,
+    hard_negative_triplet_loss,
+    random_subset_mask,
+    sample_relabelled_subset,
+    triplet_loss,
+)
+from mtrl.nn import to_numpy_tree, to_torch_tree
+
+K, OBS, ACT, MAX_ACTION, LATENT = 3, 4, 2, 2.0, 4
+VARIANTS = ["mbml", "no-triplet", "no-relabel", "neither"]
+TINY = MBMLConfig(
+    z_dim=3,
+    encoder_hidden=(16,),
+    q_hidden=(32, 32),
+    g_hidden=(32,),
+    xi_hidden=(32,),
+    lr=1e-3,
+    batch_size=16,
+    context_size=8,
+    relabelled_context_size=8,
+    no_relabel_context_size=8,
+    neither_context_size=8,
+    hard_negative_sets=3,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks: one thread avoids OpenMP overhead, which is large on a shared, busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_teachers(k=K):
+    hidden = (16, 16)
+    return [
+        SimpleNamespace(
+            critic=TwinCritic(OBS, ACT, hidden),
+            vae=ConditionalVAE(OBS, ACT, hidden, MAX_ACTION, LATENT),
+            actor=Perturbation(OBS, ACT, hidden, MAX_ACTION, 0.05),
+        )
+        for _ in range(k)
+    ]
+
+
+def make_algo(variant="mbml", seed=0, **overrides):
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(TINY, variant=variant, **overrides)
+    return MBML(cfg, OBS, ACT, MAX_ACTION, make_teachers(), "cpu")
+
+
+def make_batch(algo, seed=1, confident=0.7):
+    """A random batch of the shapes `batch_shapes` asks for; relabelled rows are context rows of task j with
+    a new reward, as the relabel stage produces them, and NaN where the ensemble is not confident."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = algo.batch_shapes()
+    batch = {key: torch.randn(shape, generator=g) for key, shape in shapes.items() if key != "relabel_mask"}
+    if "relabelled_context" in batch:
+        relabelled = batch["context"][None].repeat(K, 1, 1, 1)
+        relabelled[..., -1] = torch.randn(relabelled.shape[:-1], generator=g)
+        batch["relabelled_context"] = relabelled
+        batch["relabel_mask"] = torch.rand(shapes["relabel_mask"], generator=g) < confident
+        relabelled[~batch["relabel_mask"]] = torch.nan
+    return batch
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_updates_with_finite_losses_and_acts_in_bounds(variant):
+    algo = make_algo(variant)
+    metrics = algo.update(make_batch(algo))
+    assert {"total", "q", "kl", "g", "xi", "triplet"} <= set(metrics)
+    assert all(np.isfinite(v) for v in metrics.values()), metrics
+    assert (metrics["triplet"] == 0.0) == (variant in ("no-triplet", "neither"))
+    assert all(torch.isfinite(p).all() for p in algo.networks.parameters())
+
+    obs = 10 * np.random.default_rng(0).normal(size=(64, OBS))
+    z = algo.sample_z(make_batch(algo)["observations"].new_zeros(0, algo.context_dim))
+    actions = algo.act(obs, z)
+    assert actions.shape == (64, ACT) and np.abs(actions).max() <= MAX_ACTION
+    assert algo.act(obs[0], z).shape == (ACT,)
+    zs = np.stack([algo.sample_z() for _ in range(64)])  # one z per observation
+    assert algo.act(obs, zs).shape == (64, ACT)
+
+
+def test_batch_keys_and_shapes_are_checked():
+    algo = make_algo("mbml")
+    batch = make_batch(algo)
+    del batch["relabel_mask"]
+    with pytest.raises(ValueError, match="relabel_mask"):
+        algo.update(batch)
+    assert set(make_algo("neither").batch_shapes()) == {"observations", "actions", "context"}
+    assert make_algo("no-relabel").batch_shapes()["context"] == (K, 3, 8, algo.context_dim)
+
+
+def test_triplet_loss_zero_when_margin_is_met_and_positive_otherwise():
+    def gaussians(*means):
+        mean = torch.tensor(means).reshape(1, 1, 1)
+        return mean, torch.ones_like(mean)
+
+    valid = torch.ones(1, 1, dtype=torch.bool)
+    anchor, near, far = gaussians(0.0), gaussians(0.1), gaussians(10.0)  # KL: 0.005 and 50
+    loss, active = triplet_loss(anchor, near, far, 2.0, valid)
+    assert loss.item() == 0.0 and active.item() == 0.0
+    loss, active = triplet_loss(anchor, far, near, 2.0, valid)
+    assert loss.item() == pytest.approx(50.0 - 0.005 + 2.0) and active.item() == 1.0
+    loss, _ = triplet_loss(anchor, anchor, anchor, 2.0, valid)  # indistinguishable: the margin
+    assert loss.item() == pytest.approx(2.0)
+
+
+def test_pair_without_confident_rows_gives_zero_loss_and_zero_gradient():
+    torch.manual_seed(0)
+    mean = [torch.randn(2, 2, 3, requires_grad=True) for _ in range(3)]
+    var = [torch.rand(2, 2, 3) + 0.5 for _ in range(3)]
+    valid = torch.tensor([[False, True], [False, False]])  # only pair (0, 1) has a triplet
+    loss, _ = triplet_loss(*zip(mean, var, strict=True), 2.0, valid)
+    a, p, n = ((m[0, 1], v[0, 1]) for m, v in zip(mean, var, strict=True))
+    expected = torch.relu(gaussian_kl(*a, *p) - gaussian_kl(*a, *n) + 2.0)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    for m in mean:
+        assert torch.count_nonzero(m.grad[~valid]) == 0
+
+    # Through the whole update: no confident row anywhere → exactly zero triplet loss and encoder gradient.
+    algo = make_algo("mbml")
+    batch = make_batch(algo, confident=0.0)
+    triplet = algo.losses(batch)["triplet"]
+    assert triplet.item() == 0.0
+    grads = torch.autograd.grad(triplet, list(algo.encoder.parameters()), allow_unused=True)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_triplet_matches_eq_13_when_every_row_is_used():
+    # All rows confident and c̃_i as large as ∪_j c_{j→i}: x_{j→i} = c_{j→i}, x_j = c_j, c_{i,j} = c_i.
+    algo = make_algo("mbml", relabelled_context_size=(K - 1) * TINY.context_size)
+    batch = make_batch(algo, confident=1.1)
+    enc, m = algo.encoder, algo.cfg.triplet_margin
+    expected = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.relu(
+                        gaussian_kl(*enc(batch["relabelled_context"][i, j]), *enc(batch["context"][i]))
+                        - gaussian_kl(*enc(batch["relabelled_context"][i, j]), *enc(batch["context"][j]))
+                        + m
+                    )
+                    for j in range(K)
+                    if j != i
+                ]
+            ).mean()
+            for i in range(K)
+        ]
+    ).mean()
+    losses = algo.losses(batch)
+    torch.testing.assert_close(losses["triplet"], expected)
+    assert losses["pair_coverage"].item() == 1.0
+    assert losses["relabelled_rows"].item() == (K - 1) * TINY.context_size
+
+
+def test_encoder_learns_from_triplet_and_q_but_not_from_g_or_xi():
+    algo = make_algo("mbml")
+    losses = algo.losses(make_batch(algo))
+    params = list(algo.encoder.parameters())
+
+    def encoder_grad(term):
+        grads = torch.autograd.grad(losses[term], params, retain_graph=True, allow_unused=True)
+        return sum(0.0 if g is None else g.abs().sum().item() for g in grads)
+
+    assert encoder_grad("triplet") > 0 and encoder_grad("q") > 0 and encoder_grad("kl") > 0
+    assert encoder_grad("g") == 0 and encoder_grad("xi") == 0
+
+
+def test_distillation_losses_fall_on_a_fixed_problem():
+    algo = make_algo("no-triplet", seed=3, lr=3e-3)
+    batch = make_batch(algo, seed=4)
+    history = [algo.update(batch) for _ in range(100)]
+    for term in ("q", "g", "xi"):
+        first, last = history[0][term], np.mean([h[term] for h in history[-10:]])
+        assert last < 0.5 * first, (term, first, last)
+
+
+def test_eq_11_picks_the_hardest_pairs():
+    # z is 1-D with unit variances, so d = KL = ½ Δμ². Task 0 sets at 0, 1, 3; task 1 sets at 10, 4, 12.
+    mean = torch.tensor([[0.0, 1.0, 3.0], [10.0, 4.0, 12.0]]).unsqueeze(-1).requires_grad_()
+    var = torch.ones_like(mean)
+    loss, active = hard_negative_triplet_loss(mean, var, margin=1.0)
+    # task 0: hardest positive 0↔3 (4.5), hardest negative 3↔4 (0.5); task 1: 4↔12 (32) and 4↔3 (0.5)
+    assert loss.item() == pytest.approx(((4.5 - 0.5 + 1.0) + (32.0 - 0.5 + 1.0)) / 2)
+    assert active.item() == 1.0
+    loss.backward()
+    assert mean.grad[0, 1].item() == 0.0 and mean.grad[1, 0].item() == 0.0  # sets in no hardest pair
+    assert torch.count_nonzero(mean.grad) == 4
+    # tasks far apart relative to their spread: the margin is met, no loss
+    loss, active = hard_negative_triplet_loss(
+        torch.tensor([[[0.0], [1.0]], [[20.0], [21.0]]]), torch.ones(2, 2, 1), 1.0
+    )
+    assert loss.item() == 0.0 and active.item() == 0.0
+
+
+def test_alg_4_sets():
+    g = torch.Generator().manual_seed(0)
+    confident = torch.rand(4, 4, 6, generator=g) < 0.3
+    confident[2] = False
+    confident[2, 0, :2] = True  # task 2: exactly two confident rows, both from task 0
+    source, row, chosen = sample_relabelled_subset(confident, size=5, generator=g)
+    assert source.shape == (4, 5)
+    picked = confident[torch.arange(4)[:, None], source, row]
+    assert picked[chosen].all() and (source[chosen] != torch.arange(4)[:, None].expand(4, 5)[chosen]).all()
+    eligible = (confident & ~torch.eye(4, dtype=torch.bool)[:, :, None]).flatten(1).sum(1)
+    assert chosen.sum(1).tolist() == eligible.clamp(max=5).tolist()
+    assert sorted(row[2][chosen[2]].tolist()) == [0, 1] and (source[2][chosen[2]] == 0).all()
+    # no row is drawn twice
+    for i in range(4):
+        drawn = list(zip(source[i][chosen[i]].tolist(), row[i][chosen[i]].tolist(), strict=True))
+        assert len(set(drawn)) == len(drawn)
+
+    sizes = torch.tensor([[0, 3], [6, 9]])
+    mask = random_subset_mask(sizes, 6, generator=g)
+    assert mask.sum(-1).tolist() == [[0, 3], [6, 6]]
+
+
+def test_state_dict_resumes_exactly_and_policy_state_acts_identically():
+    algo = make_algo("mbml")
+    batch = make_batch(algo)
+    for _ in range(3):
+        algo.update(batch)
+    stored = to_numpy_tree(algo.state_dict())  # what an HDF5 round trip gives back
+    expected = algo.update(batch)
+
+    torch.manual_seed(99)  # a fresh agent with other weights and generator, the same teachers
+    resumed = MBML(
+        algo.cfg,
+        OBS,
+        ACT,
+        MAX_ACTION,
+        [SimpleNamespace(critic=c, vae=v, actor=a) for c, v, a in algo.teachers],
+        "cpu",
+    )
+    resumed.load_state_dict(to_torch_tree(stored))
+    assert resumed.update(batch) == expected
+
+    policy = MBML.from_policy_state(algo.cfg, to_torch_tree(to_numpy_tree(algo.policy_state_dict())), "cpu")
+    obs, z = np.random.default_rng(0).normal(size=(5, OBS)), algo.sample_z()
+    actions = [agent.act(obs, z, generator=torch.Generator().manual_seed(7)) for agent in (algo, policy)]
+    np.testing.assert_array_equal(*actions)
+    np.testing.assert_array_equal(
+        algo.posterior(batch["context"][0])[1], policy.posterior(batch["context"][0])[1]
+    )
