@@ -11,6 +11,7 @@ ratios, so a machine shared with other jobs disturbs both alike. Prints; asserts
 from __future__ import annotations
 
 import copy
+import os
 import statistics
 import time
 
@@ -91,12 +92,14 @@ def make_batch(batch_size: int) -> dict[str, torch.Tensor]:
     }
 
 
-def rate(fn, calls: int) -> float:
-    """Calls per second of fn()."""
-    start = time.perf_counter()
-    for _ in range(calls):
+def rate(fn, calls: int, budget_s: float = 0.8) -> float:
+    """Calls per second of fn() over `calls` calls or `budget_s` seconds (at least 3 calls), whichever ends
+    first, so a machine crowded by other jobs gives noisier numbers rather than an endless run."""
+    start, done = time.perf_counter(), 0
+    while done < calls and (done < 3 or time.perf_counter() - start < budget_s):
         fn()
-    return calls / (time.perf_counter() - start)
+        done += 1
+    return done / (time.perf_counter() - start)
 
 
 def compare(name: str, ours, plain, calls: int) -> None:
@@ -116,6 +119,7 @@ def main() -> None:
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, obs {OBS_DIM}, act {ACT_DIM}, median of {ROUNDS} alternating rounds")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (above 1 per CPU: noisy numbers)")
     cfg = SACConfig()
     ours, plain = SAC(cfg, OBS_DIM, ACT_DIM, 1.0, "cpu"), PlainSAC(cfg)
     batch = make_batch(cfg.batch_size)
