@@ -56,16 +56,9 @@ class BCQStageConfig:
     algo: BCQConfig = field(default_factory=BCQConfig)
 
 
-@dataclass(frozen=True)
-class EnsembleStageConfig:
-    steps: int = _f(20_000, "gradient steps per ensemble", min=1)
-    holdout_fraction: float = _f(0.1, "share of each task's transitions held out to measure error", min=0.0, max=0.5)
-    algo: EnsembleConfig = field(default_factory=EnsembleConfig)
-
-
-def _dynamics_ensemble() -> EnsembleStageConfig:
+def _dynamics_ensemble() -> EnsembleConfig:
     """Next-state ensembles are deeper than reward ensembles: 20 × MLP 6×256 (MBML Table 3)."""
-    return EnsembleStageConfig(algo=EnsembleConfig(hidden=(256,) * 6))
+    return EnsembleConfig(hidden=(256,) * 6, predict_delta=True)
 
 
 @dataclass(frozen=True)
@@ -73,6 +66,8 @@ class RelabelConfig:
     reward_std_threshold: float | None = _f(None, "ensemble std below which a relabelled reward is kept "
                                                   "(default: the paper's value for the family)", min=0.0)
     next_state_std_threshold: float | None = _f(None, "the same for relabelled next states", min=0.0)
+    max_transitions: int = _f(50_000, "transitions per task relabelled (a seeded random subset); the triplet "
+                                      "loss draws its context sets from them", min=1)
 
 
 @dataclass(frozen=True)
@@ -111,8 +106,8 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     bcq: BCQStageConfig = field(default_factory=BCQStageConfig)
-    rewards: EnsembleStageConfig = field(default_factory=EnsembleStageConfig)
-    dynamics: EnsembleStageConfig = field(default_factory=_dynamics_ensemble)
+    rewards: EnsembleConfig = field(default_factory=EnsembleConfig)
+    dynamics: EnsembleConfig = field(default_factory=_dynamics_ensemble)
     relabel: RelabelConfig = field(default_factory=RelabelConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -7,13 +7,96 @@ import click
 from mtrl.cli import main
 from mtrl.cli.options import resolve, stage_options
 
+VARIANTS = ("mbml", "no-triplet", "no-relabel", "neither")
 
-def run_stages(names: list[str], extra: tuple[str, ...] = (), **opts) -> None:
-    """Resolve the config (plus stage-specific overrides `extra`) and bring the named stages up to date."""
+
+def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | None = None, **opts) -> None:
+    """Resolve the config (plus stage-specific overrides `extra`) and bring the named stages up to date.
+
+    `stages` may give a pre-built stage for a name (e.g. a distill stage restricted to some variants).
+    """
     from mtrl.stages.registry import get_stage
     from mtrl.stages.runner import run_stage
 
     config, options = resolve(extra=extra, **opts)
     for name in names:
-        run_stage(get_stage(name), config, options)
+        run_stage((stages or {}).get(name) or get_stage(name), config, options)
     click.echo(f"done: {', '.join(names)} up to date in {options.run_dir}", err=True)
+
+
+def overrides(**values) -> tuple[str, ...]:
+    """Stage flags as config overrides: {'distill.algo.triplet_margin': 2.0} → ('distill.algo.triplet_margin=2.0',)."""
+    return tuple(f"{key}={value}" for key, value in values.items() if value is not None)
+
+
+relabel_option = click.option(
+    "--relabel", type=click.Choice(["learned", "ground-truth"]),
+    help="Relabel with the learned ensembles or the true reward functions (config distill.relabel).")
+
+
+@main.command()
+@stage_options
+def collect(**opts) -> None:
+    """Sample the task split (tasks.h5), then run SAC on each training task and keep everything it saw
+    (datasets/task_NN.h5) with its learning curve and final weights (sac/task_NN.h5)."""
+    run_stages(["tasks", "collect"], **opts)
+
+
+@main.command("train-bcq")
+@stage_options
+def train_bcq(**opts) -> None:
+    """Train one BCQ per training task on its dataset (bcq/task_NN.h5: best and final networks, eval curve)."""
+    run_stages(["train-bcq"], **opts)
+
+
+@main.command("fit-rewards")
+@stage_options
+def fit_rewards(**opts) -> None:
+    """Fit a reward ensemble per training task on its own data (rewards/task_NN.h5, with held-out error)."""
+    run_stages(["fit-rewards"], **opts)
+
+
+@main.command("fit-dynamics")
+@stage_options
+def fit_dynamics(**opts) -> None:
+    """Fit a next-state ensemble per training task (dynamics/task_NN.h5); only for families whose tasks
+    differ in dynamics (WalkerParam, PointRobotWind), a no-op otherwise."""
+    run_stages(["fit-dynamics"], **opts)
+
+
+@main.command()
+@relabel_option
+@stage_options
+def relabel(relabel: str | None, **opts) -> None:
+    """Relabel every task's transitions with every other task's models, keeping confident predictions
+    (relabel.h5: values, masks, keep fractions and, where a true reward exists, relabelling error)."""
+    run_stages(["relabel"], overrides(**{"distill.relabel": relabel}), **opts)
+
+
+@main.command()
+@click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS),
+              help="Variant(s) to train (default: config distill.variants).")
+@click.option("--triplet-margin", type=float, help="Triplet margin m (config distill.algo.triplet_margin).")
+@click.option("--kl-beta", type=float, help="KL weight beta (config distill.algo.kl_beta).")
+@click.option("--epochs", type=int, help="Training epochs (config distill.epochs).")
+@relabel_option
+@stage_options
+def distill(variants, triplet_margin, kl_beta, epochs, relabel, **opts) -> None:
+    """Distil the per-task BCQs into one multi-task policy with the triplet loss, or an ablation
+    (policies/<variant>.h5: weights, loss curves, optional evaluation curve)."""
+    from mtrl.stages.distill import Distill
+
+    extra = overrides(**{"distill.algo.triplet_margin": triplet_margin, "distill.algo.kl_beta": kl_beta,
+                         "distill.epochs": epochs, "distill.relabel": relabel})
+    run_stages(["distill"], extra, stages={"distill": Distill(tuple(variants) or None)}, **opts)
+
+
+@main.command()
+@click.option("--policy", "policies", multiple=True,
+              help="Policy to evaluate: sac, bcq or a policies/<name>.h5 name (default: all the config trains).")
+@stage_options
+def evaluate(policies, **opts) -> None:
+    """Evaluate policies with MBML's protocol (Alg. 5) on train and unseen test tasks (eval/<name>.h5)."""
+    from mtrl.stages.evaluate import Evaluate
+
+    run_stages(["evaluate"], stages={"evaluate": Evaluate(tuple(policies) or None)}, **opts)

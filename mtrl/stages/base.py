@@ -57,6 +57,7 @@ class RunOptions:
     workers: int = 1
     tasks: tuple[int, ...] | None = None
     force: bool = False
+    threads: int | None = None  # torch threads per worker; None: the cores split evenly between workers
 
 
 def task_key(index: int) -> str:

@@ -8,7 +8,16 @@ from mtrl.errors import ConfigError
 from mtrl.stages.base import Stage
 
 # name -> "module:Class"; order is execution order for `mtrl run` and display order for `mtrl status`.
-PIPELINE: dict[str, str] = {}
+PIPELINE: dict[str, str] = {
+    "tasks": "mtrl.stages.collect:SampleTasks",
+    "collect": "mtrl.stages.collect:Collect",
+    "train-bcq": "mtrl.stages.train_bcq:TrainBCQ",
+    "fit-rewards": "mtrl.stages.fit_ensembles:FitRewards",
+    "fit-dynamics": "mtrl.stages.fit_ensembles:FitDynamics",
+    "relabel": "mtrl.stages.relabel:Relabel",
+    "distill": "mtrl.stages.distill:Distill",
+    "evaluate": "mtrl.stages.evaluate:Evaluate",
+}
 
 
 def get_stage(name: str) -> Stage:

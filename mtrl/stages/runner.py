@@ -123,7 +123,8 @@ def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResu
             if result.detail:
                 log.debug(result.detail)
 
-    results = run_jobs(_execute, jobs, options.workers, functools.partial(setup_logging, options.run_dir), report)
+    results = run_jobs(_execute, jobs, options.workers, functools.partial(setup_logging, options.run_dir), report,
+                       options.threads)
     failed = [r for r in results if r.error]
     if failed:
         first = failed[0]

@@ -1,0 +1,83 @@
+"""Transition storage in NumPy: the replay buffer of online SAC and the in-memory form of offline datasets.
+
+Sampling happens in NumPy on arrays held in memory (reading random rows from HDF5 costs 20–550 ms per batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+
+
+class TransitionBuffer:
+    """Fixed-capacity transition store in the D4RL key layout, plus per-step `infos/<key>` arrays."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, info_shapes: Mapping[str, tuple[int, ...]] = {}):
+        self.capacity, self.size = capacity, 0
+        self.data: dict[str, np.ndarray] = {
+            "observations": np.zeros((capacity, obs_dim), np.float32),
+            "actions": np.zeros((capacity, act_dim), np.float32),
+            "rewards": np.zeros(capacity, np.float32),
+            "next_observations": np.zeros((capacity, obs_dim), np.float32),
+            "terminals": np.zeros(capacity, bool),
+            "timeouts": np.zeros(capacity, bool),
+        }
+        self.info_keys = tuple(info_shapes)
+        for key, shape in info_shapes.items():
+            self.data[f"infos/{key}"] = np.zeros((capacity, *shape), np.float64)
+
+    def add(self, obs, action, reward: float, next_obs, terminated: bool, truncated: bool, info: Mapping) -> None:
+        if self.size >= self.capacity:
+            raise IndexError(f"transition buffer is full ({self.capacity} transitions)")
+        i, d = self.size, self.data
+        d["observations"][i] = obs
+        d["actions"][i] = action
+        d["rewards"][i] = reward
+        d["next_observations"][i] = next_obs
+        d["terminals"][i] = terminated
+        d["timeouts"][i] = truncated
+        for key in self.info_keys:
+            d[f"infos/{key}"][i] = info[key]
+        self.size += 1
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A uniform mini-batch (with replacement) of the training keys; `terminals` as float 0/1."""
+        idx = rng.integers(0, self.size, batch_size)
+        return sample_rows(self.data, idx)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The filled part of every array (views, no copy)."""
+        return {k: v[: self.size] for k, v in self.data.items()}
+
+    def state(self) -> dict:
+        return {"size": self.size, "arrays": {k: v[: self.size].copy() for k, v in self.data.items()}}
+
+    def load_state(self, state: Mapping) -> None:
+        self.size = int(state["size"])
+        for key, values in state["arrays"].items():
+            self.data[key][: self.size] = values
+
+
+def sample_rows(data: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The SAC/BCQ training batch at row indices `idx`, as float32 arrays."""
+    return {
+        "observations": data["observations"][idx],
+        "actions": data["actions"][idx],
+        "rewards": data["rewards"][idx].astype(np.float32),
+        "next_observations": data["next_observations"][idx],
+        "terminals": data["terminals"][idx].astype(np.float32),
+    }
+
+
+def episode_ends(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
+    """Indices of the last transition of every episode."""
+    return np.flatnonzero(np.logical_or(terminals, timeouts))
+
+
+def to_torch(batch: Mapping[str, np.ndarray], device) -> dict:
+    import torch
+
+    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}

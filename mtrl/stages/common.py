@@ -1,0 +1,51 @@
+"""Helpers every stage shares: task counts, the task distribution of a run, datasets in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mtrl.artifacts import Artifact, open_artifact
+from mtrl.data import TRANSITION_KEYS
+
+if TYPE_CHECKING:
+    from mtrl.config import Config
+    from mtrl.envs import EnvSpec, TaskDistribution
+
+
+def env_spec(config: Config) -> EnvSpec:
+    from mtrl.envs.registry import get_family
+
+    return get_family(config.env.family).spec
+
+
+def n_train_tasks(config: Config) -> int:
+    return config.env.n_train or env_spec(config).default_n_train
+
+
+def n_test_tasks(config: Config) -> int:
+    return config.env.n_test or env_spec(config).default_n_test
+
+
+def load_distribution(tasks_artifact: Artifact) -> TaskDistribution:
+    """The task distribution exactly as saved in tasks.h5 (the saved tasks are authoritative)."""
+    from mtrl.envs.base import TaskDistribution
+    from mtrl.envs.registry import get_family
+
+    family = get_family(str(tasks_artifact.file.attrs["family"]))
+    return TaskDistribution(family, tasks_artifact.array("train_tasks"), tasks_artifact.array("test_tasks"))
+
+
+def read_distribution(path: Path) -> TaskDistribution:
+    with open_artifact(path, "tasks") as art:
+        return load_distribution(art)
+
+
+def load_dataset(art: Artifact, infos: bool = False) -> dict[str, np.ndarray]:
+    """A task's transitions in memory (sampling from HDF5 directly is 100× slower)."""
+    data = {key: art.array(key) for key in TRANSITION_KEYS}
+    if infos and "infos" in art:
+        data |= {f"infos/{key}": art.array(f"infos/{key}") for key in art.file["infos"]}
+    return data

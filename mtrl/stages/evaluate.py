@@ -1,0 +1,118 @@
+"""Stage `evaluate`: every policy of the run under the Alg. 5 protocol on train and test tasks.
+
+Multi-task policies (policies/<name>.h5) are evaluated on every train and unseen test task; the per-task
+baselines `sac` and `bcq` (MBML Table 9) on their own training task. Episodes reset from seeds shared by all
+policies of a run, so methods are compared on the same start states.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtrl.configlib import build
+from mtrl.nn import to_torch_tree
+from mtrl.seeding import derive_seed
+from mtrl.stages import layout
+from mtrl.stages.base import Input, Output, Stage, Unit, UnitContext
+from mtrl.stages.common import n_train_tasks, read_distribution
+from mtrl.stages.policies import ContextFreePolicy, ContextPolicy, EmbeddingPolicy
+from mtrl.stages.protocol import run_protocol, score
+
+PER_TASK_BASELINES = ("sac", "bcq")
+
+
+def evaluation_seed(config) -> int:
+    return derive_seed(config.seed, "evaluation-episodes")
+
+
+def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int) -> dict:
+    """Alg. 5 on all train and test tasks of `dist`: returns per task and episode, scores and their means."""
+    result = {}
+    for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks)):
+        envs = [dist.make_env(task) for task in tasks]
+        returns = run_protocol(envs, policy, cfg.episodes, seed) if len(envs) else np.zeros((0, cfg.episodes))
+        scores = score(returns, cfg.skip_episodes) if len(envs) else np.zeros(0)
+        result |= {f"{split}_returns": returns, f"{split}_scores": scores,
+                   f"{split}_score": float(scores.mean()) if len(scores) else float("nan")}
+    return result
+
+
+def load_multitask_policy(art, device, seed: int) -> ContextPolicy:
+    """Build the policy stored in a policies/<name>.h5 artifact, whichever method wrote it."""
+    from mtrl.algos.mbml import MBML, MBMLConfig
+
+    builders = {"mbml": (MBML, MBMLConfig)}
+    algo_name = str(art.file.attrs["algo"])
+    cls, cfg_cls = builders[algo_name]
+    algo = cls.from_policy_state(build(cfg_cls, art.meta("algo_config")), to_torch_tree(art.tree("weights")), device)
+    return EmbeddingPolicy(algo, seed)
+
+
+class Evaluate(Stage):
+    name = "evaluate"
+    sections = ("evaluate",)
+
+    def __init__(self, policies: tuple[str, ...] | None = None):
+        self.policies = policies  # `mtrl evaluate --policy X`; None: every policy the config trains
+
+    def units(self, config, run_dir):
+        from mtrl.stages.distill import policy_name
+
+        names = self.policies or (*PER_TASK_BASELINES,
+                                  *(policy_name(v, config.distill.relabel) for v in config.distill.variants))
+        units = []
+        for name in names:
+            inputs = {"tasks": layout.tasks_input(run_dir)}
+            if name == "sac":
+                inputs |= {f"task_{i}": Input(layout.sac(run_dir, i), "sac", "collect")
+                           for i in range(n_train_tasks(config))}
+            elif name == "bcq":
+                inputs |= {f"task_{i}": Input(layout.bcq(run_dir, i), "bcq", "train-bcq")
+                           for i in range(n_train_tasks(config))}
+            else:
+                inputs["policy"] = Input(layout.policy(run_dir, name), "policy", "distill")
+            units.append(Unit(name, {"eval": Output(layout.evaluation(run_dir, name), "eval")}, inputs,
+                              params={"policy": name}))
+        return units
+
+    def run_unit(self, ctx: UnitContext) -> None:
+        cfg, name = ctx.config.evaluate, ctx.unit.key
+        dist = read_distribution(ctx.unit.inputs["tasks"].path)
+        seed = evaluation_seed(ctx.config)
+        if name in PER_TASK_BASELINES:
+            result = self._per_task(ctx, dist, seed)
+        else:
+            with ctx.read("policy") as art:
+                policy = load_multitask_policy(art, ctx.device, ctx.seed)
+            result = run_evaluation(dist, policy, cfg, seed)
+        with ctx.writer("eval") as w:
+            w.tree("returns", {k: v for k, v in result.items() if k.endswith(("_returns", "_scores"))})
+            w.json("summary", {k: v for k, v in result.items() if k.endswith("_score")})
+            w.attrs["skip_episodes"] = cfg.skip_episodes
+        ctx.log.info(f"evaluate {name}: train {result['train_score']:.2f}, test {result['test_score']:.2f}")
+
+    def _per_task(self, ctx: UnitContext, dist, seed: int) -> dict:
+        """A single-task baseline in its own training task (it has no way to infer another task)."""
+        cfg = ctx.config.evaluate
+        returns = []
+        for i, task in enumerate(dist.train_tasks):
+            policy = ContextFreePolicy(self._act_fn(ctx, dist.spec, f"task_{i}"))
+            returns.append(run_protocol([dist.make_env(task)], policy, cfg.episodes, seed)[0])
+        returns = np.array(returns)
+        scores = score(returns, cfg.skip_episodes)
+        return {"train_returns": returns, "train_scores": scores, "train_score": float(scores.mean()),
+                "test_returns": np.zeros((0, cfg.episodes)), "test_scores": np.zeros(0), "test_score": float("nan")}
+
+    @staticmethod
+    def _act_fn(ctx: UnitContext, spec, input_name: str):
+        with ctx.read(input_name) as art:
+            weights = to_torch_tree(art.tree("weights"), ctx.device)
+        if ctx.unit.key == "bcq":
+            from mtrl.algos.bcq import BCQPolicy
+
+            return BCQPolicy.from_policy_state(ctx.config.bcq.algo, weights[ctx.config.bcq.snapshot], ctx.device).act
+        from mtrl.algos.sac import SAC
+
+        agent = SAC(ctx.config.collect.sac, spec.obs_dim, spec.act_dim, spec.max_action, ctx.device)
+        agent.load_state_dict(weights)
+        return lambda obs: agent.act(obs, deterministic=True)

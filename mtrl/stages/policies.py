@@ -1,0 +1,53 @@
+"""The one interface through which every method is evaluated, and loaders from artifacts to it.
+
+A `ContextPolicy` infers a task belief from the context collected so far in a task (its transitions as rows
+[s, a, s', r]) and acts given that belief. Multi-task methods (MBML and its ablations, Contextual BCQ, Batch
+PEARL) infer a z; per-task baselines (SAC, BCQ) ignore the context and are evaluated in their own task.
+Evaluation steps all tasks in lockstep, so `act` takes one row per task.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class ContextPolicy(Protocol):
+    def infer(self, context: np.ndarray | None) -> np.ndarray:
+        """A task belief sampled from q(z | context); context None or empty: from the prior."""
+
+    def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
+        """Actions [B, act_dim] for observations [B, obs_dim], row b acting in task b with belief b."""
+
+
+class EmbeddingPolicy:
+    """Adapter for algorithms with `sample_z(context, generator)` and batched `act(obs, z, generator)` (MBML and
+    its kin). It samples with its own generator, so evaluating during training leaves training's random
+    stream untouched (a run is the same whether or not it is evaluated along the way)."""
+
+    def __init__(self, algo, seed: int):
+        import torch
+
+        self.algo = algo
+        self.generator = torch.Generator(device=algo.device)
+        self.generator.manual_seed(seed)
+
+    def infer(self, context: np.ndarray | None) -> np.ndarray:
+        return self.algo.sample_z(context, generator=self.generator)
+
+    def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
+        return self.algo.act(obs, beliefs, generator=self.generator)
+
+
+class ContextFreePolicy:
+    """A single-task policy (SAC, BCQ) under the same interface: it ignores the context."""
+
+    def __init__(self, act_fn):
+        self.act_fn = act_fn
+
+    def infer(self, context: np.ndarray | None) -> np.ndarray:
+        return np.zeros(0, np.float32)
+
+    def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
+        return self.act_fn(obs)
