@@ -21,6 +21,7 @@ from mtrl.configlib import build, parse_override, read_yaml, select_profile, set
 from mtrl.errors import ConfigError
 
 VARIANTS = ("mbml", "no-triplet", "no-relabel", "neither")
+SAC_INIT_BASELINES = ("random", "variation")
 RESOLVED_NAME = "config.yaml"
 
 
@@ -90,12 +91,16 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class SacInitConfig:
+    policies: tuple[str, ...] = _f(("mbml",), "multi-task policies (policies/<name>.h5) to initialise SAC from")
+    baselines: tuple[str, ...] = _f(("random", "variation"), "baselines on the same tasks: random (SAC from "
+                                    "random initialisation) and variation (App. J.2)")
     rollout_steps: int = _f(10_000, "transitions collected with the multi-task policy on each test task", min=1)
     imitation_steps: int = _f(10_000, "maximum-likelihood steps imitating those actions", min=1)
     imitation_batch: int = _f(256, "imitation batch size", min=1)
     steps: int = _f(100_000, "SAC environment interactions per test task", min=1)
     eval_every: int = _f(5_000, "interactions between evaluations", min=1)
     eval_episodes: int = _f(5, "episodes per evaluation", min=1)
+    checkpoint_every: int = _f(10_000, "interactions between resumable checkpoints", min=1)
     sac: SACConfig = field(default_factory=lambda: SACConfig(
         critic_hidden=(1024,) * 9, separate_critic_batches=True, identical_critic_init=True, target_policy=True))
 
@@ -136,6 +141,13 @@ def validate(config: Config) -> None:
     bad = [v for v in config.distill.variants if v not in VARIANTS]
     if bad:
         raise ConfigError(f"config key 'distill.variants': '{bad[0]}' is not one of: {', '.join(VARIANTS)}")
+    bad = [b for b in config.sac_init.baselines if b not in SAC_INIT_BASELINES]
+    if bad:
+        raise ConfigError(f"config key 'sac_init.baselines': '{bad[0]}' is not one of: "
+                          f"{', '.join(SAC_INIT_BASELINES)}")
+    if config.sac_init.sac.critic_hidden != config.distill.algo.q_hidden:
+        raise ConfigError("config keys 'sac_init.sac.critic_hidden' and 'distill.algo.q_hidden' differ; SAC's critics "
+                          "start from Q_D, so set them equal")
 
 
 def save_config(config: Config, run_dir: Path, header: str = "") -> Path:

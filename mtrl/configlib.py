@@ -93,7 +93,7 @@ def _check_range(value: float, key: str, f: dataclasses.Field | None) -> float:
     meta = f.metadata if f is not None else {}
     lo, hi = meta.get("min"), meta.get("max")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        bounds = " and ".join(s for s in (f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else "") if s)
+        bounds = " and ".join(([f">= {lo}"] if lo is not None else []) + ([f"<= {hi}"] if hi is not None else []))
         raise ConfigError(f"config key '{key}': {value!r} is out of range; allowed: {bounds}")
     return value
 

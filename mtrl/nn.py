@@ -62,7 +62,7 @@ class EnsembleMLP(nn.Module):
         super().__init__()
         self.members = members
         widths = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:

@@ -100,3 +100,25 @@ def evaluate(policies, **opts) -> None:
     from mtrl.stages.evaluate import Evaluate
 
     run_stages(["evaluate"], stages={"evaluate": Evaluate(tuple(policies) or None)}, **opts)
+
+
+@main.command("sac-init")
+@stage_options
+def sac_init(**opts) -> None:
+    """On each unseen test task, train SAC started from the multi-task policy (Alg. 8-9) beside the random and
+    App. J.2 baselines (sac_init/<run>/task_NN.h5: learning curves). --tasks selects test tasks here."""
+    run_stages(["sac-init"], **opts)
+
+
+@main.command("run")
+@click.option("--until", type=click.Choice(["tasks", "collect", "train-bcq", "fit-rewards", "fit-dynamics", "relabel",
+                                            "distill", "evaluate", "sac-init"]),
+              help="Stop after this stage.")
+@stage_options
+def run_pipeline(until: str | None, **opts) -> None:
+    """Every stage in dependency order, skipping what is up to date: an interrupted run continues with the
+    same command. The variants and baselines to train are listed in the config."""
+    from mtrl.stages.registry import PIPELINE
+
+    names = list(PIPELINE)
+    run_stages(names[: names.index(until) + 1] if until else names, **opts)

@@ -30,7 +30,7 @@ def status(run_dir: Path) -> None:
                 rows.append((stage.name, str(out.path.relative_to(run_dir)), state, plan.fingerprint or "-"))
     width = [max(len(r[i]) for r in rows + [("stage", "artifact", "state", "fingerprint")]) for i in range(4)]
     for row in [("stage", "artifact", "state", "fingerprint"), *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, width)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, width, strict=True)).rstrip())
     done = sum(r[2] == "up to date" for r in rows)
     click.echo(f"\n{done} of {len(rows)} artifacts up to date")
 

@@ -4,19 +4,13 @@ transition becomes that task's dataset (MBML Sec. 2.2, App. H.1: data "generated
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
-import numpy as np
-
 from mtrl.configlib import to_dict
-from mtrl.data import TransitionBuffer, episode_ends, to_torch
-from mtrl.nn import to_numpy_tree, to_torch_tree
+from mtrl.data import TransitionBuffer, episode_ends
+from mtrl.nn import to_numpy_tree
 from mtrl.stages import layout
 from mtrl.stages.base import Output, Stage, Unit, UnitContext, task_key
 from mtrl.stages.common import n_test_tasks, n_train_tasks, read_distribution
-from mtrl.stages.rollout import evaluate_returns
-
-EVAL_SEED = 10_000  # evaluation episodes reset from fixed seeds, apart from the training episodes' seeds
+from mtrl.stages.online import Schedule, train_online
 
 
 class SampleTasks(Stage):
@@ -52,7 +46,8 @@ class Collect(Stage):
     def units(self, config, run_dir):
         return [
             Unit(task_key(i),
-                 {"dataset": Output(layout.dataset(run_dir, i), "dataset"), "sac": Output(layout.sac(run_dir, i), "sac")},
+                 {"dataset": Output(layout.dataset(run_dir, i), "dataset"),
+                  "sac": Output(layout.sac(run_dir, i), "sac")},
                  {"tasks": layout.tasks_input(run_dir)}, params={"task": i}, task=i)
             for i in range(n_train_tasks(config))
         ]
@@ -63,78 +58,21 @@ class Collect(Stage):
         cfg, i = ctx.config.collect, ctx.unit.task
         dist = read_distribution(ctx.unit.inputs["tasks"].path)
         spec = dist.spec
-        env, eval_env = dist.make_env(dist.train_tasks[i]), dist.make_env(dist.train_tasks[i])
         agent = SAC(cfg.sac, spec.obs_dim, spec.act_dim, spec.max_action, ctx.device)
         buffer = TransitionBuffer(cfg.steps, spec.obs_dim, spec.act_dim, spec.info_keys)
-        rng = np.random.default_rng(ctx.seed)
-        run = CollectionState()
-        saved = ctx.checkpointer.load()
-        if saved is not None:
-            agent.load_state_dict(to_torch_tree(saved["agent"], ctx.device))
-            buffer.load_state(saved["buffer"])
-            rng.bit_generator.state = saved["rng"]
-            run = CollectionState(**saved["run"])
-            ctx.log.info(f"collect {ctx.unit.key}: resuming at step {run.step}")
+        schedule = Schedule(cfg.steps, cfg.sac.random_steps, cfg.eval_every, cfg.eval_episodes, cfg.checkpoint_every)
+        run = train_online(ctx, agent, dist.make_env(dist.train_tasks[i]), dist.make_env(dist.train_tasks[i]),
+                           buffer, schedule)
 
-        bar = ctx.progress(cfg.steps, unit="step", initial=run.step)
-        obs, _ = env.reset(seed=ctx.seed + run.episode)
-        episode_return = 0.0
-        last_checkpoint = run.step
-        while run.step < cfg.steps:
-            if run.step < cfg.sac.random_steps:
-                action = rng.uniform(-spec.max_action, spec.max_action, spec.act_dim)
-            else:
-                action = agent.act(obs, deterministic=False)
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            buffer.add(obs, action, reward, next_obs, terminated, truncated, info)
-            obs, episode_return, run.step = next_obs, episode_return + reward, run.step + 1
-            if run.step >= cfg.sac.random_steps and buffer.size >= cfg.sac.batch_size:
-                for _ in range(cfg.sac.utd):
-                    batches = [to_torch(buffer.sample(cfg.sac.batch_size, rng), ctx.device)
-                               for _ in range(agent.batches_per_update)]
-                    agent.update(*batches)
-            if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
-                returns = evaluate_returns(eval_env, lambda o: agent.act(o, deterministic=True),
-                                           cfg.eval_episodes, EVAL_SEED)
-                run.curve.append([run.step, float(returns.mean()), float(returns.std())])
-                bar.set_postfix(eval_return=f"{returns.mean():.1f}")
-            bar.update(1)
-            if terminated or truncated:
-                run.episode_returns.append(episode_return)
-                run.episode += 1
-                obs, _ = env.reset(seed=ctx.seed + run.episode)
-                episode_return = 0.0
-                if run.step - last_checkpoint >= cfg.checkpoint_every and run.step < cfg.steps:
-                    # Checkpoints are taken between episodes, so no simulator state needs saving.
-                    ctx.checkpointer.save({"agent": to_numpy_tree(agent.state_dict()), "buffer": buffer.state(),
-                                           "rng": rng.bit_generator.state, "run": asdict(run)})
-                    last_checkpoint = run.step
-        bar.close()
-        self._write(ctx, buffer, agent, run)
-
-    @staticmethod
-    def _write(ctx: UnitContext, buffer: TransitionBuffer, agent, run: CollectionState) -> None:
         data = buffer.arrays()
         # The budget may end mid-episode: mark that last transition as a time-out so episodes are well delimited.
         data["timeouts"][-1] = data["timeouts"][-1] or not data["terminals"][-1]
         with ctx.writer("dataset") as w:
             for key, values in data.items():
                 w.array(key, values)
-            w.attrs["task"] = ctx.unit.task
+            w.attrs["task"] = i
             w.attrs["episodes"] = len(episode_ends(data["terminals"], data["timeouts"]))
-        curve = np.array(run.curve, dtype=np.float64).reshape(-1, 3)
         with ctx.writer("sac") as w:
             w.tree("weights", to_numpy_tree(agent.state_dict()))
-            w.tree("curve", {"steps": curve[:, 0], "return_mean": curve[:, 1], "return_std": curve[:, 2],
-                             "episode_returns": np.array(run.episode_returns)})
-            w.attrs["final_return"] = curve[-1, 1]
-
-
-@dataclass
-class CollectionState:
-    """Counters and curves of a collection run: what a checkpoint restores besides networks and buffer."""
-
-    step: int = 0
-    episode: int = 0
-    curve: list[list[float]] = field(default_factory=list)  # [step, mean return, std] per evaluation
-    episode_returns: list[float] = field(default_factory=list)
+            w.tree("curve", run.curve_tree())
+            w.attrs["final_return"] = run.curve[-1][1]

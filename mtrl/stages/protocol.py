@@ -23,7 +23,7 @@ def run_protocol(envs: Sequence, policy: ContextPolicy, episodes: int, seed: int
     returns = np.zeros((n, episodes))
     for episode in range(episodes):
         beliefs = np.stack([policy.infer(c) for c in contexts])
-        rollouts = run_lockstep(envs, lambda obs, active: policy.act(obs, beliefs[active]), seed + episode)
+        rollouts = run_lockstep(envs, lambda obs, active, b=beliefs: policy.act(obs, b[active]), seed + episode)
         for b, (obs, act, rew, next_obs) in enumerate(rollouts):
             rows = context_rows(obs, act, next_obs, rew)
             contexts[b] = rows if contexts[b] is None else np.concatenate([contexts[b], rows])
@@ -51,7 +51,7 @@ def run_lockstep(envs: Sequence, act, seed: int) -> list[tuple[np.ndarray, ...]]
                 active[b] = False
     episodes = []
     for trace in traces:
-        obs_, act_, rew_, next_obs_ = zip(*trace)
+        obs_, act_, rew_, next_obs_ = zip(*trace, strict=True)
         episodes.append((np.asarray(obs_, np.float32), np.asarray(act_, np.float32), np.asarray(rew_, np.float64),
                          np.asarray(next_obs_, np.float32)))
     return episodes

@@ -17,6 +17,7 @@ PIPELINE: dict[str, str] = {
     "relabel": "mtrl.stages.relabel:Relabel",
     "distill": "mtrl.stages.distill:Distill",
     "evaluate": "mtrl.stages.evaluate:Evaluate",
+    "sac-init": "mtrl.stages.sac_init:SacInit",
 }
 
 
