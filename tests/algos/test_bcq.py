@@ -1,0 +1,149 @@
+"""BCQ: Eq. 1 acting, learning on a fixed small dataset, checkpoints, and the teacher interface MBML uses."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mtrl.algos.bcq import BCQ, BCQConfig, BCQPolicy
+from mtrl.nn import to_numpy_tree, to_torch_tree
+
+OBS, ACT, MAX_ACTION = 3, 2, 2.0
+TINY = BCQConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), vae_hidden=(32, 32), batch_size=32, lr=1e-3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks are overhead-bound: a second thread only adds synchronisation (and stalls on a busy
+    machine). Restored afterwards, so other test modules keep torch's default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_data(n=256, seed=0):
+    """A fixed dataset whose behaviour actions are a smooth function of the state, inside the bounds."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, OBS, generator=g)
+    actions = MAX_ACTION * 0.8 * torch.tanh(obs[:, :ACT] - obs[:, ACT:].sum(-1, keepdim=True))
+    return {
+        "observations": obs,
+        "actions": actions,
+        "rewards": obs[:, 0] - actions.pow(2).sum(-1),
+        "next_observations": obs + 0.1 * torch.randn(n, OBS, generator=g),
+        "terminals": (torch.rand(n, generator=g) < 0.1).float(),
+    }
+
+
+def batches(data, steps, batch_size, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    n = len(data["observations"])
+    for _ in range(steps):
+        idx = torch.randint(n, (batch_size,), generator=g)
+        yield {k: v[idx] for k, v in data.items()}
+
+
+def train(algo, data, steps, seed=1):
+    return [algo.update(b) for b in batches(data, steps, algo.cfg.batch_size, seed)]
+
+
+def make_bcq(cfg=TINY, seed=0):
+    torch.manual_seed(seed)
+    return BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu")
+
+
+def test_defaults_are_the_reference_hyper_parameters():
+    cfg = BCQConfig()
+    assert (cfg.actor_hidden, cfg.critic_hidden, cfg.vae_hidden) == ((400, 300), (400, 300), (750, 750))
+    assert (cfg.lmbda, cfg.batch_size, cfg.phi, cfg.num_candidates) == (0.75, 100, 0.05, 10)
+    assert (cfg.tau, cfg.gamma, cfg.lr, cfg.latent_dim) == (0.005, 0.99, 3e-4, None)
+    assert all(f.metadata.get("help") for f in dataclasses.fields(BCQConfig))
+    assert make_bcq(TINY).vae.latent_dim == 2 * ACT
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_act_is_eq1_within_bounds_and_near_a_candidate(batch):
+    cfg = dataclasses.replace(TINY, phi=0.3)  # a large Φ, so that the bound on the correction is tested
+    algo = make_bcq(cfg)
+    train(algo, make_data(), 50)
+    obs = np.random.default_rng(0).normal(size=(5, OBS) if batch else (OBS,)).astype(np.float32) * 3
+
+    before = algo.generator.get_state()
+    action = algo.act(obs)
+    assert action.shape == obs.shape[:-1] + (ACT,)
+    assert np.all(np.abs(action) <= MAX_ACTION)
+
+    # Replay the same draws: n decoder candidates per state, each perturbed; the chosen one has the top Q1.
+    algo.generator.set_state(before)
+    with torch.no_grad():
+        states = torch.as_tensor(obs).reshape(-1, 1, OBS).expand(-1, cfg.num_candidates, OBS)
+        candidates = algo.vae.decode(states, generator=algo.generator)
+        perturbed = algo.actor(states, candidates)
+        q1 = algo.critic.q1(states, perturbed)
+    assert torch.all((perturbed - candidates).abs() <= cfg.phi * MAX_ACTION + 1e-6)
+    assert (perturbed - candidates).abs().max() > 0.1 * cfg.phi * MAX_ACTION  # ξ does correct
+    chosen = perturbed[torch.arange(len(states)), q1.argmax(-1)]
+    np.testing.assert_allclose(action.reshape(-1, ACT), chosen.numpy(), rtol=0, atol=1e-6)
+
+
+def test_q1_is_the_first_of_the_twin_critics():
+    critic = make_bcq().critic
+    obs, act = torch.randn(4, 7, OBS), torch.randn(4, 7, ACT)
+    q1, q2 = critic(obs, act)
+    assert q1.shape == q2.shape == (4, 7)
+    torch.testing.assert_close(critic.q1(obs, act), q1)
+    assert not torch.allclose(q1, q2)  # two independently initialised critics
+
+
+def test_learning_on_a_fixed_dataset():
+    """Critic and VAE losses fall, and ξ learns corrections that raise Q1 above the raw VAE candidates."""
+    algo, data = make_bcq(), make_data()
+    metrics = train(algo, data, 200)
+    first, last = metrics[:20], metrics[-20:]
+    for key in ("critic_loss", "recon_loss"):
+        start, end = np.mean([m[key] for m in first]), np.mean([m[key] for m in last])
+        assert end < 0.5 * start, (key, start, end)
+    assert all(np.isfinite(v) for m in metrics for v in m.values())
+
+    with torch.no_grad():
+        obs = data["observations"]
+        candidates = algo.vae.decode(obs)
+        gain = algo.critic.q1(obs, algo.actor(obs, candidates)) - algo.critic.q1(obs, candidates)
+    assert gain.mean() > 0, gain.mean()
+
+
+def test_state_dict_round_trip_resumes_bit_identically():
+    data = make_data()
+    algo = make_bcq(seed=0)
+    train(algo, data, 5)
+    state = algo.state_dict()
+    stored = to_numpy_tree(state)  # as an artifact keeps it: arrays and plain values
+    (batch,) = batches(data, 1, TINY.batch_size, seed=7)
+    expected = algo.update(batch)
+    assert expected != algo.update(batch)  # training moves on; `state` must not have moved with it
+
+    resumed = make_bcq(seed=123)  # different initial weights and generator
+    resumed.load_state_dict(to_torch_tree(stored))
+    assert resumed.update(batch) == expected
+    for a, b in zip(algo.state_dict()["critic"].values(), resumed.state_dict()["critic"].values(), strict=True):
+        assert not torch.equal(a, b)  # the original took one more step
+    algo.load_state_dict(to_torch_tree(stored))
+    algo.update(batch)
+    for name in ("actor", "actor_target", "critic", "critic_target", "vae"):
+        mine, theirs = getattr(algo, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), name
+
+
+def test_policy_state_builds_an_acting_only_teacher():
+    algo = make_bcq()
+    train(algo, make_data(), 20)
+    state = to_torch_tree(to_numpy_tree(algo.policy_state_dict()))
+    assert set(state) == {"obs_dim", "act_dim", "max_action", "actor", "critic", "vae"}
+
+    policy = BCQPolicy.from_policy_state(TINY, state)
+    assert not hasattr(policy, "update") and not any(p.requires_grad for p in policy.critic.parameters())
+    obs = np.random.default_rng(1).normal(size=(4, OBS)).astype(np.float32)
+    policy.generator.set_state(algo.generator.get_state())
+    np.testing.assert_array_equal(policy.act(obs), algo.act(obs))

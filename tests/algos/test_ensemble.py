@@ -1,0 +1,122 @@
+"""Vectorised regression ensembles: independent members, fitting, uncertainty, checkpoints and Alg. 3."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mtrl.algos.ensemble import EnsembleConfig, EnsembleRegressor, relabel_with_ensemble
+from mtrl.nn import to_numpy_tree, to_torch_tree
+
+TINY = EnsembleConfig(members=5, hidden=(32, 32), lr=3e-3, batch_size=128, steps=600, holdout_fraction=0.2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks are overhead-bound: a second thread only adds synchronisation (and stalls on a busy
+    machine). Restored afterwards, so other test modules keep torch's default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def grid_data():
+    """r = sin(x) + a² on a 60 × 40 grid of (x, a) ∈ [−3, 3] × [−1, 1]."""
+    x, a = np.meshgrid(np.linspace(-3, 3, 60), np.linspace(-1, 1, 40), indexing="ij")
+    inputs = torch.tensor(np.stack([x.ravel(), a.ravel()], -1), dtype=torch.float32)
+    return inputs, torch.sin(inputs[:, 0]) + inputs[:, 1] ** 2
+
+
+def make(cfg=TINY, in_dim=2, out_dim=1, seed=0):
+    torch.manual_seed(seed)
+    return EnsembleRegressor(cfg, in_dim, out_dim, "cpu")
+
+
+def fitted():
+    ensemble = make()
+    inputs, targets = grid_data()
+    return ensemble, ensemble.fit(inputs, targets)
+
+
+def test_members_start_different_and_fit_a_known_function():
+    ensemble = make()
+    first = ensemble.model.net.layers[0].weight
+    assert all(not torch.equal(first[0], first[i]) for i in range(1, TINY.members))
+
+    ensemble, metrics = fitted()
+    assert metrics["holdout_mse"] < 0.01 and metrics["holdout_member_mse"] < 0.02, metrics
+    inputs, targets = grid_data()
+    members = ensemble.predict_members(inputs)
+    assert members.shape == (TINY.members, len(inputs), 1)
+    # Each member fits on its own...
+    assert ((members[..., 0] - targets) ** 2).mean(1).max() < 0.02
+    # ...and off the data, where nothing ties them together, they disagree far more than on it.
+    _, std_on = ensemble.predict(inputs)
+    far = torch.tensor([[30.0, 10.0], [-40.0, -8.0], [0.0, 25.0]])
+    _, std_off = ensemble.predict(far)
+    assert std_off.min() > 10 * std_on.mean()
+
+
+def test_std_vanishes_where_members_agree():
+    ensemble = make()
+    ensemble.set_normalizer(*grid_data())
+    with torch.no_grad():
+        for p in ensemble.model.net.parameters():
+            p.copy_(p[:1].expand_as(p))  # every member becomes member 0
+    inputs = torch.randn(100, 2) * 5
+    mean, std = ensemble.predict(inputs)
+    assert mean.shape == std.shape == (100, 1)
+    assert std.abs().max() < 1e-6
+    torch.testing.assert_close(mean, ensemble.predict_members(inputs)[0])
+
+
+def test_next_state_ensemble_predicts_the_state_not_the_difference():
+    cfg = dataclasses.replace(TINY, predict_delta=True, steps=800, holdout_fraction=0.0)
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(2000, 3, generator=g) * 10  # large states, small steps: the difference is learnt
+    act = torch.rand(2000, 1, generator=g) * 2 - 1
+    next_obs = obs + 0.1 * torch.cat([act, act**2, torch.tanh(obs[:, 1:2] / 10) * act], -1)
+    ensemble = make(cfg, in_dim=4, out_dim=3)
+    inputs = torch.cat([obs, act], -1)
+    ensemble.fit(inputs, next_obs)
+    mean, _ = ensemble.predict(inputs)
+    assert (mean - next_obs).abs().mean() < 0.02 * (next_obs - obs).abs().mean() + 0.01
+    assert ensemble.evaluate(inputs, next_obs)["mse"] < 1e-3
+
+
+def test_state_dict_round_trip_keeps_normalisation_and_resumes_identically():
+    ensemble, _ = fitted()
+    stored = to_numpy_tree(ensemble.state_dict())
+    inputs, targets = grid_data()
+    batch = inputs[:128], targets[:128]
+    expected = ensemble.update(*batch)
+
+    resumed = make(seed=1)
+    resumed.load_state_dict(to_torch_tree(stored))
+    assert resumed.update(*batch) == expected
+    mine, theirs = ensemble.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_relabel_mask_obeys_the_threshold_and_chunks_do_not_matter():
+    torch.manual_seed(0)
+    ensemble = make(dataclasses.replace(TINY, steps=200), in_dim=5, out_dim=3)
+    rng = np.random.default_rng(0)
+    obs, act = rng.normal(size=(1000, 3)).astype(np.float32), rng.normal(size=(1000, 2)).astype(np.float32)
+    ensemble.fit(torch.from_numpy(np.concatenate([obs, act], -1)), torch.from_numpy(obs * 2))
+    inputs = np.concatenate([obs, act], -1) * 3  # partly off the data: a mix of confident and not
+    _, std, _ = relabel_with_ensemble(ensemble, inputs, threshold=0.0)
+    threshold = float(np.median(std.max(-1)))  # about half the transitions confident
+    mean, std, mask = relabel_with_ensemble(ensemble, inputs, threshold, chunk_size=10**6)
+    assert mean.shape == std.shape == (1000, 3) and mask.shape == (1000,) and mask.dtype == bool
+    np.testing.assert_array_equal(mask, std.max(-1) < threshold)
+    assert 0 < mask.sum() < len(mask)
+
+    chunked = relabel_with_ensemble(ensemble, (obs * 3, act * 3), threshold, chunk_size=64)
+    for one_pass, in_chunks in zip((mean, std, mask), chunked, strict=True):
+        np.testing.assert_allclose(in_chunks, one_pass, rtol=1e-6, atol=1e-6)
+    members = ensemble.predict_members(torch.from_numpy(inputs)).numpy()
+    np.testing.assert_allclose(mean, members.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, members.std(0), rtol=1e-4, atol=1e-5)
