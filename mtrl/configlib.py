@@ -79,6 +79,11 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field | None = None) 
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
         return _check_range(value, key, f)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
         return _check_range(float(value), key, f)

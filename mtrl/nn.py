@@ -150,7 +150,7 @@ def to_numpy_tree(tree):
 def to_torch_tree(tree, device: torch.device | str = "cpu"):
     """Inverse of `to_numpy_tree`: arrays become tensors on `device` (0-d arrays become 0-d tensors)."""
     if isinstance(tree, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(tree)).to(device)
+        return torch.from_numpy(np.ascontiguousarray(tree).reshape(tree.shape)).to(device)  # keeps 0-d arrays 0-d
     if isinstance(tree, dict):
         return {k: to_torch_tree(v, device) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):

@@ -53,6 +53,7 @@ def test_invalid_values_name_the_key(data, message):
 
 def test_overrides_parse_yaml_values():
     assert parse_override("inner.lr=2.0") == (["inner", "lr"], 2.0)
+    assert build(Outer, set_path({}, *parse_override("inner.lr=1e-3"))).inner.lr == 1e-3  # YAML 1.1 reads a str
     assert parse_override("inner.hidden=[1, 2]") == (["inner", "hidden"], [1, 2])
     data = set_path({"inner": {"lr": 1.0}}, ["inner", "mode"], "final")
     assert data == {"inner": {"lr": 1.0, "mode": "final"}}

@@ -1,0 +1,113 @@
+import shutil
+import subprocess
+import sys
+
+import h5py
+import pytest
+from click.testing import CliRunner
+from conftest import SMOKE_CONFIG
+
+from mtrl.cli import main
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def assert_one_line_error(code, output, *fragments):
+    assert code == 2, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_lists_the_stages_and_version():
+    code, output = invoke("--help")
+    assert code == 0
+    for command in ("collect", "train-bcq", "fit-rewards", "fit-dynamics", "relabel", "distill", "evaluate",
+                    "sac-init", "run", "status", "inspect"):
+        assert command in output
+    assert invoke("--version")[1].strip().startswith("mtrl, version")
+
+
+def test_bad_artifacts_give_one_line_errors(tmp_path, smoke_run):
+    _, run_dir = smoke_run
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    assert_one_line_error(*invoke("inspect", junk), "not a readable HDF5 file")
+    assert_one_line_error(*invoke("inspect", tmp_path / "missing.h5"), "not found")
+    truncated = tmp_path / "truncated.h5"
+    data = (run_dir / "datasets" / "task_00.h5").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(*invoke("inspect", truncated), "corrupt or truncated")
+    incomplete = tmp_path / "incomplete.h5"
+    shutil.copy(run_dir / "tasks.h5", incomplete)
+    with h5py.File(incomplete, "a") as f:
+        f.attrs["complete"] = False
+    assert_one_line_error(*invoke("inspect", incomplete), "incomplete artifact")
+
+
+def test_wrong_kind_input_is_reported_and_nothing_is_damaged(tmp_path, smoke_run):
+    _, run_dir = smoke_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    shutil.copy(run / "bcq" / "task_00.h5", run / "datasets" / "task_00.h5")  # a bcq artifact posing as data
+    before = (run / "bcq" / "task_00.h5").read_bytes()
+    code, output = invoke("train-bcq", "--run-dir", run, "--threads", "1")
+    assert_one_line_error(code, output, "is a 'bcq' artifact, expected 'dataset'")
+    assert (run / "bcq" / "task_00.h5").read_bytes() == before
+
+
+def test_inspect_shows_provenance_and_shapes(smoke_run):
+    _, run_dir = smoke_run
+    code, output = invoke("inspect", run_dir / "datasets" / "task_00.h5")
+    assert code == 0
+    assert "dataset (schema v1)" in output and "mujoco 4.0.0" in output
+    assert "observations" in output and "(1000, 2)" in output
+
+
+def test_status_reports_up_to_date_and_stale(smoke_run, tmp_path):
+    _, run_dir = smoke_run
+    code, output = invoke("status", run_dir)
+    assert code == 0 and "datasets/task_00.h5" in output
+    total = output.strip().splitlines()[-1]
+    assert total.split(" of ")[0] == total.split(" of ")[1].split()[0]  # n of n up to date
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "bcq" / "task_02.h5").unlink()
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace("steps: 300", "steps: 301", 1))
+    code, output = invoke("status", run)
+    states = {row.split()[1]: " ".join(row.split()[2:-1]) for row in output.splitlines()[1:-2]}
+    assert states["bcq/task_02.h5"] == "missing"
+    assert states["bcq/task_00.h5"] == "stale"
+    assert states["datasets/task_00.h5"] == "up to date"
+    assert states["policies/mbml.h5"] == "stale (inputs missing)"  # its input bcq/task_02.h5 is gone
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--set", "distill.algo.triplet_margin=-1"], ["distill.algo.triplet_margin", "out of range", ">= 0"]),
+    (["--set", "distill.tripplet=1"], ["unknown config key 'distill.tripplet'", "valid keys under 'distill'"]),
+    (["--set", "env.family=Nope"], ["unknown task family 'Nope'", "AntDir"]),
+    (["--set", "bcq.snapshot=last"], ["'last' is not one of: best, final"]),
+    (["--profile", "huge"], ["profile 'huge' is not defined", "smoke"]),
+    (["--tasks", "x"], ["--tasks 'x'"]),
+])
+def test_invalid_config_is_rejected_before_any_work(tmp_path, args, fragments):
+    run = tmp_path / "run"
+    code, output = invoke("collect", "--config", SMOKE_CONFIG, "--run-dir", run, *args)
+    assert_one_line_error(code, output, *fragments)
+    assert not (run / "tasks.h5").exists()
+
+
+def test_missing_input_names_the_stage_to_run(tmp_path):
+    code, output = invoke("train-bcq", "--config", SMOKE_CONFIG, "--profile", "smoke", "--run-dir", tmp_path)
+    assert_one_line_error(code, output, "tasks.h5, which is missing: run `mtrl collect` first")
+
+
+def test_real_process_exit_status_and_stderr(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mtrl", "inspect", tmp_path / "none.h5"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'none.h5'}: not found"

@@ -1,0 +1,83 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from mtrl.artifacts import open_artifact
+from mtrl.stages.protocol import run_protocol, score
+
+
+def test_every_variant_is_distilled_with_loss_and_evaluation_curves(smoke_run):
+    config, run_dir = smoke_run
+    for variant in ("mbml", "no-triplet", "no-relabel", "neither"):
+        with open_artifact(run_dir / "policies" / f"{variant}.h5", "policy") as art:
+            losses, curve = art.tree("losses"), art.tree("eval_curve")
+            assert len(losses["total"]) == config.distill.epochs and np.isfinite(losses["total"]).all()
+            assert list(curve["epochs"]) == [2, 4]
+            assert art.meta("algo_config")["variant"] == variant
+            assert art.meta("params")["variant"] == variant
+        has_triplet = variant in ("mbml", "no-relabel")
+        assert (np.abs(losses["triplet"]).sum() > 0) == has_triplet, variant
+
+
+def test_evaluation_covers_train_and_test_tasks(smoke_run):
+    config, run_dir = smoke_run
+    with open_artifact(run_dir / "eval" / "mbml.h5", "eval") as art:
+        returns, summary = art.tree("returns"), art.meta("summary")
+    assert returns["train_returns"].shape == (3, config.evaluate.episodes)
+    assert returns["test_returns"].shape == (2, config.evaluate.episodes)
+    assert summary["test_score"] == pytest.approx(returns["test_returns"][:, 2:].mean())
+    with open_artifact(run_dir / "eval" / "bcq.h5", "eval") as art:
+        assert art.tree("returns")["train_returns"].shape == (3, config.evaluate.episodes)
+        assert np.isnan(art.meta("summary")["test_score"])
+
+
+class CountingEnv(gym.Env):
+    """One-step episodes whose reward is the index of the episode (reset seeds count up from 0)."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,))
+    action_space = gym.spaces.Box(-1, 1, (1,))
+
+    def reset(self, *, seed=None, options=None):
+        self.episode = seed
+        return np.zeros(1), {}
+
+    def step(self, action):
+        return np.zeros(1), float(self.episode), False, True, {}
+
+
+class RecordingPolicy:
+    """Belief = number of context rows seen; records the beliefs it acted with."""
+
+    def __init__(self):
+        self.beliefs = []
+
+    def infer(self, context):
+        return np.array([0.0 if context is None else len(context)])
+
+    def act(self, obs, beliefs):
+        self.beliefs.append(beliefs.copy())
+        return np.zeros((len(obs), 1))
+
+
+def test_protocol_uses_the_prior_first_then_all_collected_context_and_skips_two_episodes():
+    policy = RecordingPolicy()
+    returns = run_protocol([CountingEnv(), CountingEnv()], policy, episodes=5, seed=0)
+    assert returns.tolist() == [[0, 1, 2, 3, 4]] * 2
+    assert [b[0, 0] for b in policy.beliefs] == [0, 1, 2, 3, 4]  # prior, then every transition so far
+    assert score(returns, 2).tolist() == [3.0, 3.0]  # mean of episodes 3-5
+    with pytest.raises(ValueError, match="leave none"):
+        score(returns, 5)
+
+
+def test_sac_init_writes_curves_for_the_initialised_run_and_both_baselines(smoke_run):
+    config, run_dir = smoke_run
+    for run in ("mbml", "random", "variation"):
+        with open_artifact(run_dir / "sac_init" / run / "task_01.h5", "sac_init") as art:
+            curves = art.tree("curves")
+            assert list(curves["steps"]) == [100, 200, 300]
+            if run == "mbml":
+                init = art.tree("initialisation")
+                assert init["z"].shape == (config.distill.algo.z_dim,)
+                assert init["imitation_losses"][-10:].mean() < init["imitation_losses"][:10].mean()
+            else:
+                assert "initialisation" not in art
