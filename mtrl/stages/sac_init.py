@@ -42,8 +42,9 @@ class SacInit(Stage):
                 inputs = {"tasks": layout.tasks_input(run_dir)}
                 if run not in SAC_INIT_BASELINES:
                     inputs["policy"] = Input(layout.policy(run_dir, run), "policy", "distill")
-                units.append(Unit(f"{run}/{task_key(t)}", {"curves": Output(layout.sac_init(run_dir, run, t), "sac_init")},
-                                  inputs, params={"run": run, "test_task": t}, task=t))
+                output = Output(layout.sac_init(run_dir, run, t), "sac_init")
+                units.append(Unit(f"{run}/{task_key(t)}", {"curves": output}, inputs,
+                                  params={"run": run, "test_task": t}, task=t))
         return units
 
     def run_unit(self, ctx: UnitContext) -> None:
