@@ -57,6 +57,7 @@ class ArtifactMeta:
     inputs: dict[str, str] = field(default_factory=dict)
     params: Any = None
     seed: int | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)  # extra attributes, not fingerprinted (e.g. wall time)
 
     @property
     def schema(self) -> Schema:
@@ -95,6 +96,8 @@ class ArtifactWriter:
         attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
         attrs["seed"] = -1 if self.meta.seed is None else self.meta.seed
         attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        for key, value in self.meta.attrs.items():
+            attrs[key] = value
         attrs[COMPLETE_ATTR] = False
         return self
 

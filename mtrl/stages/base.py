@@ -9,6 +9,7 @@ everything it needs: config, seed, device, writers, a checkpointer and progress 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -115,6 +116,7 @@ class UnitContext:
     input_fingerprints: dict[str, str]
     seed: int
     log: logging.Logger
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def run_dir(self) -> Path:
@@ -133,7 +135,9 @@ class UnitContext:
     def writer(self, output: str) -> ArtifactWriter:
         """Writer for one of the unit's declared outputs, with provenance and fingerprint filled in."""
         out = self.unit.outputs[output]
-        return ArtifactWriter(out.path, self.meta(out.kind))
+        meta = self.meta(out.kind)
+        meta.attrs["wall_seconds"] = time.perf_counter() - self.started  # the unit's time so far: for reports
+        return ArtifactWriter(out.path, meta)
 
     def read(self, name: str) -> Artifact:
         inp = self.unit.inputs[name]
