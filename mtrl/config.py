@@ -17,7 +17,7 @@ from mtrl.algos.bcq import BCQConfig
 from mtrl.algos.ensemble import EnsembleConfig
 from mtrl.algos.mbml import MBMLConfig
 from mtrl.algos.sac import SACConfig
-from mtrl.configlib import build, parse_override, read_yaml, select_profile, set_path, to_dict
+from mtrl.configlib import build, parse_override, read_config_file, read_yaml, select_profile, set_path, to_dict
 from mtrl.errors import ConfigError
 
 VARIANTS = ("mbml", "no-triplet", "no-relabel", "neither")
@@ -122,7 +122,7 @@ class Config:
 def load_config(path: Path | None, profile: str | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> Config:
     """Config from a YAML file (plus profile) or from an already-resolved mapping, with dotted overrides."""
-    data = select_profile(read_yaml(path), profile, str(path)) if path is not None else dict(base or {})
+    data = select_profile(read_config_file(path), profile, str(path)) if path is not None else dict(base or {})
     for text in overrides:
         key, value = parse_override(text)
         data = set_path(data, key, value)

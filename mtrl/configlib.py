@@ -159,6 +159,24 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_config_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its `include:` files (paths relative to it) merged beneath it, recursively.
+
+    Lets every task distribution share one set of profiles (configs/base.yaml) and override only what differs.
+    """
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"config file {path} includes itself (via {' -> '.join(map(str, _seen))})")
+    data = read_yaml(path)
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict[str, Any] = {}
+    for name in includes:
+        merged = deep_merge(merged, read_config_file(path.parent / name, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
 def select_profile(data: Mapping[str, Any], profile: str | None, source: str) -> dict[str, Any]:
     """The base mapping with the named profile deep-merged over it (profiles removed)."""
     profiles = data.get(PROFILES_KEY) or {}

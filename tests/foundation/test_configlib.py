@@ -74,3 +74,16 @@ def test_profiles_and_safe_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         read_yaml(evil)
     assert to_dict(Inner()) == {"lr": 3e-4, "hidden": [64, 64], "mode": "best"}
+
+
+def test_include_merges_shared_profiles_beneath_the_file(tmp_path):
+    from mtrl.configlib import read_config_file
+
+    (tmp_path / "base.yaml").write_text("seed: 1\nprofiles:\n  small: {inner: {hidden: [4], lr: 0.5}}\n")
+    (tmp_path / "task.yaml").write_text("include: base.yaml\nflag: true\nprofiles:\n  small: {inner: {lr: 0.25}}\n")
+    data = read_config_file(tmp_path / "task.yaml")
+    cfg = build(Outer, select_profile(data, "small", "task.yaml"))
+    assert cfg.seed == 1 and cfg.flag and cfg.inner.hidden == (4,) and cfg.inner.lr == 0.25
+    (tmp_path / "loop.yaml").write_text("include: loop.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        read_config_file(tmp_path / "loop.yaml")
