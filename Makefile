@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/pytest
 
+demo: $(STAMP)
+	$(BIN)/mtrl run --config configs/point_goal_arc.yaml --profile smoke --run-dir $(RUN) --workers 2 --threads 1
+	$(BIN)/mtrl status $(RUN)
+
 lint: $(STAMP)
 	$(BIN)/ruff check mtrl tests benchmarks
 

@@ -7,6 +7,7 @@ live beside their algorithm (`mtrl.algos.*Config`) and are nested here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -154,7 +155,7 @@ def save_config(config: Config, run_dir: Path, header: str = "") -> Path:
     """Write the resolved config into the run directory (atomically) and return its path."""
     path = Path(run_dir) / RESOLVED_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # concurrent shard jobs may write it at once
     text = yaml.safe_dump(to_dict(config), sort_keys=False)
     tmp.write_text((f"# {header}\n" if header else "") + text)
     tmp.replace(path)

@@ -58,3 +58,28 @@ def inspect(file: Path, as_json: bool) -> None:
     click.echo(f"  datasets ({len(info['datasets'])}):")
     for name, shape, dtype in info["datasets"]:
         click.echo(f"    {name:40s} {str(tuple(shape)):18s} {dtype}")
+
+
+@main.command("config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Experiment YAML (configs/*.yaml); default: the papers' values.")
+@click.option("--profile", help="Named profile in the config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key (repeatable).")
+@click.option("--keys", is_flag=True, help="List every key with its meaning instead of the resolved values.")
+def show_config(config_path: Path | None, profile: str | None, overrides: tuple[str, ...], keys: bool) -> None:
+    """Print the resolved, validated config (what a stage would run with), or every key with its help."""
+    import yaml
+
+    from mtrl.config import Config, load_config
+    from mtrl.configlib import field_help, to_dict
+
+    if keys:
+        for key, help_text, default in field_help(Config):
+            click.echo(f"{key} = {json.dumps(default)}\n    {help_text}")
+        return
+    if profile is not None and config_path is None:
+        from mtrl.errors import ConfigError
+
+        raise ConfigError("--profile needs --config (profiles are defined in the config file)")
+    config = load_config(config_path, profile, overrides) if config_path else load_config(None, None, overrides)
+    click.echo(yaml.safe_dump(to_dict(config), sort_keys=False), nl=False)
