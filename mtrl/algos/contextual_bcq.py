@@ -1,0 +1,215 @@
+"""Contextual BCQ (MBML, seed 000, Sec. 5.1, App. C.2 and H.3, Alg. 7): a baseline of Fig. 4.
+
+BCQ (`mtrl.algos.bcq`) whose four networks all take an inferred task identity z: the VAE encoder E(s, a, z)
+and decoder D(s, ν, z), the perturbation model ξ(s, a, z) and the twin critics Q(s, a, z). z comes from the
+probabilistic context encoder q_ψ(z | c) of PEARL (`mtrl.algos.context`), and q_ψ learns only from the value
+loss of Eq. 20 (Alg. 7 line 14): no KL term, no other loss reaches it. One agent is trained directly on the
+datasets of all K training tasks, with no per-task teachers and no relabelling.
+
+The networks are BCQ's own classes fed the augmented state [s, z]: a network of BCQ on [s, z] is exactly a
+z-conditioned network, so the BCQ code and its bounds (ξ's Φ, the clipped decoding latent) are reused as is.
+
+One `update` takes all K tasks at once (keys in the class docstring): per task m one reparameterised
+z_m ~ q_ψ(z | c_m) shared by its N transitions (Alg. 7 line 7), then BCQ's steps on the K·N rows with z_m
+beside s: the VAE step (Eq. 19), the critic step towards Eq. 20's target, which also steps ψ, the ξ step
+(Eq. 21) against the updated critic, and the Polyak updates of Q' and ξ'.
+
+Choices and deviations:
+- Alg. 7 loops over the K tasks with one update per task; here one update averages the losses of all K tasks
+  (each task its own z_m), as Alg. 4 (MBML) and Alg. 6 (PEARL) do. The batch is N transitions per task.
+- The VAE, ξ and the target see z_m detached: ψ learns from Eq. 20 only, as Alg. 7 prescribes.
+- Sizes (App. C.2): Q, D and ξ as MBML's Q_D, G_D, ξ_D (9, 7 and 8 × 1024), the VAE encoder as the decoder,
+  q_ψ as PEARL's (3 × 200), z of width 20 (MBML Table 2), context sets of 128 rows. The rest are BCQ's defaults
+  (λ = 0.75, Φ = 0.05, n = 10, N = 100, τ = 0.005), with MBML's learning rate 3e-4 for every network.
+- The VAE loss is BCQ's official one (reconstruction MSE + 0.5 · KL averaged), as in `mtrl.algos.bcq`; Eq. 19
+  writes an unweighted sum.
+- Acting is Eq. 1 with z: of `num_candidates` perturbed candidates from G(s, z), the one with the highest
+  Q1(s, a, z). `sample_z` draws z from the posterior over the rows seen so far (the prior when there are none).
+- All randomness (z draws, VAE noise, decoder latents) comes from the agent's own `torch.Generator`, seeded
+  from torch's global generator and saved in `state_dict`, so a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from mtrl.algos.bcq import KL_WEIGHT, ConditionalVAE, Perturbation, TwinCritic
+from mtrl.algos.context import ContextEncoder, context_dim, rsample
+from mtrl.nn import adam, soft_update
+
+
+@dataclass(frozen=True)
+class ContextualBCQConfig:
+    """Hyper-parameters of Contextual BCQ; defaults are the paper's (App. C.2) and BCQ's."""
+
+    z_dim: int = field(default=20, metadata={"min": 1, "max": 4096, "help": "task identity width (MBML Table 2)"})
+    encoder_hidden: tuple[int, ...] = field(
+        default=(200, 200, 200), metadata={"help": "hidden widths of the context encoder q_psi (PEARL, Table 4)"}
+    )
+    critic_hidden: tuple[int, ...] = field(
+        default=(1024,) * 9, metadata={"help": "hidden widths of each twin Q(s, a, z) (as Q_D)"}
+    )
+    vae_hidden: tuple[int, ...] = field(
+        default=(1024,) * 7, metadata={"help": "hidden widths of the VAE decoder D(s, nu, z) and encoder (as G_D)"}
+    )
+    actor_hidden: tuple[int, ...] = field(
+        default=(1024,) * 8, metadata={"help": "hidden widths of the perturbation model xi(s, a, z) (as xi_D)"}
+    )
+    latent_dim: int | None = field(default=None, metadata={"min": 1, "help": "VAE latent size; None means 2·act_dim"})
+    context_size: int = field(
+        default=128, metadata={"min": 1, "max": 1_000_000, "help": "context rows per task and update (App. C.2)"}
+    )
+    batch_size: int = field(
+        default=100, metadata={"min": 1, "max": 1_000_000, "help": "training transitions per task and update"}
+    )
+    lmbda: float = field(
+        default=0.75, metadata={"min": 0.0, "max": 1.0, "help": "weight of min over max of the twin targets (Eq. 20)"}
+    )
+    phi: float = field(
+        default=0.05, metadata={"min": 0.0, "max": 1.0, "help": "largest perturbation Phi, as a fraction of max_action"}
+    )
+    num_candidates: int = field(
+        default=10, metadata={"min": 1, "max": 10_000, "help": "VAE candidates n per state, for the target and acting"}
+    )
+    gamma: float = field(default=0.99, metadata={"min": 0.0, "max": 1.0, "help": "discount factor"})
+    tau: float = field(
+        default=0.005, metadata={"min": 0.0, "max": 1.0, "help": "Polyak rate of the targets (new weight)"}
+    )
+    lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of every network"})
+
+
+class ContextualBCQ:
+    """The Contextual BCQ learner and multi-task policy.
+
+    `update(batch)` takes float32 tensors on `device`, with D = 2·obs_dim + act_dim + 1 (rows [s, a, s', r],
+    `mtrl.algos.context.context_rows`):
+      observations, next_observations [K, batch_size, obs_dim]; actions [K, batch_size, act_dim]
+      rewards, terminals [K, batch_size] (terminals 0/1, 1 only for a true termination)
+      context [K, context_size, D]: c_m, drawn from the same task's dataset
+    """
+
+    NETWORKS = ("encoder", "actor", "critic", "vae")
+    STATE_PARTS = (*NETWORKS, "actor_target", "critic_target", "actor_opt", "critic_opt", "vae_opt")
+
+    def __init__(self, cfg: ContextualBCQConfig, obs_dim: int, act_dim: int, max_action: float,
+                 device: torch.device | str):
+        self.cfg, self.obs_dim, self.act_dim, self.max_action = cfg, obs_dim, act_dim, float(max_action)
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(torch.randint(2**62, ())))
+        self.context_dim = context_dim(obs_dim, act_dim)
+        state_dim = obs_dim + cfg.z_dim  # every BCQ network sees [s, z]
+        latent_dim = 2 * act_dim if cfg.latent_dim is None else cfg.latent_dim
+        self.encoder = ContextEncoder(self.context_dim, cfg.z_dim, cfg.encoder_hidden).to(self.device)
+        self.actor = Perturbation(state_dim, act_dim, cfg.actor_hidden, self.max_action, cfg.phi).to(self.device)
+        self.critic = TwinCritic(state_dim, act_dim, cfg.critic_hidden).to(self.device)
+        self.vae = ConditionalVAE(state_dim, act_dim, cfg.vae_hidden, self.max_action, latent_dim).to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = adam(self.actor.parameters(), cfg.lr)
+        # Eq. 20's loss trains the critics θ and the task inference module ψ (Alg. 7 lines 12 and 14).
+        self.critic_opt = adam([*self.critic.parameters(), *self.encoder.parameters()], cfg.lr)
+        self.vae_opt = adam(self.vae.parameters(), cfg.lr)
+
+    # ---------------------------------------------------------------- learning
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One step of the VAE, of the critics and q_ψ, and of ξ, then the Polyak updates; float metrics."""
+        cfg, g = self.cfg, self.generator
+        k, b = batch["observations"].shape[:2]
+        n = cfg.num_candidates
+
+        # Alg. 7 line 7: one reparameterised z_m per task, shared by that task's transitions.
+        z = rsample(*self.encoder(batch["context"]), g)[:, None].expand(k, b, -1)
+        state = torch.cat([batch["observations"], z], -1).flatten(0, 1)  # [K·N, obs + z]; ψ's only gradient path
+        fixed_state = state.detach()
+        next_state = torch.cat([batch["next_observations"], z.detach()], -1).flatten(0, 1)
+        actions = batch["actions"].flatten(0, 1)
+        rewards, terminals = batch["rewards"].flatten(), batch["terminals"].flatten()
+
+        # Eq. 19: the VAE reconstructs the batch actions given [s, z].
+        recon, mean, std = self.vae(fixed_state, actions, generator=g)
+        recon_loss = F.mse_loss(recon, actions)
+        kl_loss = -0.5 * (1 + 2 * std.log() - mean.pow(2) - std.pow(2)).mean()
+        vae_loss = recon_loss + KL_WEIGHT * kl_loss
+        self.vae_opt.zero_grad(set_to_none=True)
+        vae_loss.backward()
+        self.vae_opt.step()
+
+        with torch.no_grad():
+            # Eq. 20 over n perturbed candidates per next state; one decoder pass also gives ξ's candidates.
+            next_states = next_state.repeat_interleave(n, 0)
+            sampled = self.vae.decode(torch.cat([fixed_state, next_states]), generator=g)
+            actor_candidates, next_candidates = sampled.split([k * b, k * b * n])
+            tq1, tq2 = self.critic_target(next_states, self.actor_target(next_states, next_candidates))
+            target_q = cfg.lmbda * torch.minimum(tq1, tq2) + (1 - cfg.lmbda) * torch.maximum(tq1, tq2)
+            y = rewards + cfg.gamma * (1 - terminals) * target_q.view(k * b, n).amax(1)
+
+        q1, q2 = self.critic(state, actions)
+        critic_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        # Eq. 21: ξ climbs Q1 of the updated critic; the gradient reaches ξ's weights only.
+        actor_loss = -self.critic.q1(fixed_state, self.actor(fixed_state, actor_candidates)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=list(self.actor.parameters()))
+        self.actor_opt.step()
+
+        soft_update(self.critic_target, self.critic, cfg.tau)
+        soft_update(self.actor_target, self.actor, cfg.tau)
+
+        names = ("vae_loss", "recon_loss", "kl_loss", "critic_loss", "actor_loss", "q_mean")
+        values = (vae_loss, recon_loss, kl_loss, critic_loss, actor_loss, q1.mean())
+        return dict(zip(names, torch.stack(values).detach().tolist(), strict=True))  # one device sync
+
+    # ---------------------------------------------------------------- acting
+    @torch.inference_mode()
+    def sample_z(self, context=None, generator: torch.Generator | None = None) -> np.ndarray:
+        """z ~ q_ψ(z | c) [z_dim] for context rows [N, D]; None or no rows: the prior N(0, I)."""
+        rows = np.zeros((0, self.context_dim), np.float32) if context is None else context
+        rows = torch.as_tensor(rows, dtype=torch.float32, device=self.device).reshape(-1, self.context_dim)
+        return rsample(*self.encoder(rows), self.generator if generator is None else generator).cpu().numpy()
+
+    @torch.inference_mode()
+    def act(self, obs, z, generator: torch.Generator | None = None) -> np.ndarray:
+        """Eq. 1 given z, for one observation [obs_dim] or a batch [B, obs_dim] with z [z_dim] or [B, z_dim]."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        s = obs_t.reshape(-1, self.obs_dim)
+        z_t = torch.as_tensor(z, dtype=torch.float32, device=self.device).reshape(-1, self.cfg.z_dim)
+        state = torch.cat([s, z_t.expand(len(s), -1)], -1)[:, None].expand(-1, self.cfg.num_candidates, -1)
+        generator = self.generator if generator is None else generator
+        candidates = self.actor(state, self.vae.decode(state, generator=generator))  # [B, n, act]
+        best = self.critic.q1(state, candidates).argmax(-1)
+        chosen = candidates[torch.arange(len(s), device=self.device), best]
+        return chosen.reshape(*obs_t.shape[:-1], self.act_dim).cpu().numpy()
+
+    # ---------------------------------------------------------------- checkpoints
+    def policy_state_dict(self) -> dict:
+        """What acting needs: q_ψ, ξ, Q and G (copies) and the sizes to rebuild them."""
+        sizes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "max_action": self.max_action}
+        return sizes | {name: copy.deepcopy(getattr(self, name).state_dict()) for name in self.NETWORKS}
+
+    @classmethod
+    def from_policy_state(cls, cfg: ContextualBCQConfig, state: dict,
+                          device: torch.device | str = "cpu") -> ContextualBCQ:
+        """An agent for acting, from `policy_state_dict()` (its targets and optimisers are fresh)."""
+        algo = cls(cfg, int(state["obs_dim"]), int(state["act_dim"]), float(state["max_action"]), device)
+        for name in cls.NETWORKS:
+            getattr(algo, name).load_state_dict(state[name])
+        return algo
+
+    def state_dict(self) -> dict:
+        """All a bit-identical resume needs: networks, targets, optimisers and the generator (copies)."""
+        state = {name: getattr(self, name).state_dict() for name in self.STATE_PARTS}
+        return copy.deepcopy({**state, "generator": self.generator.get_state()})
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.STATE_PARTS:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
+            getattr(self, name).load_state_dict(copy.deepcopy(state[name]))
+        self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
