@@ -5,9 +5,24 @@ Subclassing (overriding `step` and `_get_obs`) instead of wrapping keeps one Pyt
 
 from __future__ import annotations
 
+import logging
+
+import mujoco
 from gymnasium.utils import EzPickle
 
 from mtrl.envs.base import TaskEnv
+
+# MuJoCo prints its warnings to stderr and appends them to MUJOCO_LOG.TXT in the working directory. Route them
+# to Python logging instead; the compiler's deprecation of `settotalmass` (in Gymnasium's half_cheetah.xml, which
+# must stay as it is to keep the model's masses) is expected and only logged at debug level.
+_log = logging.getLogger("mtrl.mujoco")
+
+
+def _mujoco_warning(message: str) -> None:
+    _log.log(logging.DEBUG if "settotalmass" in message else logging.WARNING, "MuJoCo: %s", message.strip())
+
+
+mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 class MujocoTaskEnv(TaskEnv):
