@@ -1,0 +1,34 @@
+"""`mtrl report`: figures and results.md from the artifacts of one or more run directories (seeds).
+
+Pure reading and plotting: `collect` reads each run directory, `aggregate` combines the runs, `figures` and
+`markdown` draw and write what `aggregate` computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtrl.report.collect import ReportError
+
+
+def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
+    """Write the figures and results.md for `run_dirs` into `out` (default: <first run dir>/report)."""
+    from mtrl.report.aggregate import summarise
+    from mtrl.report.collect import collect_run
+    from mtrl.report.figures import draw_figures
+    from mtrl.report.markdown import render
+
+    resolved = [Path(d).resolve() for d in run_dirs]
+    if len(set(resolved)) < len(resolved):
+        raise ReportError("a run directory is given twice; each one is a separate run (seed)")
+    runs = [collect_run(Path(d)) for d in run_dirs]
+    out = Path(out) if out is not None else Path(run_dirs[0]) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(runs)
+    figures = draw_figures(summary, out)
+    path = out / "results.md"
+    path.write_text(render(runs, summary, figures))
+    return path
+
+
+__all__ = ["ReportError", "write_report"]

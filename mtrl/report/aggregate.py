@@ -1,0 +1,194 @@
+"""Combining the runs (seeds) of a report: every number a figure or table shows is computed here, once.
+
+A number is kept per run and summarised as mean ± std over the runs that have it (std with ddof 0, as in the
+papers' shaded bands); curves are compared on the x values (epochs, interactions) that all runs share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+
+import numpy as np
+
+from mtrl.report.collect import RunResults
+
+ABLATIONS = ("mbml", "no-triplet", "no-relabel", "neither")  # MBML Fig. 6
+PER_TASK_COLUMNS = {  # Table 9 column -> how to read it from a run: {training task: value}
+    "SAC final return": lambda run: run.sac_final,
+    "BCQ best return": lambda run: {t: r["best"] for t, r in run.bcq_returns.items()},
+    "BCQ final return": lambda run: {t: r["final"] for t, r in run.bcq_returns.items()},
+    "eval/sac score": lambda run: dict(enumerate(run.eval_task_scores.get("sac", ()))),
+    "eval/bcq score": lambda run: dict(enumerate(run.eval_task_scores.get("bcq", ()))),
+}
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One number per run (run label -> value)."""
+
+    per_run: dict[str, float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.per_run.values())))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(list(self.per_run.values())))
+
+
+@dataclass(frozen=True)
+class Series:
+    """One curve per run (run label -> y), on the x values that all of them share."""
+
+    x: np.ndarray
+    per_run: dict[str, np.ndarray]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.mean(list(self.per_run.values()), axis=0)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.std(list(self.per_run.values()), axis=0)
+
+
+def align(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Series:
+    """Curves given as label -> (x, y), restricted to the x values common to all of them."""
+    x = reduce(np.intersect1d, [cx for cx, _ in curves.values()])
+    return Series(x, {label: cy[np.isin(cx, x)] for label, (cx, cy) in curves.items()})
+
+
+@dataclass(frozen=True)
+class RelabelSummary:
+    matrices: dict[str, np.ndarray]  # statistic -> [K, K] (model task i, data task j), mean over runs
+    off_diagonal: dict[str, Stat]  # statistic -> per run, the mean over ordered pairs i != j
+    runs: list[str]  # the runs averaged (those whose task count matches the first run's)
+
+
+@dataclass
+class Summary:
+    labels: list[str]  # one per run directory, in the order given
+    test_curves: dict[str, Series] = field(default_factory=dict)  # multi-task method -> test score vs epoch
+    method_scores: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> score name -> Stat
+    sac_init: dict[str, Series] = field(default_factory=dict)  # sac-init run -> mean return over test tasks
+    sac_init_tasks: dict[str, dict[str, int]] = field(default_factory=dict)  # sac-init run -> run label -> tasks
+    relabel: RelabelSummary | None = None
+    per_task: dict[str, dict[int, Stat]] = field(default_factory=dict)  # Table 9 column -> task -> Stat
+    per_task_mean: dict[str, Stat] = field(default_factory=dict)  # Table 9 column -> mean over tasks per run
+    stage_seconds: dict[str, Stat] = field(default_factory=dict)
+    config_differences: dict[str, dict[str, Any]] = field(default_factory=dict)  # dotted key -> label -> value
+
+    @property
+    def ablations(self) -> dict[str, Series]:
+        """Fig. 6: the variants, and their ground-truth-relabelling ablations where trained."""
+        return {name: s for name, s in self.test_curves.items() if name.removesuffix("-gt") in ABLATIONS}
+
+
+def summarise(runs: list[RunResults]) -> Summary:
+    labels = run_labels(runs)
+    by_label = dict(zip(labels, runs, strict=True))
+    summary = Summary(labels)
+    _methods(summary, by_label)
+    _sac_init(summary, by_label)
+    summary.relabel = _relabel(by_label)
+    _per_task(summary, by_label)
+    summary.stage_seconds = _stage_seconds(by_label)
+    summary.config_differences = _config_differences(by_label)
+    return summary
+
+
+def run_labels(runs: list[RunResults]) -> list[str]:
+    """Run directory names, or their full paths where two names coincide."""
+    names = [run.run_dir.name for run in runs]
+    return names if len(set(names)) == len(names) else [str(run.run_dir) for run in runs]
+
+
+def method_order(names) -> list[str]:
+    """MBML and its ablations first (paper order), then any other method alphabetically."""
+    rank = {name: i for i, name in enumerate(n + suffix for suffix in ("", "-gt") for n in ABLATIONS)}
+    return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _methods(summary: Summary, runs: dict[str, RunResults]) -> None:
+    from mtrl.stages.evaluate import PER_TASK_BASELINES
+
+    names = {name for run in runs.values() for name in (*run.policy_curves, *run.eval_summaries)}
+    for method in method_order(names - set(PER_TASK_BASELINES)):
+        curves = {label: run.policy_curves[method] for label, run in runs.items() if method in run.policy_curves}
+        if curves:
+            summary.test_curves[method] = align({label: (c["epochs"], c["test_score"]) for label, c in curves.items()})
+        scores = {}
+        for split in ("test", "train"):
+            scores[f"final {split}"] = Stat({lb: float(c[f"{split}_score"][-1]) for lb, c in curves.items()})
+            scores[f"best {split}"] = Stat({lb: float(np.max(c[f"{split}_score"])) for lb, c in curves.items()})
+            scores[f"eval {split}"] = Stat({label: run.eval_summaries[method][f"{split}_score"]
+                                            for label, run in runs.items() if method in run.eval_summaries})
+        summary.method_scores[method] = {name: stat for name, stat in scores.items() if stat.per_run}
+
+
+def _sac_init(summary: Summary, runs: dict[str, RunResults]) -> None:
+    names = {name for run in runs.values() for name in run.sac_init}
+    for name in method_order(names):
+        per_run = {}
+        for label, run in runs.items():
+            tasks = run.sac_init.get(name)
+            if tasks:
+                over_tasks = align({str(t): (c["steps"], c["return_mean"]) for t, c in tasks.items()})
+                per_run[label] = (over_tasks.x, over_tasks.mean)
+                summary.sac_init_tasks.setdefault(name, {})[label] = len(tasks)
+        summary.sac_init[name] = align(per_run)
+
+
+def _relabel(runs: dict[str, RunResults]) -> RelabelSummary | None:
+    stats = {label: run.relabel_stats for label, run in runs.items() if run.relabel_stats is not None}
+    if not stats:
+        return None
+    shape = next(iter(stats.values()))["keep_fraction"].shape
+    stats = {label: s for label, s in stats.items() if s["keep_fraction"].shape == shape}
+    off = ~np.eye(shape[0], dtype=bool)
+    keys = [k for k in ("error_all", "error_kept", "keep_fraction") if all(k in s for s in stats.values())]
+    return RelabelSummary(
+        matrices={k: np.mean([s[k] for s in stats.values()], axis=0) for k in keys},
+        off_diagonal={k: Stat({label: float(np.nanmean(s[k][off])) for label, s in stats.items()}) for k in keys},
+        runs=list(stats))
+
+
+def _per_task(summary: Summary, runs: dict[str, RunResults]) -> None:
+    for column, read in PER_TASK_COLUMNS.items():
+        values = {label: read(run) for label, run in runs.items()}
+        values = {label: v for label, v in values.items() if v}
+        if not values:
+            continue
+        tasks = sorted({t for v in values.values() for t in v})
+        summary.per_task[column] = {t: Stat({lb: float(v[t]) for lb, v in values.items() if t in v}) for t in tasks}
+        summary.per_task_mean[column] = Stat({lb: float(np.mean(list(v.values()))) for lb, v in values.items()})
+
+
+def _stage_seconds(runs: dict[str, RunResults]) -> dict[str, Stat]:
+    from mtrl.stages.registry import PIPELINE
+
+    per_run = {label: run.stage_seconds for label, run in runs.items()}
+    stages = sorted({s for seconds in per_run.values() for s in seconds},
+                    key=lambda s: (list(PIPELINE).index(s) if s in PIPELINE else len(PIPELINE), s))
+    return {s: Stat({label: seconds[s] for label, seconds in per_run.items() if s in seconds}) for s in stages}
+
+
+def _config_differences(runs: dict[str, RunResults]) -> dict[str, dict[str, Any]]:
+    """Config keys (dotted) whose values differ between runs, other than the seed."""
+    flat = {label: _flatten(run.config) for label, run in runs.items() if run.config is not None}
+    keys = sorted({k for f in flat.values() for k in f} - {"seed"})
+    return {k: {label: f.get(k, "(absent)") for label, f in flat.items()} for k in keys
+            if len({repr(f.get(k, "(absent)")) for f in flat.values()}) > 1}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,157 @@
+"""Reading one run directory's artifacts into plain data (arrays, floats, dicts) for the report.
+
+Every artifact under the run directory is opened once: its fingerprint, creation time and wall time are
+recorded, and the contents the figures and tables need are kept. The artifacts that the run's config expects
+but that are absent or unreadable are listed, so a partial run still gets a report that says what it lacks.
+Nothing here combines runs; that is `mtrl.report.aggregate`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mtrl.artifacts import Artifact, open_artifact
+from mtrl.configlib import to_dict
+from mtrl.errors import ArtifactError, MtrlError
+
+if TYPE_CHECKING:
+    from mtrl.config import Config
+
+Curve = dict[str, np.ndarray]  # a stored curve tree, e.g. {"steps": ..., "return_mean": ...}
+
+
+class ReportError(MtrlError):
+    """A run directory the report cannot use at all (not a directory, or without a single artifact)."""
+
+
+@dataclass
+class RunResults:
+    """What one run directory holds, as plain data."""
+
+    run_dir: Path
+    config: dict[str, Any] | None  # the resolved config (config.yaml), None if absent
+    fingerprints: dict[str, str] = field(default_factory=dict)  # path relative to the run dir -> fingerprint
+    created: list[str] = field(default_factory=list)  # creation times of the artifacts read
+    # (stage, unit params) -> seconds. A unit's outputs share its params and each records the unit's time so
+    # far, so the largest is the unit's time; summing every artifact would count collect's two outputs twice.
+    unit_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # "path (why)" for each expected artifact not read
+    policy_curves: dict[str, Curve] = field(default_factory=dict)  # method -> eval_curve {epochs, *_score}
+    eval_summaries: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {train_score, test_score}
+    eval_task_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> train_scores per task
+    relabel_stats: dict[str, np.ndarray] | None = None  # learned relabelling: keep_fraction, error_* [K, K]
+    sac_init: dict[str, dict[int, Curve]] = field(default_factory=dict)  # run name -> test task -> curves
+    sac_final: dict[int, float] = field(default_factory=dict)  # training task -> final SAC evaluation return
+    bcq_returns: dict[int, dict[str, float]] = field(default_factory=dict)  # training task -> {best, final}
+
+    @property
+    def seed(self) -> int | None:
+        return None if self.config is None else self.config["seed"]
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for (stage, _), seconds in self.unit_seconds.items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+        return totals
+
+
+def collect_run(run_dir: Path) -> RunResults:
+    """Read everything the report needs from `run_dir` (raises ReportError when it holds no artifact)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: not a directory")
+    config = _read_config(run_dir)
+    results = RunResults(run_dir, None if config is None else to_dict(config))
+    unreadable: dict[Path, str] = {}
+    for path in _artifact_files(run_dir):
+        try:
+            with open_artifact(path) as art:
+                _read(results, art, path.relative_to(run_dir).as_posix())
+        except ArtifactError as e:
+            unreadable[path] = str(e).removeprefix(f"{path}: ")
+    if not results.fingerprints:
+        found = f" ({len(unreadable)} unreadable .h5 files)" if unreadable else ""
+        raise ReportError(f"{run_dir}: no mtrl artifacts to report on{found}; run `mtrl run --run-dir {run_dir}` "
+                          "first")
+    if config is None:
+        results.missing.append("config.yaml (absent: the expected artifacts are unknown)")
+    else:
+        for path in _expected_artifacts(config, run_dir):
+            if path in unreadable:
+                results.missing.append(f"{path.relative_to(run_dir).as_posix()} ({unreadable.pop(path)})")
+            elif not path.exists():
+                results.missing.append(f"{path.relative_to(run_dir).as_posix()} (missing)")
+    results.missing += [f"{p.relative_to(run_dir).as_posix()} ({why})" for p, why in unreadable.items()]
+    return results
+
+
+def _read_config(run_dir: Path) -> Config | None:
+    from mtrl.config import RESOLVED_NAME, load_run_config
+
+    return load_run_config(run_dir) if (run_dir / RESOLVED_NAME).exists() else None
+
+
+def _artifact_files(run_dir: Path) -> list[Path]:
+    """Every artifact file of the run: not checkpoints (unfinished work) nor writers' hidden temporaries."""
+    return sorted(p for p in run_dir.rglob("*.h5")
+                  if p.relative_to(run_dir).parts[0] != "checkpoints" and not p.name.startswith("."))
+
+
+def _expected_artifacts(config: Config, run_dir: Path) -> list[Path]:
+    """The outputs of every stage's units under the run's config: what `mtrl run` would produce."""
+    from mtrl.stages.registry import all_stages
+
+    return [out.path for stage in all_stages() for unit in stage.units(config, run_dir)
+            for out in unit.outputs.values()]
+
+
+def _read(results: RunResults, art: Artifact, rel_path: str) -> None:
+    attrs = art.file.attrs
+    results.fingerprints[rel_path] = art.fingerprint
+    results.created.append(str(attrs["created"]))
+    if "wall_seconds" in attrs:
+        unit = (str(attrs["stage"]), str(attrs["params"]))
+        results.unit_seconds[unit] = max(results.unit_seconds.get(unit, 0.0), float(attrs["wall_seconds"]))
+    reader = _READERS.get(art.kind)
+    if reader is not None:
+        reader(results, art, Path(rel_path).stem)
+
+
+def _read_policy(results: RunResults, art: Artifact, name: str) -> None:
+    curve = art.tree("eval_curve") if "eval_curve" in art else None
+    if curve is not None and len(curve["epochs"]):  # empty when distill.eval_every is 0
+        results.policy_curves[name] = curve
+
+
+def _read_eval(results: RunResults, art: Artifact, name: str) -> None:
+    results.eval_summaries[name] = json.loads(art.file.attrs["summary"])
+    results.eval_task_scores[name] = art.tree("returns")["train_scores"]
+
+
+def _read_relabel(results: RunResults, art: Artifact, name: str) -> None:
+    if str(art.file.attrs["source"]) == "learned":  # the ground-truth relabelling has no error to show
+        results.relabel_stats = art.tree("stats")
+
+
+def _read_sac_init(results: RunResults, art: Artifact, name: str) -> None:
+    run, task = str(art.file.attrs["run"]), int(art.file.attrs["test_task"])
+    results.sac_init.setdefault(run, {})[task] = art.tree("curves")
+
+
+def _read_sac(results: RunResults, art: Artifact, name: str) -> None:
+    results.sac_final[art.meta("params")["task"]] = float(art.file.attrs["final_return"])
+
+
+def _read_bcq(results: RunResults, art: Artifact, name: str) -> None:
+    results.bcq_returns[art.meta("params")["task"]] = {"best": float(art.file.attrs["best_return"]),
+                                                       "final": float(art.file.attrs["final_return"])}
+
+
+_READERS = {"policy": _read_policy, "eval": _read_eval, "relabel": _read_relabel, "sac_init": _read_sac_init,
+            "sac": _read_sac, "bcq": _read_bcq}

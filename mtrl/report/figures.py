@@ -1,0 +1,76 @@
+"""The report's figures (PNG), drawn from a `Summary` only, so each shows exactly the numbers results.md lists.
+
+Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no global state).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mtrl.report.aggregate import Series, Summary
+
+RELABEL_TITLES = {"error_all": "|relabelled − true reward|, all rows",
+                  "error_kept": "|relabelled − true reward|, kept rows",
+                  "keep_fraction": "fraction of rows kept"}
+
+
+def draw_figures(summary: Summary, out: Path) -> dict[str, str]:
+    """Draw every figure the data allows into `out`; returns figure key -> file name of those drawn."""
+    drawn = {}
+    if summary.test_curves:
+        drawn["fig4"] = _curves(summary.test_curves, out / "fig4_multitask_returns.png",
+                                "Average test-task return (Fig. 4)", "training epoch")
+    if len(summary.ablations) > 1:
+        drawn["fig6"] = _curves(summary.ablations, out / "fig6_ablations.png", "Ablations (Fig. 6)",
+                                "training epoch")
+    if summary.relabel is not None:
+        drawn["fig7"] = _relabel(summary.relabel.matrices, out / "fig7_relabel_error.png")
+    if summary.sac_init:
+        drawn["fig8"] = _curves(summary.sac_init, out / "fig8_sac_init.png",
+                                "SAC on test tasks: initialised vs baselines (Fig. 8)", "SAC interactions")
+    return drawn
+
+
+def _curves(series: dict[str, Series], path: Path, title: str, xlabel: str) -> str:
+    """Mean over runs as a line, ± one std shaded; the legend gives each line's number of runs."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for name, s in series.items():
+        (line,) = ax.plot(s.x, s.mean, marker="o" if len(s.x) <= 20 else None, label=f"{name} (n={len(s.per_run)})")
+        ax.fill_between(s.x, s.mean - s.std, s.mean + s.std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set(title=title, xlabel=xlabel, ylabel="average return")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path.name
+
+
+def _relabel(matrices: dict[str, np.ndarray], path: Path) -> str:
+    """One heatmap per statistic over ordered task pairs; the diagonal (a task's own data) is left blank.
+
+    Both error maps share one colour scale from 0, so kept rows can be compared with all rows at a glance.
+    """
+    off = ~np.eye(len(next(iter(matrices.values()))), dtype=bool)
+    error_max = max((float(np.nanmax(m[off])) for k, m in matrices.items() if k.startswith("error")), default=1.0)
+    fig = Figure(figsize=(4.2 * len(matrices), 3.8), layout="constrained")
+    for ax, (key, matrix) in zip(fig.subplots(1, len(matrices), squeeze=False)[0], matrices.items(), strict=True):
+        shown = np.where(off, matrix, np.nan)
+        top = error_max if key.startswith("error") else 1.0
+        image = ax.imshow(shown, cmap="viridis", vmin=0.0, vmax=top)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        if len(matrix) <= 10:
+            for (i, j), value in np.ndenumerate(shown):
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize="x-small",
+                            color="white" if value < top / 2 else "black")
+        ax.set(title=RELABEL_TITLES[key], xlabel="data of task j", ylabel="model of task i",
+               xticks=range(len(matrix)), yticks=range(len(matrix)))
+        ax.title.set_fontsize("small")
+    fig.suptitle("Relabelling on other tasks' transitions (Fig. 7)")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path.name

@@ -1,0 +1,194 @@
+"""results.md: every number behind the figures, per run and as mean ± std over runs, with the provenance
+needed to trust them (seeds, config and its differences between runs, artifact fingerprints, stage wall times)
+and what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+from mtrl.report.aggregate import Series, Stat, Summary
+from mtrl.report.collect import RunResults
+
+SPREAD = "mean ± std over runs (std with ddof 0)"
+
+
+def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) -> str:
+    sections = [
+        _runs(runs, summary),
+        _missing(runs, summary),
+        _methods(summary, figures),
+        _relabel(summary, figures),
+        _sac_init(summary, figures),
+        _per_task(summary),
+        _wall_time(summary),
+        _config(runs, summary),
+        _fingerprints(runs, summary),
+    ]
+    return "\n\n".join(s.strip() for s in sections) + "\n"
+
+
+def _runs(runs: list[RunResults], summary: Summary) -> str:
+    rows = [[label, f"`{run.run_dir}`", _value(run.seed), str(len(run.fingerprints)),
+             f"{min(run.created)} – {max(run.created)}"] for label, run in zip(summary.labels, runs, strict=True)]
+    seeds = [run.seed for run in runs]
+    repeated = " Some runs share a seed: they are not independent repetitions." if len(set(seeds)) < len(seeds) else ""
+    return (f"# mtrl report\n\n{len(runs)} run(s), seeds {', '.join(map(_value, seeds))}. Numbers are {SPREAD} "
+            f"unless per run.{repeated}\n\n"
+            + _table(["run", "directory", "seed", "artifacts read", "created (first – last)"], rows))
+
+
+def _missing(runs: list[RunResults], summary: Summary) -> str:
+    parts = ["## Missing artifacts"]
+    for label, run in zip(summary.labels, runs, strict=True):
+        if run.missing:
+            parts.append(f"{label}: {len(run.missing)} expected artifact(s) missing or unreadable "
+                         "(figures and tables below use what exists):\n\n"
+                         + "\n".join(f"- `{item}`" for item in run.missing))
+    if len(parts) == 1:
+        parts.append("None: every artifact the runs' configs expect is present.")
+    return "\n\n".join(parts)
+
+
+def _methods(summary: Summary, figures: dict[str, str]) -> str:
+    if not summary.method_scores:
+        return "## Multi-task methods (Fig. 4, Fig. 6)\n\nNo multi-task policy or evaluation found."
+    names = ["final test", "best test", "final train", "best train", "eval test", "eval train"]
+    rows = [[method, *(_pm(scores[n]) if n in scores else "—" for n in names)]
+            for method, scores in summary.method_scores.items()]
+    per_run = [[method, label, *(_num(scores[n].per_run[label]) if n in scores and label in scores[n].per_run
+                                 else "—" for n in names)]
+               for method, scores in summary.method_scores.items() for label in summary.labels]
+    parts = ["## Multi-task methods (Fig. 4, Fig. 6)", _image(figures, "fig4", "Fig. 4"),
+             _image(figures, "fig6", "Fig. 6"),
+             "Average return over tasks (mean of episodes after the skipped ones, Alg. 5). *final*/*best*: last "
+             "and best point of the evaluation during training (`policies/<method>.h5` eval_curve); *eval*: "
+             f"`mtrl evaluate` (`eval/<method>.h5`). {SPREAD}.",
+             _table(["method", *names], rows), "Per run:", _table(["method", "run", *names], per_run),
+             "Test-task score per epoch (the curves of Fig. 4 and Fig. 6):",
+             _series_table("epoch", summary.test_curves, summary.labels)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _relabel(summary: Summary, figures: dict[str, str]) -> str:
+    relabel = summary.relabel
+    if relabel is None:
+        return "## Relabelling (Fig. 7)\n\nNo relabel.h5 found."
+    parts = ["## Relabelling (Fig. 7)", _image(figures, "fig7", "Fig. 7"),
+             f"Learned relabelling (`relabel.h5` stats) averaged over {', '.join(relabel.runs)}. Per ordered "
+             "pair (model of task i, data of task j): mean |relabelled − true reward| over all rows and over the "
+             "rows kept (ensemble std below the threshold), and the fraction kept. The figure leaves the diagonal "
+             "(a task's own data) blank; the tables below include it."]
+    if "error_all" not in relabel.matrices:
+        parts.append("These tasks differ in dynamics: there is no single true reward to compare with, so only the "
+                     "keep fraction is shown.")
+    rows = [[key, _pm(stat), *(_num(stat.per_run[label]) for label in relabel.runs)]
+            for key, stat in relabel.off_diagonal.items()]
+    parts += ["Mean over pairs i ≠ j:", _table(["statistic", "mean ± std", *relabel.runs], rows)]
+    for key, matrix in relabel.matrices.items():
+        k = len(matrix)
+        parts += [f"`{key}` per pair (rows: model i, columns: data j; mean over runs):",
+                  _table(["i \\ j", *map(str, range(k))], [[str(i), *map(_num, matrix[i])] for i in range(k)])]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _sac_init(summary: Summary, figures: dict[str, str]) -> str:
+    if not summary.sac_init:
+        return "## SAC initialisation (Fig. 8)\n\nNo sac_init artifacts found."
+    rows = [[name, ", ".join(f"{lb}: {n}" for lb, n in summary.sac_init_tasks[name].items()),
+             *([_num(s.x[-1]), f"{_num(s.mean[-1])} ± {_num(s.std[-1])}"] if len(s.x) else ["—", "—"]),
+             str(len(s.per_run))]
+            for name, s in summary.sac_init.items()]
+    return "\n\n".join(p for p in [
+        "## SAC initialisation (Fig. 8)", _image(figures, "fig8", "Fig. 8"),
+        "SAC on the unseen test tasks (`sac_init/<run>/task_NN.h5`): evaluation return averaged over the test "
+        f"tasks of a run, then {SPREAD}. Interactions are SAC's own; the initialised runs' rollout comes on top.",
+        _table(["run", "test tasks per run", "last interactions", "return", "runs"], rows),
+        "Per evaluation:", _series_table("interactions", summary.sac_init, summary.labels)] if p)
+
+
+def _per_task(summary: Summary) -> str:
+    if not summary.per_task:
+        return "## Per-task SAC and BCQ (Table 9)\n\nNo sac/, bcq/, eval/sac.h5 or eval/bcq.h5 artifacts found."
+    columns = list(summary.per_task)
+    tasks = sorted({t for by_task in summary.per_task.values() for t in by_task})
+    rows = [[f"task_{t:02d}", *(_pm(summary.per_task[c][t]) if t in summary.per_task[c] else "—" for c in columns)]
+            for t in tasks]
+    rows.append(["mean over tasks", *(_pm(summary.per_task_mean[c]) for c in columns)])
+    per_run = [[f"task_{t:02d}", label, *(_num(summary.per_task[c][t].per_run[label])
+                                         if t in summary.per_task[c] and label in summary.per_task[c][t].per_run
+                                         else "—" for c in columns)]
+               for t in tasks for label in summary.labels]
+    return "\n\n".join([
+        "## Per-task SAC and BCQ (Table 9)",
+        "Per training task: the final evaluation return of the SAC that collected its data (`sac/task_NN.h5`), "
+        "the best and final evaluation return of its BCQ (`bcq/task_NN.h5`), and the `mtrl evaluate` scores of "
+        f"both (`eval/sac.h5`, `eval/bcq.h5`). {SPREAD}; the last row averages the tasks of each run first.",
+        _table(["task", *columns], rows), "Per run:", _table(["task", "run", *columns], per_run)])
+
+
+def _wall_time(summary: Summary) -> str:
+    rows = [[stage, _num(stat.mean), *(_num(stat.per_run.get(label, math.nan)) for label in summary.labels)]
+            for stage, stat in summary.stage_seconds.items()]
+    totals = [sum(stat.per_run.get(label, 0.0) for stat in summary.stage_seconds.values())
+              for label in summary.labels]
+    rows.append(["total", _num(sum(totals) / len(totals)), *map(_num, totals)])
+    return ("## Stage wall time\n\nSeconds per stage: the sum over its units of each unit's `wall_seconds` "
+            "(recorded in its artifacts), mean over runs.\n\n"
+            + _table(["stage", "mean", *summary.labels], rows))
+
+
+def _config(runs: list[RunResults], summary: Summary) -> str:
+    if summary.config_differences:
+        rows = [[f"`{key}`", *(_value(values.get(label, "(no config)")) for label in summary.labels)]
+                for key, values in summary.config_differences.items()]
+        differences = "The runs' configs differ (apart from the seed) in:\n\n" + _table(["key", *summary.labels], rows)
+    else:
+        differences = "The runs' configs are identical apart from the seed."
+    configured = [(label, run.config) for label, run in zip(summary.labels, runs, strict=True) if run.config]
+    if not configured:
+        return f"## Config\n\n{differences}\n\nNo run has a config.yaml."
+    label, config = configured[0]
+    text = yaml.safe_dump(config, sort_keys=False).strip()
+    return f"## Config\n\n{differences}\n\nResolved config of {label}:\n\n```yaml\n{text}\n```"
+
+
+def _fingerprints(runs: list[RunResults], summary: Summary) -> str:
+    paths = sorted({p for run in runs for p in run.fingerprints})
+    rows = [[f"`{p}`", *(f"`{run.fingerprints[p]}`" if p in run.fingerprints else "—" for run in runs)]
+            for p in paths]
+    return "## Artifact fingerprints\n\nEvery artifact read, per run.\n\n" + _table(["artifact", *summary.labels],
+                                                                                    rows)
+
+
+def _series_table(x_name: str, series: dict[str, Series], labels: list[str]) -> str:
+    rows = [[name, _num(x), _num(s.mean[i]), _num(s.std[i]),
+             *(_num(s.per_run[lb][i]) if lb in s.per_run else "—" for lb in labels)]
+            for name, s in series.items() for i, x in enumerate(s.x)]
+    return _table(["method" if x_name == "epoch" else "run", x_name, "mean", "std", *labels], rows)
+
+
+def _image(figures: dict[str, str], key: str, caption: str) -> str:
+    return f"![{caption}]({figures[key]})" if key in figures else ""
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _pm(stat: Stat) -> str:
+    return f"{_num(stat.mean)} ± {_num(stat.std)} (n={len(stat.per_run)})"
+
+
+def _num(x: float) -> str:
+    if not math.isfinite(x):
+        return "—"
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e9 else f"{x:.4g}"
+
+
+def _value(value: Any) -> str:
+    return "unknown" if value is None else str(value)

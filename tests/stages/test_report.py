@@ -1,0 +1,182 @@
+import json
+import shutil
+
+import h5py
+import pytest
+from click.testing import CliRunner
+
+from mtrl.artifacts import open_artifact
+from mtrl.artifacts.tree import read_tree, write_tree
+from mtrl.cli import main
+
+FIGURES = ("fig4_multitask_returns.png", "fig6_ablations.png", "fig7_relabel_error.png", "fig8_sac_init.png")
+
+
+def report(*args):
+    result = CliRunner().invoke(main, ["report", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def tables(text):
+    """The markdown tables of `text`, each a list of rows of cells (header first, separator dropped)."""
+    found, current = [], None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        if current is None:
+            current = []
+            found.append(current)
+        if not line.startswith("|---"):
+            current.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return found
+
+
+def row(text, header, *first_cells):
+    """The other cells of the one row starting with `first_cells` in the tables whose header starts so."""
+    found = [r[len(first_cells):] for t in tables(text) if t[0][: len(header)] == list(header)
+             for r in t[1:] if r[: len(first_cells)] == list(first_cells)]
+    assert len(found) == 1, (header, first_cells, found)
+    return found[0]
+
+
+def copy_run(run_dir, to):
+    shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns("report"))
+    return to
+
+
+def test_report_of_the_smoke_run(smoke_run, tmp_path):
+    config, run_dir = smoke_run
+    out = tmp_path / "report"
+    code, output = report(run_dir, "--out", out)
+    assert code == 0, output
+    for name in FIGURES:
+        data = (out / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000, name
+    text = (out / "results.md").read_text()
+    for name in FIGURES:
+        assert f"]({name})" in text
+    for method in ("mbml", "no-triplet", "no-relabel", "neither"):
+        with open_artifact(run_dir / "eval" / f"{method}.h5") as art:
+            summary = art.meta("summary")
+        with open_artifact(run_dir / "policies" / f"{method}.h5") as art:
+            curve = art.tree("eval_curve")
+        cells = row(text, ("method", "run"), method, run_dir.name)  # final/best test, final/best train, eval
+        assert float(cells[0]) == pytest.approx(curve["test_score"][-1], rel=1e-3)
+        assert float(cells[1]) == pytest.approx(curve["test_score"].max(), rel=1e-3)
+        assert float(cells[4]) == pytest.approx(summary["test_score"], rel=1e-3)
+    for run in ("mbml", "random", "variation"):
+        assert row(text, ("run", "interactions"), run, "300")  # the sac-init curves at their last evaluation
+    assert f"seeds {config.seed}." in text and "| seed |" in text
+
+    artifacts = [p for p in run_dir.rglob("*.h5") if "checkpoints" not in p.parts]
+    for path in artifacts:
+        with open_artifact(path) as art:
+            assert row(text, ("artifact",), f"`{path.relative_to(run_dir).as_posix()}`") == [f"`{art.fingerprint}`"]
+    # collect writes a dataset and a SAC artifact per task; the unit's time is counted once
+    expected = 0.0
+    for task in range(config.env.n_train):
+        times = []
+        for kind in ("datasets", "sac"):
+            with open_artifact(run_dir / kind / f"task_{task:02d}.h5") as art:
+                times.append(float(art.file.attrs["wall_seconds"]))
+        expected += max(times)
+    mean, per_run = row(text, ("stage",), "collect")
+    assert float(mean) == float(per_run) == pytest.approx(expected, rel=1e-3)
+    for stage in ("tasks", "train-bcq", "fit-rewards", "relabel", "distill", "evaluate", "sac-init", "total"):
+        assert float(row(text, ("stage",), stage)[0]) > 0
+    assert "None: every artifact the runs' configs expect is present." in text
+
+
+def edit_tree(path, group, edit):
+    """Replace an artifact's stored tree by `edit(tree)` (a different seed or config would have written it)."""
+    with h5py.File(path, "a") as f:
+        tree = edit(read_tree(f[group]))
+        del f[group]
+        write_tree(f.create_group(group), tree)
+
+
+def test_two_runs_are_aggregated_as_mean_and_std(smoke_run, tmp_path):
+    _, run_dir = smoke_run
+    first, second = copy_run(run_dir, tmp_path / "a"), copy_run(run_dir, tmp_path / "b")
+    config_text = (second / "config.yaml").read_text()
+    (second / "config.yaml").write_text(config_text.replace("seed: 0", "seed: 1").replace(
+        "max_transitions: 500", "max_transitions: 400"))
+    edit_tree(second / "policies" / "mbml.h5", "eval_curve", lambda t: t | {"test_score": t["test_score"] + 2.0})
+    with h5py.File(second / "eval" / "mbml.h5", "a") as f:
+        summary = json.loads(f.attrs["summary"])
+        f.attrs["summary"] = json.dumps(summary | {"test_score": summary["test_score"] + 1.0})
+    with open_artifact(first / "policies" / "mbml.h5") as art:
+        test_curve = art.tree("eval_curve")["test_score"]
+
+    code, output = report(first, second)
+    assert code == 0, output
+    text = (first / "report" / "results.md").read_text()
+    assert "2 run(s), seeds 0, 1." in text
+    mean, std = row(text, ("method", "final test"), "mbml")[4].removesuffix(" (n=2)").split(" ± ")
+    assert float(mean) == pytest.approx(summary["test_score"] + 0.5, rel=1e-3)
+    assert float(std) == pytest.approx(0.5, rel=1e-3)
+    for epoch_index, epoch in enumerate(("2", "4")):  # the Fig. 4 curve: ± 1 around the midpoint of both runs
+        mean, std, a, b = map(float, row(text, ("method", "epoch"), "mbml", epoch))
+        assert mean == pytest.approx(test_curve[epoch_index] + 1.0, rel=1e-3)
+        assert std == pytest.approx(1.0, rel=1e-3)
+        assert b - a == pytest.approx(2.0, rel=1e-3)
+    assert row(text, ("method", "epoch"), "no-triplet", "2")[1] == "0"  # identical copies: no spread
+    assert row(text, ("key",), "`relabel.max_transitions`") == ["500", "400"]
+    assert "`seed`" not in text
+
+
+def test_missing_and_unreadable_artifacts_are_named(smoke_run, tmp_path):
+    _, run_dir = smoke_run
+    run = copy_run(run_dir, tmp_path / "run")
+    for rel in ("bcq/task_01.h5", "sac_init/random/task_00.h5", "policies/no-triplet.h5"):
+        (run / rel).unlink()
+    (run / "eval" / "neither.h5").write_bytes((run_dir / "eval" / "neither.h5").read_bytes()[:500])
+
+    code, output = report(run)
+    assert code == 0, output
+    text = (run / "report" / "results.md").read_text()
+    missing = text.split("## Missing artifacts")[1].split("\n## ")[0]
+    assert "run: 4 expected artifact(s) missing or unreadable" in missing
+    for rel in ("bcq/task_01.h5", "sac_init/random/task_00.h5", "policies/no-triplet.h5"):
+        assert f"- `{rel} (missing)`" in missing
+    assert "- `eval/neither.h5 (not a readable HDF5 file" in missing
+    # what exists is still reported
+    assert (run / "report" / "fig6_ablations.png").exists() and (run / "report" / "fig8_sac_init.png").exists()
+    assert row(text, ("task", "run"), "task_01", "run")[1] == "—"  # BCQ best return of the deleted task
+    assert row(text, ("run", "interactions"), "random", "100")[-1] != "—"  # from its remaining test task
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda d: d.mkdir(), "no mtrl artifacts to report on"),
+    (lambda d: None, "not a directory"),
+])
+def test_unusable_run_dir_is_a_one_line_error(tmp_path, make, fragment):
+    run = tmp_path / "run"
+    make(run)
+    code, output = report(run)
+    lines = output.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {run}: {fragment}"), output
+    assert not (run / "report").exists()
+
+
+def test_report_of_runs_without_curves_or_relabelling(smoke_run, tmp_path):
+    """A run trained with distill.eval_every=0 has no curves: the scores come from eval/ alone."""
+    _, run_dir = smoke_run
+    run = copy_run(run_dir, tmp_path / "run")
+    for path in (run / "policies").glob("*.h5"):
+        edit_tree(path, "eval_curve", lambda t: {key: values[:0] for key, values in t.items()})
+    (run / "relabel.h5").unlink()
+    code, output = report(run)
+    assert code == 0, output
+    text = (run / "report" / "results.md").read_text()
+    assert not (run / "report" / FIGURES[0]).exists() and not (run / "report" / FIGURES[2]).exists()
+    scores = row(text, ("method", "final test"), "mbml")
+    assert scores[:4] == ["—"] * 4 and scores[4] != "—"
+    assert "No relabel.h5 found." in text
+
+
+def test_a_run_dir_given_twice_is_a_one_line_error(smoke_run):
+    _, run_dir = smoke_run
+    code, output = report(run_dir, run_dir / ".." / run_dir.name)
+    assert code == 2 and output.strip() == "error: a run directory is given twice; each one is a separate run (seed)"
