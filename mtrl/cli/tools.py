@@ -98,3 +98,32 @@ def report(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     from mtrl.report import write_report
 
     click.echo(f"wrote {write_report(list(run_dirs), out)}")
+
+
+@main.command("export-dataset")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--task", type=click.IntRange(min=0), required=True, help="Training-task index.")
+@click.option("--format", "fmt", type=click.Choice(["npz", "minari"]), default="npz", show_default=True,
+              help="npz: the flat D4RL dict; minari: a local Minari dataset.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="npz file to write (default: RUN_DIR/export/task_NN.npz).")
+@click.option("--dataset-id", help="Minari dataset id (default: mtrl/<family>-<run dir name>-task_NN-v0).")
+def export_dataset(run_dir: Path, task: int, fmt: str, out: Path | None, dataset_id: str | None) -> None:
+    """Write one task's dataset in a form another offline-RL tool reads directly."""
+    from mtrl.artifacts import open_artifact
+    from mtrl.export import to_minari, to_npz
+    from mtrl.stages import layout
+    from mtrl.stages.base import task_key
+    from mtrl.stages.common import load_dataset, read_distribution
+
+    dist = read_distribution(layout.tasks(run_dir))
+    with open_artifact(layout.dataset(run_dir, task), "dataset") as art:
+        data = load_dataset(art, infos=True)
+    if fmt == "npz":
+        path = to_npz(data, out or run_dir / "export" / f"{task_key(task)}.npz")
+        click.echo(f"wrote {path} ({len(data['rewards'])} transitions)")
+        return
+    dataset_id = dataset_id or f"mtrl/{dist.name.lower()}-{run_dir.name}-{task_key(task)}-v0".replace("_", "-")
+    description = f"{dist.name} training task {task} (task parameters {dist.train_tasks[task].tolist()}), mtrl collect"
+    dataset = to_minari(data, dataset_id, dist.spec, description)
+    click.echo(f"created Minari dataset {dataset_id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps)")
