@@ -6,7 +6,7 @@ Both use the same sizes (actor and critics 400-300, VAE 750-750, latent 2·act_d
 the same data and the same number of threads. Rounds of each alternate, and the best round of each counts, so
 other load on the machine disturbs the ratio as little as possible. Prints; asserts nothing.
 
-    .venv/bin/python benchmarks/bench_bcq.py [--threads N] [--rounds R] [--updates U]
+    .venv/bin/python benchmarks/bench_bcq.py [--threads N] [--rounds R] [--updates U] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -149,7 +149,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--updates", type=int, default=15, help="updates per round")
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="cpu: process time, steadier on a busy machine"
+    )
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -167,13 +171,14 @@ def main() -> None:
     best = dict.fromkeys(learners, float("inf"))
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for name, learner in learners.items():
-            start = time.perf_counter()
+            start = clock()
             for batch in batches:
                 learner.update(batch)
             if round_:
-                best[name] = min(best[name], (time.perf_counter() - start) / len(batches))
+                best[name] = min(best[name], (clock() - start) / len(batches))
 
-    print(f"BCQ update, obs {OBS}, act {ACT}, batch {cfg.batch_size}, {args.threads} thread(s), best of {args.rounds}:")
+    setup = f"obs {OBS}, act {ACT}, batch {cfg.batch_size}, {args.threads} thread(s)"
+    print(f"BCQ update, {setup}, best of {args.rounds} rounds, {args.clock} clock:")
     for name, seconds in best.items():
         print(f"  {name:10s} {1 / seconds:7.1f} updates/s  ({1e3 * seconds:.1f} ms)")
     print(f"  speed-up   {best['reference'] / best['mtrl BCQ']:.2f}x")

@@ -8,7 +8,7 @@
    next-state ensemble of the same size (6 × 256, predicting s').
 Prints; asserts nothing.
 
-    .venv/bin/python benchmarks/bench_ensemble.py [--threads N] [--rounds R] [--steps S]
+    .venv/bin/python benchmarks/bench_ensemble.py [--threads N] [--rounds R] [--steps S] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def looped_step(members: list[nn.Module], optimizers: list[torch.optim.Optimizer
         optimizer.step()
 
 
-def bench_training(cfg: EnsembleConfig, rounds: int, steps: int) -> None:
+def bench_training(cfg: EnsembleConfig, rounds: int, steps: int, clock) -> None:
     in_dim = OBS + ACT
     batches = [(torch.randn(cfg.batch_size, in_dim), torch.randn(cfg.batch_size)) for _ in range(steps)]
     ensemble = EnsembleRegressor(cfg, in_dim, 1, "cpu")
@@ -50,26 +50,26 @@ def bench_training(cfg: EnsembleConfig, rounds: int, steps: int) -> None:
     best = dict.fromkeys(runs, float("inf"))
     for round_ in range(rounds + 1):  # round 0 warms up
         for name, step in runs.items():
-            start = time.perf_counter()
+            start = clock()
             for x, y in batches:
                 step(x, y)
             if round_:
-                best[name] = min(best[name], (time.perf_counter() - start) / steps)
+                best[name] = min(best[name], (clock() - start) / steps)
     print(f"{cfg.members}-member reward ensemble {in_dim}-{cfg.hidden[0]}-1, batch {cfg.batch_size}, training:")
     for name, seconds in best.items():
         print(f"  {name:10s} {1 / seconds:8.1f} steps/s")
     print(f"  speed-up   {best['loop'] / best['vectorised']:.2f}x")
 
 
-def bench_relabel(cfg: EnsembleConfig, out_dim: int, n: int, label: str) -> None:
+def bench_relabel(cfg: EnsembleConfig, out_dim: int, n: int, label: str, clock) -> None:
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(n, OBS)).astype(np.float32)
     act = rng.uniform(-1, 1, size=(n, ACT)).astype(np.float32)
     ensemble = EnsembleRegressor(cfg, OBS + ACT, out_dim, "cpu")
     relabel_with_ensemble(ensemble, (obs[:4096], act[:4096]), threshold=0.1)  # warm-up
-    start = time.perf_counter()
+    start = clock()
     _, _, mask = relabel_with_ensemble(ensemble, (obs, act), threshold=0.1)
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     print(
         f"relabel, {label}: {n} transitions in {seconds:.2f} s = {n / seconds:,.0f} transitions/s "
         f"= {n * cfg.members / seconds:,.0f} transitions × members/s"
@@ -81,16 +81,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50, help="training steps per round")
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="cpu: process time, steadier on a busy machine"
+    )
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"{args.threads} thread(s), best of {args.rounds} rounds")
+    print(f"{args.threads} thread(s), best of {args.rounds} rounds, {args.clock} clock")
 
     reward = EnsembleConfig()
-    bench_training(reward, args.rounds, args.steps)
-    bench_relabel(reward, 1, 200_000, "reward ensemble 20 × (128), obs 27 + act 8 → r")
+    bench_training(reward, args.rounds, args.steps, clock)
+    bench_relabel(reward, 1, 200_000, "reward ensemble 20 × (128), obs 27 + act 8 → r", clock)
     dynamics = dataclasses.replace(reward, hidden=(256,) * 6, predict_delta=True)
-    bench_relabel(dynamics, OBS, 20_000, "next-state ensemble 20 × (256 × 6), obs 27 + act 8 → s'")
+    bench_relabel(dynamics, OBS, 20_000, "next-state ensemble 20 × (256 × 6), obs 27 + act 8 → s'", clock)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ targets.
 Speed (CPU, the reference sizes), without changing the mathematics: the VAE decodes the actor's candidates and
 the target's n·B candidates in one call; no gradient flows into the VAE or the critic weights during the actor
 step (the reference computes and discards both); in-place ReLUs; fused Adam, foreach Polyak updates and one
-device sync for the metrics. (The twin critics stay two plain MLPs: as a 2-member `EnsembleMLP`, whose batched
-matmuls are slower than two plain ones at these sizes on CPU, a whole update measured ~8% slower.)
+device sync for the metrics. (The twin critics stay two plain MLPs: with a 2-member `EnsembleMLP` instead, a
+whole update measured ~6% slower on CPU at these sizes.)
 All randomness (VAE noise, decoder latents) comes from the agent's own `torch.Generator`, seeded from torch's
 global generator at construction and saved in `state_dict`, so a resumed run repeats the uninterrupted one bit
 for bit (mini-batches are sampled by the caller).
