@@ -13,8 +13,9 @@ RUN ?= runs/demo
 ENV ?= HalfCheetahVel
 DEVICE ?= auto
 SEEDS ?= 0 1 2
+WORKERS ?= 4
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo lint bench clean reproduce-toy reproduce-fig4
 
 install: $(STAMP)
 
@@ -29,7 +30,25 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mtrl run --config configs/point_goal_arc.yaml --profile smoke --run-dir $(RUN) --workers 2 --threads 1
-	$(BIN)/mtrl status $(RUN)
+	$(BIN)/mtrl report $(RUN)
+
+# MBML's claim checked on a CPU: the full pipeline on PointGoalArc (cpu profile) for 3 seeds, then one report.
+reproduce-toy: $(STAMP)
+	for seed in $(SEEDS); do \
+	  $(BIN)/mtrl run --config configs/point_goal_arc.yaml --profile cpu --run-dir runs/toy_s$$seed --seed $$seed \
+	    --workers 2 --threads 1 || exit 1; \
+	done
+	$(BIN)/mtrl report $(foreach seed,$(SEEDS),runs/toy_s$(seed)) --out runs/toy_report
+
+# Paper scale for one distribution (default HalfCheetahVel) on a GPU box: make reproduce-fig4 ENV=AntDir DEVICE=cuda
+FIG4_CONFIG = $(shell grep -l "^  family: $(ENV)$$" configs/*.yaml | head -n 1)
+reproduce-fig4: $(STAMP)
+	@test -n "$(FIG4_CONFIG)" || { echo "no config in configs/ for ENV=$(ENV)"; exit 2; }
+	for seed in $(SEEDS); do \
+	  $(BIN)/mtrl run --config $(FIG4_CONFIG) --profile paper --run-dir runs/fig4_$(ENV)_s$$seed --seed $$seed \
+	    --device $(DEVICE) --workers $(WORKERS) || exit 1; \
+	done
+	$(BIN)/mtrl report $(foreach seed,$(SEEDS),runs/fig4_$(ENV)_s$(seed)) --out runs/fig4_$(ENV)_report
 
 lint: $(STAMP)
 	$(BIN)/ruff check mtrl tests benchmarks
