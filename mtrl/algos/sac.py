@@ -292,7 +292,7 @@ class SAC:
         }
         if self.actor_target is not None:
             state["actor_target"] = self.actor_target.state_dict()
-        return _plain(state)
+        return copy.deepcopy(state)  # not views of live tensors: later updates must not change a checkpoint
 
     def load_state_dict(self, state: dict) -> None:
         self.actor.load_state_dict(state["actor"])
@@ -302,27 +302,10 @@ class SAC:
             self.actor_target.load_state_dict(state["actor_target"])
         with torch.no_grad():
             self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]).reshape(()))
-        self.actor_opt.load_state_dict(_optimizer_state(state["actor_opt"]))
-        self.critic_opt.load_state_dict(_optimizer_state(state["critic_opt"]))
-        self.alpha_opt.load_state_dict(_optimizer_state(state["alpha_opt"]))
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.generator.set_state(state["generator"].cpu())
-
-
-def _plain(tree):
-    """Copy a state into plain dicts and lists (int optimiser keys become strings) to map onto HDF5 groups;
-    tensors are cloned so that later updates do not change a checkpoint already taken."""
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().clone()
-    if isinstance(tree, dict):
-        return {str(k): _plain(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_plain(v) for v in tree]
-    return tree
-
-
-def _optimizer_state(state: dict) -> dict:
-    """Undo `_plain` for a torch optimizer state: its per-parameter keys are ints."""
-    return {**state, "state": {int(k): v for k, v in state["state"].items()}}
 
 
 def imitate(

@@ -125,9 +125,9 @@ def test_targets_move_by_their_rates(overrides):
 
 
 def _is_plain(tree) -> bool:
-    """Only tensors and what HDF5 attributes can hold without pickle."""
+    """Only tensors and what the artifact tree stores without pickle (dict keys may be ints: optimiser states)."""
     if isinstance(tree, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in tree.items())
+        return all(isinstance(k, (str, int)) and _is_plain(v) for k, v in tree.items())
     if isinstance(tree, (list, tuple)):
         return all(_is_plain(v) for v in tree)
     return tree is None or isinstance(tree, (torch.Tensor, bool, int, float, str))
