@@ -379,9 +379,8 @@ class MBML:
             raise ValueError(f"state is for sizes {theirs}, this MBML has {mine}")
         for name, net in self.networks.items():
             net.load_state_dict(state[name])
-        if "optimizer" in state:
-            opt = state["optimizer"]  # per-parameter keys are ints; a store may have made them strings
-            self.optimizer.load_state_dict({**opt, "state": {int(k): v for k, v in opt["state"].items()}})
+        if "optimizer" in state:  # the optimiser adopts the given tensors and updates them in place: a copy
+            self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         if "generator" in state:
             self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
 

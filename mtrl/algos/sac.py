@@ -302,9 +302,10 @@ class SAC:
             self.actor_target.load_state_dict(state["actor_target"])
         with torch.no_grad():
             self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]).reshape(()))
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        # Optimisers adopt the given tensors and update them in place: give them copies.
+        self.actor_opt.load_state_dict(copy.deepcopy(state["actor_opt"]))
+        self.critic_opt.load_state_dict(copy.deepcopy(state["critic_opt"]))
+        self.alpha_opt.load_state_dict(copy.deepcopy(state["alpha_opt"]))
         self.generator.set_state(state["generator"].cpu())
 
 
