@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 import yaml
 
+from mtrl.algos.batch_pearl import BatchPEARLConfig
 from mtrl.algos.bcq import BCQConfig
+from mtrl.algos.contextual_bcq import ContextualBCQConfig
 from mtrl.algos.ensemble import EnsembleConfig
 from mtrl.algos.mbml import MBMLConfig
 from mtrl.algos.sac import SACConfig
@@ -23,6 +25,7 @@ from mtrl.errors import ConfigError
 
 VARIANTS = ("mbml", "no-triplet", "no-relabel", "neither")
 SAC_INIT_BASELINES = ("random", "variation")
+BASELINES = ("contextual-bcq", "batch-pearl")  # configured in baselines.contextual_bcq, baselines.batch_pearl
 RESOLVED_NAME = "config.yaml"
 
 
@@ -85,6 +88,17 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class BaselinesConfig:
+    algos: tuple[str, ...] = _f((), f"multi-task baselines (Fig. 4) `mtrl run` trains, of: {', '.join(BASELINES)}")
+    epochs: int = _f(1000, "training epochs", min=1)
+    steps_per_epoch: int = _f(100, "gradient steps per epoch", min=1)
+    eval_every: int = _f(0, "epochs between evaluations during training (0: only at the end)", min=0)
+    checkpoint_every: int = _f(10, "epochs between resumable checkpoints", min=1)
+    contextual_bcq: ContextualBCQConfig = field(default_factory=ContextualBCQConfig)
+    batch_pearl: BatchPEARLConfig = field(default_factory=BatchPEARLConfig)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     episodes: int = _f(5, "episodes per task (Alg. 5)", min=1)
     skip_episodes: int = _f(2, "leading episodes not counted in the return (PEARL/MBML protocol)", min=0)
@@ -116,6 +130,7 @@ class Config:
     dynamics: EnsembleConfig = field(default_factory=_dynamics_ensemble)
     relabel: RelabelConfig = field(default_factory=RelabelConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sac_init: SacInitConfig = field(default_factory=SacInitConfig)
 
@@ -142,6 +157,9 @@ def validate(config: Config) -> None:
     bad = [v for v in config.distill.variants if v not in VARIANTS]
     if bad:
         raise ConfigError(f"config key 'distill.variants': '{bad[0]}' is not one of: {', '.join(VARIANTS)}")
+    bad = [a for a in config.baselines.algos if a not in BASELINES]
+    if bad:
+        raise ConfigError(f"config key 'baselines.algos': '{bad[0]}' is not one of: {', '.join(BASELINES)}")
     bad = [b for b in config.sac_init.baselines if b not in SAC_INIT_BASELINES]
     if bad:
         raise ConfigError(f"config key 'sac_init.baselines': '{bad[0]}' is not one of: "

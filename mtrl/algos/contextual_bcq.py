@@ -169,12 +169,21 @@ class ContextualBCQ:
         return dict(zip(names, torch.stack(values).detach().tolist(), strict=True))  # one device sync
 
     # ---------------------------------------------------------------- acting
+    def _posterior(self, context) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = np.zeros((0, self.context_dim), np.float32) if context is None else context
+        rows = torch.as_tensor(rows, dtype=torch.float32, device=self.device)
+        return self.encoder(rows.reshape(-1, self.context_dim))
+
+    @torch.inference_mode()
+    def posterior(self, context=None) -> tuple[np.ndarray, np.ndarray]:
+        """q_ψ(z | c) as (mean, var) [z_dim] for context rows [N, D]; None or no rows: the prior N(0, I)."""
+        mean, var = self._posterior(context)
+        return mean.cpu().numpy(), var.cpu().numpy()
+
     @torch.inference_mode()
     def sample_z(self, context=None, generator: torch.Generator | None = None) -> np.ndarray:
-        """z ~ q_ψ(z | c) [z_dim] for context rows [N, D]; None or no rows: the prior N(0, I)."""
-        rows = np.zeros((0, self.context_dim), np.float32) if context is None else context
-        rows = torch.as_tensor(rows, dtype=torch.float32, device=self.device).reshape(-1, self.context_dim)
-        return rsample(*self.encoder(rows), self.generator if generator is None else generator).cpu().numpy()
+        """z ~ q_ψ(z | c) [z_dim] (Alg. 5); `generator` (on the agent's device) defaults to its own."""
+        return rsample(*self._posterior(context), self.generator if generator is None else generator).cpu().numpy()
 
     @torch.inference_mode()
     def act(self, obs, z, generator: torch.Generator | None = None) -> np.ndarray:

@@ -8,6 +8,7 @@ from mtrl.cli import main
 from mtrl.cli.options import resolve, stage_options
 
 VARIANTS = ("mbml", "no-triplet", "no-relabel", "neither")
+BASELINES = ("contextual-bcq", "batch-pearl")
 
 
 def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | None = None, **opts) -> None:
@@ -91,6 +92,20 @@ def distill(variants, triplet_margin, kl_beta, epochs, relabel, **opts) -> None:
     run_stages(["distill"], extra, stages={"distill": Distill(tuple(variants) or None)}, **opts)
 
 
+@main.command("train-baseline")
+@click.option("--algo", "algos", multiple=True, type=click.Choice(BASELINES),
+              help="Baseline(s) to train (default: config baselines.algos).")
+@click.option("--epochs", type=int, help="Training epochs (config baselines.epochs).")
+@stage_options
+def train_baseline(algos, epochs, **opts) -> None:
+    """Train the multi-task baselines of Fig. 4, Contextual BCQ and Batch PEARL, on all training tasks' datasets
+    (policies/<algo>.h5: weights, loss curves, optional evaluation curve)."""
+    from mtrl.stages.train_baseline import TrainBaseline
+
+    extra = overrides(**{"baselines.epochs": epochs})
+    run_stages(["train-baseline"], extra, stages={"train-baseline": TrainBaseline(tuple(algos) or None)}, **opts)
+
+
 @main.command()
 @click.option("--policy", "policies", multiple=True,
               help="Policy to evaluate: sac, bcq or a policies/<name>.h5 name (default: all the config trains).")
@@ -112,7 +127,7 @@ def sac_init(**opts) -> None:
 
 @main.command("run")
 @click.option("--until", type=click.Choice(["tasks", "collect", "train-bcq", "fit-rewards", "fit-dynamics", "relabel",
-                                            "distill", "evaluate", "sac-init"]),
+                                            "distill", "train-baseline", "evaluate", "sac-init"]),
               help="Stop after this stage.")
 @stage_options
 def run_pipeline(until: str | None, **opts) -> None:

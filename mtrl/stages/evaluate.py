@@ -39,9 +39,12 @@ def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int) -> dict:
 
 def load_multitask_policy(art, device, seed: int) -> ContextPolicy:
     """Build the policy stored in a policies/<name>.h5 artifact, whichever method wrote it."""
+    from mtrl.algos.batch_pearl import BatchPEARL, BatchPEARLConfig
+    from mtrl.algos.contextual_bcq import ContextualBCQ, ContextualBCQConfig
     from mtrl.algos.mbml import MBML, MBMLConfig
 
-    builders = {"mbml": (MBML, MBMLConfig)}
+    builders = {"mbml": (MBML, MBMLConfig), "contextual-bcq": (ContextualBCQ, ContextualBCQConfig),
+                "batch-pearl": (BatchPEARL, BatchPEARLConfig)}
     algo_name = str(art.file.attrs["algo"])
     cls, cfg_cls = builders[algo_name]
     algo = cls.from_policy_state(build(cfg_cls, art.meta("algo_config")), to_torch_tree(art.tree("weights")), device)
@@ -56,10 +59,12 @@ class Evaluate(Stage):
         self.policies = policies  # `mtrl evaluate --policy X`; None: every policy the config trains
 
     def units(self, config, run_dir):
+        from mtrl.config import BASELINES
         from mtrl.stages.distill import policy_name
 
         names = self.policies or (*PER_TASK_BASELINES,
-                                  *(policy_name(v, config.distill.relabel) for v in config.distill.variants))
+                                  *(policy_name(v, config.distill.relabel) for v in config.distill.variants),
+                                  *config.baselines.algos)
         units = []
         for name in names:
             inputs = {"tasks": layout.tasks_input(run_dir)}
@@ -70,7 +75,8 @@ class Evaluate(Stage):
                 inputs |= {f"task_{i}": Input(layout.bcq(run_dir, i), "bcq", "train-bcq")
                            for i in range(n_train_tasks(config))}
             else:
-                inputs["policy"] = Input(layout.policy(run_dir, name), "policy", "distill")
+                producer = "train-baseline" if name in BASELINES else "distill"
+                inputs["policy"] = Input(layout.policy(run_dir, name), "policy", producer)
             units.append(Unit(name, {"eval": Output(layout.evaluation(run_dir, name), "eval")}, inputs,
                               params={"policy": name}))
         return units

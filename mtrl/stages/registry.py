@@ -16,6 +16,7 @@ PIPELINE: dict[str, str] = {
     "fit-dynamics": "mtrl.stages.fit_ensembles:FitDynamics",
     "relabel": "mtrl.stages.relabel:Relabel",
     "distill": "mtrl.stages.distill:Distill",
+    "train-baseline": "mtrl.stages.train_baseline:TrainBaseline",
     "evaluate": "mtrl.stages.evaluate:Evaluate",
     "sac-init": "mtrl.stages.sac_init:SacInit",
 }

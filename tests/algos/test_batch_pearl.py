@@ -83,7 +83,7 @@ def test_act_is_the_policy_mean_given_z_per_row():
     assert not np.allclose(draws[0], draws[2]) and np.all(np.abs(draws[2]) <= MAX_ACTION)
 
 
-def test_sample_z_is_the_prior_without_context():
+def test_sample_z_and_posterior_are_the_prior_without_context():
     algo = make_algo()
     g = torch.Generator().manual_seed(0)
     prior = np.stack([algo.sample_z(None, generator=g) for _ in range(2000)])
@@ -91,6 +91,8 @@ def test_sample_z_is_the_prior_without_context():
     np.testing.assert_allclose(prior.std(0), 1.0, atol=0.1)
     rows = sample(make_data(), TINY, g)["context"][0].numpy()
     assert algo.sample_z(rows).shape == (TINY.z_dim,)
+    mean, var = algo.posterior(rows)
+    assert mean.shape == var.shape == (TINY.z_dim,) and (var < 1).all()  # eight rows narrow the prior
 
 
 def gradient_passes(algo, batch, monkeypatch) -> list[set[str]]:

@@ -102,12 +102,15 @@ def test_sample_z_is_the_prior_without_context_and_the_posterior_with_it():
     empty = np.zeros((0, algo.context_dim), np.float32)
     np.testing.assert_array_equal(algo.sample_z(empty, generator=torch.Generator().manual_seed(3)),
                                   algo.sample_z(None, generator=torch.Generator().manual_seed(3)))
+    mean, var = algo.posterior(None)
+    assert mean.tolist() == [0.0] * TINY.z_dim and var.tolist() == [1.0] * TINY.z_dim
     rows = sample(make_data(), TINY, g)["context"][0]
+    mean, var = algo.posterior(rows.numpy())
     with torch.no_grad():
-        mean, var = algo.encoder(rows)
-        expected = mean + var.sqrt() * torch.randn(mean.shape, generator=torch.Generator().manual_seed(5))
-    np.testing.assert_allclose(algo.sample_z(rows.numpy(), generator=torch.Generator().manual_seed(5)),
-                               expected.numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(var, algo.encoder(rows)[1].numpy())
+    expected = mean + np.sqrt(var) * torch.randn(mean.shape, generator=torch.Generator().manual_seed(5)).numpy()
+    np.testing.assert_allclose(algo.sample_z(rows.numpy(), generator=torch.Generator().manual_seed(5)), expected,
+                               rtol=1e-5)
 
 
 def gradient_passes(algo, batch, monkeypatch) -> list[set[str]]:
