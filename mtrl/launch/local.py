@@ -75,8 +75,9 @@ def _call(fn: Callable[[Any], None], key: str, job: Any) -> JobResult:
         fn(job)
     except MtrlError as e:
         return JobResult(key, str(e))
-    except Exception as e:  # report which unit failed and why; keep the traceback for the log
-        return JobResult(key, f"{type(e).__name__}: {e}", traceback.format_exc())
+    except Exception as e:  # report which unit failed and why (one line); keep the traceback for the log
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        return JobResult(key, f"{type(e).__name__}: {first_line}", traceback.format_exc())
     return JobResult(key)
 
 

@@ -73,6 +73,7 @@ class Summary:
     labels: list[str]  # one per run directory, in the order given
     test_curves: dict[str, Series] = field(default_factory=dict)  # multi-task method -> test score vs epoch
     method_scores: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> score name -> Stat
+    probes: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> probe statistic -> Stat
     sac_init: dict[str, Series] = field(default_factory=dict)  # sac-init run -> mean return over test tasks
     sac_init_tasks: dict[str, dict[str, int]] = field(default_factory=dict)  # sac-init run -> run label -> tasks
     relabel: RelabelSummary | None = None
@@ -127,6 +128,10 @@ def _methods(summary: Summary, runs: dict[str, RunResults]) -> None:
             scores[f"eval {split}"] = Stat({label: run.eval_summaries[method][f"{split}_score"]
                                             for label, run in runs.items() if method in run.eval_summaries})
         summary.method_scores[method] = {name: stat for name, stat in scores.items() if stat.per_run}
+        probes = {label: run.probes[method] for label, run in runs.items() if method in run.probes}
+        if probes:
+            keys = next(iter(probes.values()))
+            summary.probes[method] = {key: Stat({lb: p[key] for lb, p in probes.items()}) for key in keys}
 
 
 def _sac_init(summary: Summary, runs: dict[str, RunResults]) -> None:

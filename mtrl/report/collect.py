@@ -44,6 +44,7 @@ class RunResults:
     policy_curves: dict[str, Curve] = field(default_factory=dict)  # method -> eval_curve {epochs, *_score}
     eval_summaries: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {train_score, test_score}
     eval_task_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> train_scores per task
+    probes: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> task-inference probe summary
     relabel_stats: dict[str, np.ndarray] | None = None  # learned relabelling: keep_fraction, error_* [K, K]
     sac_init: dict[str, dict[int, Curve]] = field(default_factory=dict)  # run name -> test task -> curves
     sac_final: dict[int, float] = field(default_factory=dict)  # training task -> final SAC evaluation return
@@ -132,6 +133,12 @@ def _read_policy(results: RunResults, art: Artifact, name: str) -> None:
 def _read_eval(results: RunResults, art: Artifact, name: str) -> None:
     results.eval_summaries[name] = json.loads(art.file.attrs["summary"])
     results.eval_task_scores[name] = art.tree("returns")["train_scores"]
+    if "task_inference" in art:  # mtrl.stages.probe: does task inference follow the rewards?
+        probe = art.tree("task_inference")
+        off = ~np.eye(len(probe["own_accuracy"]), dtype=bool)
+        results.probes[name] = {"follows rewards": float(probe["reward_following"][off].mean()),
+                                "follows state-actions": float(probe["state_following"][off].mean()),
+                                "own-task accuracy": float(probe["own_accuracy"].mean())}
 
 
 def _read_relabel(results: RunResults, art: Artifact, name: str) -> None:

@@ -21,6 +21,7 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
         _runs(runs, summary),
         _missing(runs, summary),
         _methods(summary, figures),
+        _probe(summary),
         _relabel(summary, figures),
         _sac_init(summary, figures),
         _per_task(summary),
@@ -71,6 +72,20 @@ def _methods(summary: Summary, figures: dict[str, str]) -> str:
              "Test-task score per epoch (the curves of Fig. 4 and Fig. 6):",
              _series_table("epoch", summary.test_curves, summary.labels)]
     return "\n\n".join(p for p in parts if p)
+
+
+def _probe(summary: Summary) -> str:
+    if not summary.probes:
+        return ""
+    keys = list(next(iter(summary.probes.values())))
+    rows = [[method, *(_pm(stats[key]) for key in keys)] for method, stats in summary.probes.items()]
+    return "\n\n".join([
+        "## Does task inference read the rewards? (`mtrl.stages.probe`)",
+        "Context sets from task j's transitions carrying the rewards of task i (its true reward function), placed "
+        "by each method's encoder: *follows rewards* is the share assigned to task i's embedding, *follows "
+        "state-actions* the share assigned to task j's (mean over ordered pairs i ≠ j); *own-task accuracy*: "
+        f"unaltered sets assigned to their own task. {SPREAD}.",
+        _table(["method", *keys], rows)])
 
 
 def _relabel(summary: Summary, figures: dict[str, str]) -> str:

@@ -14,8 +14,9 @@ from mtrl.nn import to_torch_tree
 from mtrl.seeding import derive_seed
 from mtrl.stages import layout
 from mtrl.stages.base import Input, Output, Stage, Unit, UnitContext
-from mtrl.stages.common import n_train_tasks, read_distribution
+from mtrl.stages.common import env_spec, load_dataset, n_train_tasks, read_distribution
 from mtrl.stages.policies import ContextFreePolicy, ContextPolicy, EmbeddingPolicy
+from mtrl.stages.probe import task_inference_probe
 from mtrl.stages.protocol import run_protocol, score
 
 PER_TASK_BASELINES = ("sac", "bcq")
@@ -77,6 +78,8 @@ class Evaluate(Stage):
             else:
                 producer = "train-baseline" if name in BASELINES else "distill"
                 inputs["policy"] = Input(layout.policy(run_dir, name), "policy", producer)
+                if env_spec(config).varies == "reward":  # the task-inference probe relabels with true rewards
+                    inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i) for i in range(n_train_tasks(config))}
             units.append(Unit(name, {"eval": Output(layout.evaluation(run_dir, name), "eval")}, inputs,
                               params={"policy": name}))
         return units
@@ -91,11 +94,31 @@ class Evaluate(Stage):
             with ctx.read("policy") as art:
                 policy = load_multitask_policy(art, ctx.device, ctx.seed)
             result = run_evaluation(dist, policy, cfg, seed)
+            if dist.spec.varies == "reward":
+                result["probe"] = self._probe(ctx, dist, policy)
         with ctx.writer("eval") as w:
             w.tree("returns", {k: v for k, v in result.items() if k.endswith(("_returns", "_scores"))})
+            if "probe" in result:
+                w.tree("task_inference", result["probe"])
             w.json("summary", {k: v for k, v in result.items() if k.endswith("_score")})
             w.attrs["skip_episodes"] = cfg.skip_episodes
         ctx.log.info(f"evaluate {name}: train {result['train_score']:.2f}, test {result['test_score']:.2f}")
+
+    @staticmethod
+    def _probe(ctx: UnitContext, dist, policy) -> dict:
+        """Whether the policy's task inference follows rewards or state-action pairs (`mtrl.stages.probe`)."""
+        datasets = []
+        for i in range(len(dist.train_tasks)):
+            with ctx.read(f"dataset_{i}") as art:
+                datasets.append(load_dataset(art, infos=True))
+        cfg = ctx.config.evaluate
+        probe = task_inference_probe(lambda rows: policy.algo.posterior(rows)[0], dist, datasets, cfg.probe_sets,
+                                     cfg.probe_context_size, np.random.default_rng(ctx.seed))
+        off = ~np.eye(len(datasets), dtype=bool)
+        ctx.log.info(f"evaluate {ctx.unit.key}: task inference follows rewards in "
+                     f"{probe['reward_following'][off].mean():.0%} of relabelled sets, state-action pairs in "
+                     f"{probe['state_following'][off].mean():.0%}")
+        return probe
 
     def _per_task(self, ctx: UnitContext, dist, seed: int) -> dict:
         """A single-task baseline in its own training task (it has no way to infer another task)."""
