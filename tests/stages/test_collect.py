@@ -90,7 +90,7 @@ def test_tasks_are_shared_across_run_seeds(smoke_run, tmp_path):
 
 
 RESUME_OPTIONS = ["--profile", "smoke", "--tasks", "0", "--threads", "1",
-                  "--set", "collect.steps=3000", "--set", "collect.checkpoint_every=300"]
+                  "--set", "collect.steps=1200", "--set", "collect.checkpoint_every=200"]
 
 
 def mtrl(*args):
