@@ -147,7 +147,7 @@ def test_value_loss_trains_task_inference_on_tasks_that_differ_only_in_reward():
     """γ = 0 makes Eq. 20 a regression onto ±1: a critic blind to the task cannot get below 2 (1 per critic),
     so a loss well under it means z, inferred from the context by the value loss alone, identifies the task."""
     algo = make_algo(dataclasses.replace(TINY, gamma=0.0))
-    metrics = train(algo, make_data(), 300)
+    metrics = train(algo, make_data(), 200)
     first, last = metrics[:10], metrics[-20:]
     assert np.mean([m["critic_loss"] for m in last]) < 0.4, [m["critic_loss"] for m in last]
     assert np.mean([m["recon_loss"] for m in last]) < 0.5 * np.mean([m["recon_loss"] for m in first])
