@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import tqdm
@@ -16,7 +17,7 @@ class _TqdmHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.tqdm.write(self.format(record))
+            tqdm.tqdm.write(self.format(record), file=sys.stderr)  # stdout stays free for command output
         except Exception:  # a broken console must not kill a stage
             self.handleError(record)
 
