@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from mtrl.algos.context import ContextEncoder, context_dim, kl_to_standard_normal, rsample
+from mtrl.algos.context import ContextEncoder, InfersTasks, context_dim, kl_to_standard_normal, rsample
 from mtrl.nn import EnsembleMLP, TanhGaussianActor, adam, gaussian_log_prob, mlp, soft_update, tanh_log_det
 
 
@@ -76,7 +76,7 @@ class BatchPEARLConfig:
     )
 
 
-class BatchPEARL:
+class BatchPEARL(InfersTasks):
     """The Batch PEARL learner and multi-task policy.
 
     `update(batch)` takes float32 tensors on `device`, with D = 2·obs_dim + act_dim + 1 (rows [s, a, s', r],
@@ -160,22 +160,6 @@ class BatchPEARL:
         return dict(zip(names, torch.stack(values).detach().tolist(), strict=True))  # one device sync
 
     # ---------------------------------------------------------------- acting
-    def _posterior(self, context) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = np.zeros((0, self.context_dim), np.float32) if context is None else context
-        rows = torch.as_tensor(rows, dtype=torch.float32, device=self.device)
-        return self.encoder(rows.reshape(-1, self.context_dim))
-
-    @torch.inference_mode()
-    def posterior(self, context=None) -> tuple[np.ndarray, np.ndarray]:
-        """q_φ(z | c) as (mean, var) [z_dim] for context rows [N, D]; None or no rows: the prior N(0, I)."""
-        mean, var = self._posterior(context)
-        return mean.cpu().numpy(), var.cpu().numpy()
-
-    @torch.inference_mode()
-    def sample_z(self, context=None, generator: torch.Generator | None = None) -> np.ndarray:
-        """z ~ q_φ(z | c) [z_dim] (Alg. 5); `generator` (on the agent's device) defaults to its own."""
-        return rsample(*self._posterior(context), self.generator if generator is None else generator).cpu().numpy()
-
     @torch.inference_mode()
     def act(self, obs, z, generator: torch.Generator | None = None) -> np.ndarray:
         """π(a | s, z) for one observation [obs_dim] or a batch [B, obs_dim] with z [z_dim] or [B, z_dim]:

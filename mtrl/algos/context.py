@@ -101,3 +101,29 @@ class ContextEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior (mean, var) [..., z] of the sets rows [..., N, D] (masked by [..., N] if given)."""
         return product_of_gaussians(*self.factors(rows), mask)
+
+
+class InfersTasks:
+    """Acting-time task inference (Alg. 5) for agents that have an `encoder` (ContextEncoder), a `device` and
+    their own `generator`: MBML, Contextual BCQ and Batch PEARL share it."""
+
+    encoder: ContextEncoder
+    device: torch.device
+    generator: torch.Generator
+
+    def _posterior(self, context) -> tuple[torch.Tensor, torch.Tensor]:
+        row_dim = self.encoder.row_dim
+        rows = np.zeros((0, row_dim), np.float32) if context is None else context
+        rows = torch.as_tensor(rows, dtype=torch.float32, device=self.device)
+        return self.encoder(rows.reshape(-1, row_dim))
+
+    @torch.inference_mode()
+    def posterior(self, context=None) -> tuple[np.ndarray, np.ndarray]:
+        """q_φ(z | c) as (mean, var) [z_dim] for context rows [N, D]; None or no rows: the prior N(0, I)."""
+        mean, var = self._posterior(context)
+        return mean.cpu().numpy(), var.cpu().numpy()
+
+    @torch.inference_mode()
+    def sample_z(self, context=None, generator: torch.Generator | None = None) -> np.ndarray:
+        """z ~ q_φ(z | c) [z_dim]; `generator` (on the agent's device) defaults to the agent's own."""
+        return rsample(*self._posterior(context), self.generator if generator is None else generator).cpu().numpy()

@@ -39,7 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from mtrl.algos.bcq import KL_WEIGHT, ConditionalVAE, Perturbation, TwinCritic
-from mtrl.algos.context import ContextEncoder, context_dim, rsample
+from mtrl.algos.context import ContextEncoder, InfersTasks, context_dim, rsample
 from mtrl.nn import adam, soft_update
 
 
@@ -83,7 +83,7 @@ class ContextualBCQConfig:
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of every network"})
 
 
-class ContextualBCQ:
+class ContextualBCQ(InfersTasks):
     """The Contextual BCQ learner and multi-task policy.
 
     `update(batch)` takes float32 tensors on `device`, with D = 2·obs_dim + act_dim + 1 (rows [s, a, s', r],
@@ -169,22 +169,6 @@ class ContextualBCQ:
         return dict(zip(names, torch.stack(values).detach().tolist(), strict=True))  # one device sync
 
     # ---------------------------------------------------------------- acting
-    def _posterior(self, context) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = np.zeros((0, self.context_dim), np.float32) if context is None else context
-        rows = torch.as_tensor(rows, dtype=torch.float32, device=self.device)
-        return self.encoder(rows.reshape(-1, self.context_dim))
-
-    @torch.inference_mode()
-    def posterior(self, context=None) -> tuple[np.ndarray, np.ndarray]:
-        """q_ψ(z | c) as (mean, var) [z_dim] for context rows [N, D]; None or no rows: the prior N(0, I)."""
-        mean, var = self._posterior(context)
-        return mean.cpu().numpy(), var.cpu().numpy()
-
-    @torch.inference_mode()
-    def sample_z(self, context=None, generator: torch.Generator | None = None) -> np.ndarray:
-        """z ~ q_ψ(z | c) [z_dim] (Alg. 5); `generator` (on the agent's device) defaults to its own."""
-        return rsample(*self._posterior(context), self.generator if generator is None else generator).cpu().numpy()
-
     @torch.inference_mode()
     def act(self, obs, z, generator: torch.Generator | None = None) -> np.ndarray:
         """Eq. 1 given z, for one observation [obs_dim] or a batch [B, obs_dim] with z [z_dim] or [B, z_dim]."""

@@ -51,6 +51,7 @@ from torch.nn import functional as F
 from mtrl.algos.bcq import DECODE_LATENT_CLIP
 from mtrl.algos.context import (
     ContextEncoder,
+    InfersTasks,
     context_dim,
     gaussian_kl,
     kl_to_standard_normal,
@@ -128,7 +129,7 @@ class TeacherTargets(NamedTuple):
     correction: torch.Tensor  # ξ_i(s, â) − â
 
 
-class MBML:
+class MBML(InfersTasks):
     """The multi-task policy of MBML and its distillation update.
 
     `teachers`: K objects with `.critic` (TwinCritic), `.vae` (ConditionalVAE), `.actor` (Perturbation), the
@@ -320,23 +321,6 @@ class MBML:
         return dict(zip(losses, values.tolist(), strict=True))  # one device sync for all metrics
 
     # ---------------------------------------------------------------- acting
-    def _posterior(self, context) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.zeros(0, self.context_dim) if context is None else context
-        rows = torch.as_tensor(rows, dtype=torch.float32, device=self.device)
-        return self.encoder(rows.reshape(-1, self.context_dim))
-
-    @torch.inference_mode()
-    def posterior(self, context=None) -> tuple[np.ndarray, np.ndarray]:
-        """q(z | c) as (mean, var) [z_dim] for context rows [N, D]; None or no rows: the prior N(0, I)."""
-        mean, var = self._posterior(context)
-        return mean.cpu().numpy(), var.cpu().numpy()
-
-    @torch.inference_mode()
-    def sample_z(self, context=None, generator: torch.Generator | None = None) -> np.ndarray:
-        """z ~ q(z | c) [z_dim] (Alg. 5 line 3); `generator` (on the agent's device) defaults to its own."""
-        generator = self.generator if generator is None else generator
-        return rsample(*self._posterior(context), generator).cpu().numpy()
-
     @torch.inference_mode()
     def act(self, obs, z, generator: torch.Generator | None = None) -> np.ndarray:
         """Eq. 17 for one observation [obs_dim] or a batch [B, obs_dim], with z [z_dim] or [B, z_dim].
