@@ -5,6 +5,7 @@ Algorithms import their networks from here instead of declaring their own, so an
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 
@@ -127,6 +128,43 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr)
+
+
+class AgentState:
+    """Checkpoints of an agent that names its parts: `NETWORKS` (what acting needs) and `STATE_PARTS` (everything a
+    bit-identical resume needs: networks, targets, optimisers), plus its own `generator`.
+
+    `policy_state_dict` holds copies of the networks and the sizes to rebuild the agent (obs_dim, act_dim,
+    max_action); `from_policy_state` builds an agent for acting from it (fresh targets and optimisers). The
+    agent's constructor is `(cfg, obs_dim, act_dim, max_action, device)`.
+    """
+
+    NETWORKS: tuple[str, ...] = ()
+    STATE_PARTS: tuple[str, ...] = ()
+    obs_dim: int
+    act_dim: int
+    max_action: float
+    generator: torch.Generator
+
+    def policy_state_dict(self) -> dict:
+        sizes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "max_action": self.max_action}
+        return sizes | {name: copy.deepcopy(getattr(self, name).state_dict()) for name in self.NETWORKS}
+
+    @classmethod
+    def from_policy_state(cls, cfg, state: dict, device: torch.device | str = "cpu"):
+        agent = cls(cfg, int(state["obs_dim"]), int(state["act_dim"]), float(state["max_action"]), device)
+        for name in cls.NETWORKS:
+            getattr(agent, name).load_state_dict(state[name])
+        return agent
+
+    def state_dict(self) -> dict:
+        state = {name: getattr(self, name).state_dict() for name in self.STATE_PARTS}
+        return copy.deepcopy({**state, "generator": self.generator.get_state()})  # not views of live tensors
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.STATE_PARTS:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
+            getattr(self, name).load_state_dict(copy.deepcopy(state[name]))
+        self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
 
 
 def resolve_device(name: str) -> torch.device:

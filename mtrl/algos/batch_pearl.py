@@ -39,7 +39,16 @@ import torch
 from torch.nn import functional as F
 
 from mtrl.algos.context import ContextEncoder, InfersTasks, context_dim, kl_to_standard_normal, rsample
-from mtrl.nn import EnsembleMLP, TanhGaussianActor, adam, gaussian_log_prob, mlp, soft_update, tanh_log_det
+from mtrl.nn import (
+    AgentState,
+    EnsembleMLP,
+    TanhGaussianActor,
+    adam,
+    gaussian_log_prob,
+    mlp,
+    soft_update,
+    tanh_log_det,
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,7 @@ class BatchPEARLConfig:
     )
 
 
-class BatchPEARL(InfersTasks):
+class BatchPEARL(InfersTasks, AgentState):
     """The Batch PEARL learner and multi-task policy.
 
     `update(batch)` takes float32 tensors on `device`, with D = 2·obs_dim + act_dim + 1 (rows [s, a, s', r],
@@ -174,27 +183,3 @@ class BatchPEARL(InfersTasks):
             pre_tanh = mean + std * torch.randn(mean.shape, generator=generator, device=self.device)
         action = torch.tanh(pre_tanh) * self.max_action
         return action.reshape(*obs_t.shape[:-1], self.act_dim).cpu().numpy()
-
-    # ---------------------------------------------------------------- checkpoints
-    def policy_state_dict(self) -> dict:
-        """What acting needs (q_φ and π) plus the critics and V (copies), and the sizes to rebuild them."""
-        sizes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "max_action": self.max_action}
-        return sizes | {name: copy.deepcopy(getattr(self, name).state_dict()) for name in self.NETWORKS}
-
-    @classmethod
-    def from_policy_state(cls, cfg: BatchPEARLConfig, state: dict, device: torch.device | str = "cpu") -> BatchPEARL:
-        """An agent for acting, from `policy_state_dict()` (its target and optimisers are fresh)."""
-        algo = cls(cfg, int(state["obs_dim"]), int(state["act_dim"]), float(state["max_action"]), device)
-        for name in cls.NETWORKS:
-            getattr(algo, name).load_state_dict(state[name])
-        return algo
-
-    def state_dict(self) -> dict:
-        """All a bit-identical resume needs: networks, target, optimisers and the generator (copies)."""
-        state = {name: getattr(self, name).state_dict() for name in self.STATE_PARTS}
-        return copy.deepcopy({**state, "generator": self.generator.get_state()})
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in self.STATE_PARTS:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
-            getattr(self, name).load_state_dict(copy.deepcopy(state[name]))
-        self.generator.set_state(torch.as_tensor(state["generator"]).cpu())

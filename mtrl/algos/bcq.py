@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.nn import adam, mlp, soft_update
+from mtrl.nn import AgentState, adam, mlp, soft_update
 
 VAE_LOG_STD_MIN, VAE_LOG_STD_MAX = -4.0, 15.0
 DECODE_LATENT_CLIP = 0.5
@@ -155,7 +155,7 @@ class ConditionalVAE(nn.Module):
         return self.max_action * torch.tanh(self.decoder(torch.cat([obs, latent], -1)))
 
 
-class BCQPolicy:
+class BCQPolicy(AgentState):
     """The networks BCQ acts with (ξ, twin Q, G) and Eq. 1 of MBML; a frozen distillation teacher.
 
     Build one from a trained BCQ's `policy_state_dict()` with `BCQPolicy.from_policy_state`.
@@ -187,21 +187,11 @@ class BCQPolicy:
         action = candidates.gather(-2, best[..., None, None].expand(*best.shape, 1, self.act_dim)).squeeze(-2)
         return action.cpu().numpy()
 
-    def policy_state_dict(self) -> dict:
-        """Sizes and weights of ξ, Q and G (copies): what acting and distillation need, not resuming."""
-        return {
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            "max_action": self.max_action,
-            **{name: copy.deepcopy(getattr(self, name).state_dict()) for name in self.NETWORKS},
-        }
-
     @classmethod
     def from_policy_state(cls, cfg: BCQConfig, state: dict, device: torch.device | str = "cpu") -> BCQPolicy:
         """An acting-only BCQ (frozen networks in eval mode) from `policy_state_dict()`."""
-        policy = cls(cfg, int(state["obs_dim"]), int(state["act_dim"]), float(state["max_action"]), device)
+        policy = super().from_policy_state(cfg, state, device)
         for name in cls.NETWORKS:
-            getattr(policy, name).load_state_dict(state[name])
             getattr(policy, name).requires_grad_(False).eval()
         return policy
 
@@ -268,13 +258,3 @@ class BCQ(BCQPolicy):
         names = ("vae_loss", "recon_loss", "kl_loss", "critic_loss", "actor_loss", "q_mean")
         values = (vae_loss, recon_loss, kl_loss, critic_loss, actor_loss, q1.mean())
         return dict(zip(names, torch.stack(values).detach().tolist(), strict=True))  # one device sync
-
-    def state_dict(self) -> dict:
-        """All that a bit-identical resume needs: networks, targets, optimisers and the generator (copies)."""
-        state = {name: getattr(self, name).state_dict() for name in self.STATE_PARTS}
-        return copy.deepcopy({**state, "generator": self.generator.get_state()})  # not views of live tensors
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in self.STATE_PARTS:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
-            getattr(self, name).load_state_dict(copy.deepcopy(state[name]))
-        self.generator.set_state(state["generator"].cpu())

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from mtrl.algos.bcq import KL_WEIGHT, ConditionalVAE, Perturbation, TwinCritic
 from mtrl.algos.context import ContextEncoder, InfersTasks, context_dim, rsample
-from mtrl.nn import adam, soft_update
+from mtrl.nn import AgentState, adam, soft_update
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class ContextualBCQConfig:
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of every network"})
 
 
-class ContextualBCQ(InfersTasks):
+class ContextualBCQ(InfersTasks, AgentState):
     """The Contextual BCQ learner and multi-task policy.
 
     `update(batch)` takes float32 tensors on `device`, with D = 2·obs_dim + act_dim + 1 (rows [s, a, s', r],
@@ -181,28 +181,3 @@ class ContextualBCQ(InfersTasks):
         best = self.critic.q1(state, candidates).argmax(-1)
         chosen = candidates[torch.arange(len(s), device=self.device), best]
         return chosen.reshape(*obs_t.shape[:-1], self.act_dim).cpu().numpy()
-
-    # ---------------------------------------------------------------- checkpoints
-    def policy_state_dict(self) -> dict:
-        """What acting needs: q_ψ, ξ, Q and G (copies) and the sizes to rebuild them."""
-        sizes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "max_action": self.max_action}
-        return sizes | {name: copy.deepcopy(getattr(self, name).state_dict()) for name in self.NETWORKS}
-
-    @classmethod
-    def from_policy_state(cls, cfg: ContextualBCQConfig, state: dict,
-                          device: torch.device | str = "cpu") -> ContextualBCQ:
-        """An agent for acting, from `policy_state_dict()` (its targets and optimisers are fresh)."""
-        algo = cls(cfg, int(state["obs_dim"]), int(state["act_dim"]), float(state["max_action"]), device)
-        for name in cls.NETWORKS:
-            getattr(algo, name).load_state_dict(state[name])
-        return algo
-
-    def state_dict(self) -> dict:
-        """All a bit-identical resume needs: networks, targets, optimisers and the generator (copies)."""
-        state = {name: getattr(self, name).state_dict() for name in self.STATE_PARTS}
-        return copy.deepcopy({**state, "generator": self.generator.get_state()})
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in self.STATE_PARTS:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
-            getattr(self, name).load_state_dict(copy.deepcopy(state[name]))
-        self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
