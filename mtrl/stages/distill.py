@@ -20,7 +20,7 @@ from mtrl.nn import to_numpy_tree, to_torch_tree
 from mtrl.stages import layout
 from mtrl.stages.base import Input, Output, Stage, Unit, UnitContext
 from mtrl.stages.common import load_dataset, n_train_tasks, read_distribution
-from mtrl.stages.evaluate import evaluation_seed, run_evaluation
+from mtrl.stages.evaluate import evaluation_seed, run_evaluation, training_evaluation_config
 from mtrl.stages.policies import EmbeddingPolicy
 from mtrl.stages.train_bcq import bcq_input
 
@@ -49,7 +49,7 @@ class Distill(Stage):
     def stage_config(self, config):
         section = to_dict(config.distill)
         del section["variants"], section["algo"]["variant"]  # the variant is a unit parameter
-        return {"seed": config.seed, "distill": section, "evaluate": to_dict(config.evaluate)}
+        return {"seed": config.seed, "distill": section, "evaluate": training_evaluation_config(config)}
 
     def units(self, config, run_dir):
         k, relabel = n_train_tasks(config), config.distill.relabel

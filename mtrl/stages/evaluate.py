@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtrl.configlib import build
+from mtrl.configlib import build, to_dict
 from mtrl.nn import to_torch_tree
 from mtrl.seeding import derive_seed
 from mtrl.stages import layout
@@ -26,16 +26,39 @@ def evaluation_seed(config) -> int:
     return derive_seed(config.seed, "evaluation-episodes")
 
 
-def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int) -> dict:
-    """Alg. 5 on all train and test tasks of `dist`: returns per task and episode, scores and their means."""
+def training_evaluation_config(config) -> dict:
+    """The evaluation settings that evaluation during training (distill, train-baseline) depends on: one run of
+    the protocol per evaluation, so `evaluate.repeats` is not among them."""
+    section = to_dict(config.evaluate)
+    del section["repeats"]
+    return section
+
+
+def evaluate_tasks(envs: list, policy: ContextPolicy, cfg, seed: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """Alg. 5 in every env, `repeats` independent times (episode seeds seed + 1000·r, fresh beliefs): returns
+    [tasks, repeats, episodes] and per-task scores averaged over the repeats [tasks]."""
+    returns = np.zeros((len(envs), repeats, cfg.episodes))
+    for r in range(repeats if envs else 0):
+        returns[:, r] = run_protocol(envs, policy, cfg.episodes, seed + 1000 * r)
+    scores = score(returns.reshape(-1, cfg.episodes), cfg.skip_episodes).reshape(len(envs), repeats).mean(1)
+    return returns, scores
+
+
+def summary_of(returns: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict:
+    """The evaluation result of each split: returns, per-task scores and their mean (NaN for no tasks)."""
     result = {}
-    for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks)):
-        envs = [dist.make_env(task) for task in tasks]
-        returns = run_protocol(envs, policy, cfg.episodes, seed) if len(envs) else np.zeros((0, cfg.episodes))
-        scores = score(returns, cfg.skip_episodes) if len(envs) else np.zeros(0)
-        result |= {f"{split}_returns": returns, f"{split}_scores": scores,
-                   f"{split}_score": float(scores.mean()) if len(scores) else float("nan")}
+    for split in returns:
+        result |= {f"{split}_returns": returns[split], f"{split}_scores": scores[split],
+                   f"{split}_score": float(scores[split].mean()) if len(scores[split]) else float("nan")}
     return result
+
+
+def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int, repeats: int = 1) -> dict:
+    """`evaluate_tasks` on all train and test tasks of `dist`."""
+    returns, scores = {}, {}
+    for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks)):
+        returns[split], scores[split] = evaluate_tasks([dist.make_env(t) for t in tasks], policy, cfg, seed, repeats)
+    return summary_of(returns, scores)
 
 
 def load_multitask_policy(art, device, seed: int) -> ContextPolicy:
@@ -93,7 +116,7 @@ class Evaluate(Stage):
         else:
             with ctx.read("policy") as art:
                 policy = load_multitask_policy(art, ctx.device, ctx.seed)
-            result = run_evaluation(dist, policy, cfg, seed)
+            result = run_evaluation(dist, policy, cfg, seed, cfg.repeats)
             if dist.spec.varies == "reward":
                 result["probe"] = self._probe(ctx, dist, policy)
         with ctx.writer("eval") as w:
@@ -123,14 +146,10 @@ class Evaluate(Stage):
     def _per_task(self, ctx: UnitContext, dist, seed: int) -> dict:
         """A single-task baseline in its own training task (it has no way to infer another task)."""
         cfg = ctx.config.evaluate
-        returns = []
-        for i, task in enumerate(dist.train_tasks):
-            policy = ContextFreePolicy(self._act_fn(ctx, dist.spec, f"task_{i}"))
-            returns.append(run_protocol([dist.make_env(task)], policy, cfg.episodes, seed)[0])
-        returns = np.array(returns)
-        scores = score(returns, cfg.skip_episodes)
-        return {"train_returns": returns, "train_scores": scores, "train_score": float(scores.mean()),
-                "test_returns": np.zeros((0, cfg.episodes)), "test_scores": np.zeros(0), "test_score": float("nan")}
+        per_task = [evaluate_tasks([dist.make_env(task)], ContextFreePolicy(self._act_fn(ctx, dist.spec, f"task_{i}")),
+                                   cfg, seed, cfg.repeats) for i, task in enumerate(dist.train_tasks)]
+        returns = {"train": np.concatenate([r for r, _ in per_task]), "test": np.zeros((0, cfg.repeats, cfg.episodes))}
+        return summary_of(returns, {"train": np.concatenate([s for _, s in per_task]), "test": np.zeros(0)})
 
     @staticmethod
     def _act_fn(ctx: UnitContext, spec, input_name: str):

@@ -16,6 +16,7 @@ from mtrl.stages import layout
 from mtrl.stages.base import Output, Stage, Unit, UnitContext
 from mtrl.stages.common import load_dataset, n_train_tasks, read_distribution
 from mtrl.stages.distill import context_sets, train_policy
+from mtrl.stages.evaluate import training_evaluation_config
 
 
 def algo_config(config, algo: str):
@@ -45,7 +46,7 @@ class TrainBaseline(Stage):
         changing one baseline's hyper-parameters leaves the other's artifact up to date."""
         section = {key: value for key, value in to_dict(config.baselines).items() if not isinstance(value, dict)}
         del section["algos"]
-        return {"seed": config.seed, "baselines": section, "evaluate": to_dict(config.evaluate)}
+        return {"seed": config.seed, "baselines": section, "evaluate": training_evaluation_config(config)}
 
     def units(self, config, run_dir):
         inputs = {"tasks": layout.tasks_input(run_dir)}

@@ -23,11 +23,11 @@ def test_evaluation_covers_train_and_test_tasks(smoke_run):
     config, run_dir = smoke_run
     with open_artifact(run_dir / "eval" / "mbml.h5", "eval") as art:
         returns, summary = art.tree("returns"), art.meta("summary")
-    assert returns["train_returns"].shape == (3, config.evaluate.episodes)
-    assert returns["test_returns"].shape == (2, config.evaluate.episodes)
-    assert summary["test_score"] == pytest.approx(returns["test_returns"][:, 2:].mean())
+    assert returns["train_returns"].shape == (3, 1, config.evaluate.episodes)
+    assert returns["test_returns"].shape == (2, 1, config.evaluate.episodes)
+    assert summary["test_score"] == pytest.approx(returns["test_returns"][:, :, 2:].mean())
     with open_artifact(run_dir / "eval" / "bcq.h5", "eval") as art:
-        assert art.tree("returns")["train_returns"].shape == (3, config.evaluate.episodes)
+        assert art.tree("returns")["train_returns"].shape == (3, 1, config.evaluate.episodes)
         assert np.isnan(art.meta("summary")["test_score"])
 
 
@@ -81,3 +81,15 @@ def test_sac_init_writes_curves_for_the_initialised_run_and_both_baselines(smoke
                 assert init["imitation_losses"][-10:].mean() < init["imitation_losses"][:10].mean()
             else:
                 assert "initialisation" not in art
+
+
+def test_repeated_evaluation_averages_independent_protocol_runs():
+    from types import SimpleNamespace
+
+    from mtrl.stages.evaluate import evaluate_tasks
+
+    cfg = SimpleNamespace(episodes=3, skip_episodes=2)
+    returns, scores = evaluate_tasks([CountingEnv(), CountingEnv()], RecordingPolicy(), cfg, seed=0, repeats=4)
+    assert returns.shape == (2, 4, 3)
+    assert returns[0, :, 2].tolist() == [2, 1002, 2002, 3002]  # repeat r resets with seeds shifted by 1000·r
+    assert scores.tolist() == [1502.0, 1502.0]

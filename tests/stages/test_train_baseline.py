@@ -67,9 +67,9 @@ def test_evaluate_command_evaluates_the_baselines_on_train_and_test_tasks(run, t
     for algo in ALGOS:
         with open_artifact(run_dir / "eval" / f"{algo}.h5", "eval") as art:
             returns, summary = art.tree("returns"), art.meta("summary")
-        assert returns["train_returns"].shape == (3, config.evaluate.episodes)
-        assert returns["test_returns"].shape == (2, config.evaluate.episodes)
-        assert summary["test_score"] == pytest.approx(returns["test_returns"][:, 2:].mean())
+        assert returns["train_returns"].shape == (3, 1, config.evaluate.episodes)
+        assert returns["test_returns"].shape == (2, 1, config.evaluate.episodes)
+        assert summary["test_score"] == pytest.approx(returns["test_returns"][:, :, 2:].mean())
     names = [u.key for u in get_stage("evaluate").units(config, run_dir)]
     assert names[-2:] == ["contextual-bcq", "batch-pearl"]  # evaluated by default when configured
 
