@@ -9,7 +9,7 @@
       rewards/task_NN.h5          reward ensembles                       fit-rewards
       dynamics/task_NN.h5         next-state ensembles                   fit-dynamics
       relabel.h5                  relabelled rewards/next states          relabel
-      policies/<name>.h5          multi-task policies                     distill
+      policies/<name>.h5          multi-task policies                     distill, train-baseline
       eval/<name>.h5              evaluation returns                      evaluate
       sac_init/<name>/task_NN.h5  SAC learning curves on test tasks       sac-init
       checkpoints/<stage>/…       resumable state of unfinished work
