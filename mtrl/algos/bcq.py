@@ -215,46 +215,51 @@ class BCQ(BCQPolicy):
         Batch keys: observations, actions, rewards, next_observations, terminals (float 0/1; 1 only for a true
         termination, never for a time-limit truncation). Rewards and terminals may be [B] or [B, 1].
         """
-        cfg, g = self.cfg, self.generator
-        obs, actions, next_obs = batch["observations"], batch["actions"], batch["next_observations"]
         rewards, terminals = batch["rewards"].reshape(-1), batch["terminals"].reshape(-1)
-        B, n = obs.shape[0], cfg.num_candidates
+        return bcq_step(self, batch["observations"], batch["actions"], rewards, batch["next_observations"], terminals)
 
-        # VAE: reconstruct the batch actions; the KL term keeps the latent close to N(0, 1).
-        recon, mean, std = self.vae(obs, actions, generator=g)
-        recon_loss = F.mse_loss(recon, actions)
-        kl_loss = -0.5 * (1 + 2 * std.log() - mean.pow(2) - std.pow(2)).mean()
-        vae_loss = recon_loss + KL_WEIGHT * kl_loss
-        self.vae_opt.zero_grad(set_to_none=True)
-        vae_loss.backward()
-        self.vae_opt.step()
 
-        with torch.no_grad():
-            # One decoder pass for the actor's B candidates and the target's n·B (n per next state).
-            next_states = next_obs.repeat_interleave(n, 0)
-            sampled = self.vae.decode(torch.cat([obs, next_states]), generator=g)
-            actor_candidates, next_candidates = sampled.split([B, B * n])
-            next_actions = self.actor_target(next_states, next_candidates)
-            tq1, tq2 = self.critic_target(next_states, next_actions)
-            target_q = cfg.lmbda * torch.minimum(tq1, tq2) + (1 - cfg.lmbda) * torch.maximum(tq1, tq2)
-            target_q = target_q.view(B, n).amax(1)
-            y = rewards + cfg.gamma * (1 - terminals) * target_q
+def bcq_step(agent, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, next_obs: torch.Tensor,
+             terminals: torch.Tensor, critic_obs: torch.Tensor | None = None) -> dict[str, float]:
+    """BCQ's update on flat [B, ·] tensors for any agent with BCQ's networks, targets, optimisers, cfg and
+    generator. `critic_obs` (default `obs`, same values) is what the critic step sees: Contextual BCQ passes
+    [s, z] with z attached to its task encoder, so Eq. 20's loss is the encoder's only gradient."""
+    cfg, g = agent.cfg, agent.generator
+    B, n = obs.shape[0], cfg.num_candidates
 
-        q1, q2 = self.critic(obs, actions)
-        critic_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
+    # VAE: reconstruct the batch actions; the KL term keeps the latent close to N(0, 1).
+    recon, mean, std = agent.vae(obs, actions, generator=g)
+    recon_loss = F.mse_loss(recon, actions)
+    kl_loss = -0.5 * (1 + 2 * std.log() - mean.pow(2) - std.pow(2)).mean()
+    vae_loss = recon_loss + KL_WEIGHT * kl_loss
+    agent.vae_opt.zero_grad(set_to_none=True)
+    vae_loss.backward()
+    agent.vae_opt.step()
 
-        # ξ climbs Q1 of the updated critic; gradients go to ξ's weights only (not to Q's, not into G).
-        actor_loss = -self.critic.q1(obs, self.actor(obs, actor_candidates)).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=list(self.actor.parameters()))
-        self.actor_opt.step()
+    with torch.no_grad():
+        # One decoder pass for the actor's B candidates and the target's n·B (n per next state).
+        next_states = next_obs.repeat_interleave(n, 0)
+        sampled = agent.vae.decode(torch.cat([obs, next_states]), generator=g)
+        actor_candidates, next_candidates = sampled.split([B, B * n])
+        tq1, tq2 = agent.critic_target(next_states, agent.actor_target(next_states, next_candidates))
+        target_q = cfg.lmbda * torch.minimum(tq1, tq2) + (1 - cfg.lmbda) * torch.maximum(tq1, tq2)
+        y = rewards + cfg.gamma * (1 - terminals) * target_q.view(B, n).amax(1)
 
-        soft_update(self.critic_target, self.critic, cfg.tau)
-        soft_update(self.actor_target, self.actor, cfg.tau)
+    q1, q2 = agent.critic(obs if critic_obs is None else critic_obs, actions)
+    critic_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
+    agent.critic_opt.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    agent.critic_opt.step()
 
-        names = ("vae_loss", "recon_loss", "kl_loss", "critic_loss", "actor_loss", "q_mean")
-        values = (vae_loss, recon_loss, kl_loss, critic_loss, actor_loss, q1.mean())
-        return dict(zip(names, torch.stack(values).detach().tolist(), strict=True))  # one device sync
+    # ξ climbs Q1 of the updated critic; gradients go to ξ's weights only (not to Q's, not into G).
+    actor_loss = -agent.critic.q1(obs, agent.actor(obs, actor_candidates)).mean()
+    agent.actor_opt.zero_grad(set_to_none=True)
+    actor_loss.backward(inputs=list(agent.actor.parameters()))
+    agent.actor_opt.step()
+
+    soft_update(agent.critic_target, agent.critic, cfg.tau)
+    soft_update(agent.actor_target, agent.actor, cfg.tau)
+
+    names = ("vae_loss", "recon_loss", "kl_loss", "critic_loss", "actor_loss", "q_mean")
+    values = (vae_loss, recon_loss, kl_loss, critic_loss, actor_loss, q1.mean())
+    return dict(zip(names, torch.stack(values).detach().tolist(), strict=True))  # one device sync

@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from mtrl.algos.bcq import KL_WEIGHT, ConditionalVAE, Perturbation, TwinCritic
+from mtrl.algos.bcq import ConditionalVAE, Perturbation, TwinCritic, bcq_step
 from mtrl.algos.context import ContextEncoder, InfersTasks, context_dim, rsample
-from mtrl.nn import AgentState, adam, soft_update
+from mtrl.nn import AgentState, adam
 
 
 @dataclass(frozen=True)
@@ -119,54 +118,14 @@ class ContextualBCQ(InfersTasks, AgentState):
     # ---------------------------------------------------------------- learning
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One step of the VAE, of the critics and q_ψ, and of ξ, then the Polyak updates; float metrics."""
-        cfg, g = self.cfg, self.generator
         k, b = batch["observations"].shape[:2]
-        n = cfg.num_candidates
-
         # Alg. 7 line 7: one reparameterised z_m per task, shared by that task's transitions.
-        z = rsample(*self.encoder(batch["context"]), g)[:, None].expand(k, b, -1)
+        z = rsample(*self.encoder(batch["context"]), self.generator)[:, None].expand(k, b, -1)
         state = torch.cat([batch["observations"], z], -1).flatten(0, 1)  # [K·N, obs + z]; ψ's only gradient path
-        fixed_state = state.detach()
         next_state = torch.cat([batch["next_observations"], z.detach()], -1).flatten(0, 1)
-        actions = batch["actions"].flatten(0, 1)
-        rewards, terminals = batch["rewards"].flatten(), batch["terminals"].flatten()
-
-        # Eq. 19: the VAE reconstructs the batch actions given [s, z].
-        recon, mean, std = self.vae(fixed_state, actions, generator=g)
-        recon_loss = F.mse_loss(recon, actions)
-        kl_loss = -0.5 * (1 + 2 * std.log() - mean.pow(2) - std.pow(2)).mean()
-        vae_loss = recon_loss + KL_WEIGHT * kl_loss
-        self.vae_opt.zero_grad(set_to_none=True)
-        vae_loss.backward()
-        self.vae_opt.step()
-
-        with torch.no_grad():
-            # Eq. 20 over n perturbed candidates per next state; one decoder pass also gives ξ's candidates.
-            next_states = next_state.repeat_interleave(n, 0)
-            sampled = self.vae.decode(torch.cat([fixed_state, next_states]), generator=g)
-            actor_candidates, next_candidates = sampled.split([k * b, k * b * n])
-            tq1, tq2 = self.critic_target(next_states, self.actor_target(next_states, next_candidates))
-            target_q = cfg.lmbda * torch.minimum(tq1, tq2) + (1 - cfg.lmbda) * torch.maximum(tq1, tq2)
-            y = rewards + cfg.gamma * (1 - terminals) * target_q.view(k * b, n).amax(1)
-
-        q1, q2 = self.critic(state, actions)
-        critic_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_opt.step()
-
-        # Eq. 21: ξ climbs Q1 of the updated critic; the gradient reaches ξ's weights only.
-        actor_loss = -self.critic.q1(fixed_state, self.actor(fixed_state, actor_candidates)).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=list(self.actor.parameters()))
-        self.actor_opt.step()
-
-        soft_update(self.critic_target, self.critic, cfg.tau)
-        soft_update(self.actor_target, self.actor, cfg.tau)
-
-        names = ("vae_loss", "recon_loss", "kl_loss", "critic_loss", "actor_loss", "q_mean")
-        values = (vae_loss, recon_loss, kl_loss, critic_loss, actor_loss, q1.mean())
-        return dict(zip(names, torch.stack(values).detach().tolist(), strict=True))  # one device sync
+        # Eq. 19-21 are BCQ's steps on [s, z]; only the critic step (Eq. 20) sees z attached to ψ.
+        return bcq_step(self, state.detach(), batch["actions"].flatten(0, 1), batch["rewards"].flatten(),
+                        next_state, batch["terminals"].flatten(), critic_obs=state)
 
     # ---------------------------------------------------------------- acting
     @torch.inference_mode()
