@@ -3,7 +3,6 @@
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
 from mtrl.algos.batch_pearl import BatchPEARL, BatchPEARLConfig
@@ -12,15 +11,6 @@ from mtrl.nn import to_numpy_tree, to_torch_tree
 
 K, OBS, ACT, MAX_ACTION = 2, 3, 2, 2.0
 TINY = BatchPEARLConfig(z_dim=3, encoder_hidden=(16, 16), hidden=(32, 32), context_size=8, batch_size=32, lr=1e-3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread avoids OpenMP overhead, which is large on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_algo(cfg=TINY, seed=0):
@@ -95,34 +85,11 @@ def test_sample_z_and_posterior_are_the_prior_without_context():
     assert mean.shape == var.shape == (TINY.z_dim,) and (var < 1).all()  # eight rows narrow the prior
 
 
-def gradient_passes(algo, batch, monkeypatch) -> list[set[str]]:
-    """Run one update; for every backward pass in it, the networks whose parameters got a non-zero gradient."""
-    passes: list[set[str]] = []
-    backward = torch.Tensor.backward
-
-    def recording_backward(self, *args, **kwargs):
-        passes.append(set())
-        return backward(self, *args, **kwargs)
-
-    def record(name):
-        def hook(grad):
-            if grad.any():
-                passes[-1].add(name)
-        return hook
-
-    monkeypatch.setattr(torch.Tensor, "backward", recording_backward)
-    handles = [p.register_hook(record(name)) for name in algo.NETWORKS for p in getattr(algo, name).parameters()]
-    algo.update(batch)
-    for handle in handles:
-        handle.remove()
-    return passes
-
-
-def test_encoder_learns_from_critic_and_kl_not_from_value_or_actor(monkeypatch):
+def test_encoder_learns_from_critic_and_kl_not_from_value_or_actor(gradient_passes):
     algo = make_algo()
     batch = sample(make_data(), TINY, torch.Generator().manual_seed(0))
     # critic + β·KL (reaches q_φ), then V, then the policy (Alg. 6 lines 11-13 and PEARL's V step).
-    assert gradient_passes(algo, batch, monkeypatch) == [{"critic", "encoder"}, {"value"}, {"actor"}]
+    assert gradient_passes(algo, batch) == [{"critic", "encoder"}, {"value"}, {"actor"}]
 
     # The KL term moves q_φ and nothing else: with β = 0 the same step leaves the critics exactly as with β > 0.
     with_kl, without_kl = make_algo(seed=1), make_algo(dataclasses.replace(TINY, kl_beta=0.0), seed=1)

@@ -13,16 +13,6 @@ OBS, ACT, MAX_ACTION = 3, 2, 2.0
 TINY = BCQConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), vae_hidden=(32, 32), batch_size=32, lr=1e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks are overhead-bound: a second thread only adds synchronisation (and stalls on a busy
-    machine). Restored afterwards, so other test modules keep torch's default."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_data(n=256, seed=0):
     """A fixed dataset whose behaviour actions are a smooth function of the state, inside the bounds."""
     g = torch.Generator().manual_seed(seed)

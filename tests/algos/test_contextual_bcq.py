@@ -3,7 +3,6 @@
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
 from mtrl.algos.context import context_rows
@@ -13,15 +12,6 @@ from mtrl.nn import to_numpy_tree, to_torch_tree
 K, OBS, ACT, MAX_ACTION = 2, 3, 2, 2.0
 TINY = ContextualBCQConfig(z_dim=3, encoder_hidden=(16, 16), critic_hidden=(32, 32), vae_hidden=(32, 32),
                            actor_hidden=(32, 32), context_size=8, batch_size=32, lr=1e-3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread avoids OpenMP overhead, which is large on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_algo(cfg=TINY, seed=0):
@@ -113,34 +103,11 @@ def test_sample_z_is_the_prior_without_context_and_the_posterior_with_it():
                                rtol=1e-5)
 
 
-def gradient_passes(algo, batch, monkeypatch) -> list[set[str]]:
-    """Run one update; for every backward pass in it, the networks whose parameters got a non-zero gradient."""
-    passes: list[set[str]] = []
-    backward = torch.Tensor.backward
-
-    def recording_backward(self, *args, **kwargs):
-        passes.append(set())
-        return backward(self, *args, **kwargs)
-
-    def record(name):
-        def hook(grad):
-            if grad.any():
-                passes[-1].add(name)
-        return hook
-
-    monkeypatch.setattr(torch.Tensor, "backward", recording_backward)
-    handles = [p.register_hook(record(name)) for name in algo.NETWORKS for p in getattr(algo, name).parameters()]
-    algo.update(batch)
-    for handle in handles:
-        handle.remove()
-    return passes
-
-
-def test_encoder_learns_from_the_value_loss_only(monkeypatch):
+def test_encoder_learns_from_the_value_loss_only(gradient_passes):
     algo = make_algo()
     batch = sample(make_data(), TINY, torch.Generator().manual_seed(0))
     # The VAE step (Eq. 19), the critic step (Eq. 20, which alone reaches q_ψ), the ξ step (Eq. 21).
-    assert gradient_passes(algo, batch, monkeypatch) == [{"vae"}, {"critic", "encoder"}, {"actor"}]
+    assert gradient_passes(algo, batch) == [{"vae"}, {"critic", "encoder"}, {"actor"}]
 
 
 def test_value_loss_trains_task_inference_on_tasks_that_differ_only_in_reward():

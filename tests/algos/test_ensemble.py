@@ -3,23 +3,12 @@
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
 from mtrl.algos.ensemble import EnsembleConfig, EnsembleRegressor, relabel_with_ensemble
 from mtrl.nn import to_numpy_tree, to_torch_tree
 
 TINY = EnsembleConfig(members=5, hidden=(32, 32), lr=3e-3, batch_size=128, steps=600, holdout_fraction=0.2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks are overhead-bound: a second thread only adds synchronisation (and stalls on a busy
-    machine). Restored afterwards, so other test modules keep torch's default."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def grid_data():

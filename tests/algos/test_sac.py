@@ -14,15 +14,6 @@ TINY = {"actor_hidden": (32, 32), "critic_hidden": (32, 32), "batch_size": B}
 APP_J = {"separate_critic_batches": True, "identical_critic_init": True, "target_policy": True}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and much faster than two on a CPU shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_sac(
     seed: int = 0, max_action: float = 1.0, condition: torch.Tensor | None = None, **overrides
 ) -> SAC:
