@@ -1,0 +1,79 @@
+"""Reference returns on PointGoalArc, to read a run's numbers against: what is achievable, and what a policy
+that ignores the task gets.
+
+- optimum per training task: straight to the goal at the fastest speed the action box allows, then stay
+  (the return of an episode from the origin; `collect`'s final SAC evaluation is compared with it);
+- oracle: that policy run through MBML's evaluation protocol (Alg. 5) with the run's evaluation settings;
+- task-agnostic: the best single point to head for (grid search on the training tasks), ignoring the task,
+  through the same protocol. A multi-task policy that does not beat it has not used the task at all.
+
+Usage: python scripts/point_goal_arc_references.py runs/toy_s0
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mtrl.artifacts import open_artifact
+from mtrl.config import load_run_config
+from mtrl.envs.point import MAX_ACTION
+from mtrl.stages.common import read_distribution
+from mtrl.stages.evaluate import evaluate_tasks, evaluation_seed
+
+
+def optimal_return(goal: np.ndarray, horizon: int) -> float:
+    """Return of heading straight for `goal` from the origin at the box's top speed in that direction."""
+    distance = float(np.linalg.norm(goal))
+    speed = MAX_ACTION / np.abs(goal / distance).max()
+    return -sum(max(0.0, distance - k * speed) for k in range(1, horizon + 1))
+
+
+class HeadFor:
+    """Context-free policy moving towards a fixed target per task row (the protocol runs tasks in lockstep)."""
+
+    def __init__(self, targets: np.ndarray):
+        self.targets = np.asarray(targets, np.float32)
+
+    def infer(self, context: np.ndarray) -> np.ndarray:
+        return np.zeros(0, np.float32)
+
+    def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
+        return np.clip(self.targets - obs, -MAX_ACTION, MAX_ACTION)
+
+
+def protocol_score(dist, config, tasks, targets) -> float:
+    envs = [dist.make_env(task) for task in tasks]
+    _, scores = evaluate_tasks(envs, HeadFor(targets), config.evaluate, evaluation_seed(config),
+                               config.evaluate.repeats)
+    return float(scores.mean())
+
+
+def main(run_dir: Path) -> None:
+    config = load_run_config(run_dir)
+    dist = read_distribution(run_dir / "tasks.h5")
+    train, test = np.asarray(dist.train_tasks), np.asarray(dist.test_tasks)
+
+    sac, optimum = [], []
+    for i, goal in enumerate(train):
+        with open_artifact(run_dir / "sac" / f"task_{i:02d}.h5", "sac") as art:
+            sac.append(float(art.tree("curve")["return_mean"][-1]))
+        optimum.append(optimal_return(goal, dist.spec.horizon))
+        print(f"task {i}: goal {np.round(goal, 3)}  SAC final {sac[-1]:.2f}  optimum {optimum[-1]:.2f}")
+    print(f"mean over training tasks: SAC final {np.mean(sac):.2f}, optimum {np.mean(optimum):.2f}")
+
+    print(f"oracle (protocol): train {protocol_score(dist, config, train, train):.2f}, "
+          f"test {protocol_score(dist, config, test, test):.2f}")
+    grid = [np.array([x, y]) for x in np.linspace(-0.2, 1.0, 13) for y in np.linspace(0.0, 1.0, 11)]
+    point = max(grid, key=lambda p: protocol_score(dist, config, train, np.tile(p, (len(train), 1))))
+    print(f"task-agnostic, heading for {np.round(point, 2)} (protocol): "
+          f"train {protocol_score(dist, config, train, np.tile(point, (len(train), 1))):.2f}, "
+          f"test {protocol_score(dist, config, test, np.tile(point, (len(test), 1))):.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python scripts/point_goal_arc_references.py RUN_DIR")
+    main(Path(sys.argv[1]))
