@@ -5,7 +5,7 @@ import sys
 import h5py
 import pytest
 from click.testing import CliRunner
-from conftest import SMOKE_CONFIG
+from smoke import SMOKE_CONFIG
 
 from mtrl.cli import main
 

@@ -5,7 +5,7 @@ import sys
 import time
 
 import numpy as np
-from conftest import SMOKE_CONFIG, run_stages, smoke_config
+from smoke import SMOKE_CONFIG, run_stages, smoke_config
 
 from mtrl.artifacts import open_artifact
 from mtrl.config import load_config

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import run_stages, smoke_config
+from smoke import run_stages, smoke_config
 
 from mtrl.artifacts import open_artifact
 from mtrl.errors import ConfigError

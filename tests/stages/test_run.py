@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from conftest import SMOKE_CONFIG
+from smoke import SMOKE_CONFIG
 
 from mtrl.config import load_run_config
 from mtrl.stages.registry import PIPELINE, get_stage

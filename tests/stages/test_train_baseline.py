@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import run_stages, smoke_config
+from smoke import run_stages, smoke_config
 
 from mtrl.algos.batch_pearl import BatchPEARL
 from mtrl.algos.contextual_bcq import ContextualBCQ

@@ -1,0 +1,23 @@
+"""Smoke-profile helpers for stage tests: the PointGoalArc config and a way to run named stages on it."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE_CONFIG = ROOT / "configs" / "point_goal_arc.yaml"
+
+
+def smoke_config(*overrides: str):
+    from mtrl.config import load_config
+
+    return load_config(SMOKE_CONFIG, "smoke", overrides)
+
+
+def run_stages(config, run_dir: Path, names, **options):
+    from mtrl.config import save_config
+    from mtrl.stages.base import RunOptions
+    from mtrl.stages.registry import get_stage
+    from mtrl.stages.runner import run_stage
+
+    save_config(config, run_dir)
+    opts = RunOptions(run_dir=run_dir, threads=1, **options)
+    return {name: run_stage(get_stage(name), config, opts) for name in names}
