@@ -53,7 +53,8 @@ def _curves(series: dict[str, Series], path: Path, title: str, xlabel: str) -> s
 def _relabel(matrices: dict[str, np.ndarray], path: Path) -> str:
     """One heatmap per statistic over ordered task pairs; the diagonal (a task's own data) is left blank.
 
-    Both error maps share one colour scale from 0, so kept rows can be compared with all rows at a glance.
+    Both error maps share one colour scale from 0, so kept rows can be compared with all rows at a glance. Cells
+    carry their value only for small task sets (up to 6): beyond that the labels overlap, and results.md has them.
     """
     off = ~np.eye(len(next(iter(matrices.values()))), dtype=bool)
     error_max = max((float(np.nanmax(m[off])) for k, m in matrices.items() if k.startswith("error")), default=1.0)
@@ -63,7 +64,7 @@ def _relabel(matrices: dict[str, np.ndarray], path: Path) -> str:
         top = error_max if key.startswith("error") else 1.0
         image = ax.imshow(shown, cmap="viridis", vmin=0.0, vmax=top)
         fig.colorbar(image, ax=ax, shrink=0.8)
-        if len(matrix) <= 10:
+        if len(matrix) <= 6:
             for (i, j), value in np.ndenumerate(shown):
                 if np.isfinite(value):
                     ax.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize="x-small",
