@@ -85,6 +85,10 @@ class BCQConfig:
         default=0.005, metadata={"min": 0.0, "max": 1.0, "help": "Polyak rate of the targets (new weight)"}
     )
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of all three networks"})
+    normalized_reconstruction: bool = field(
+        default=False, metadata={"help": "measure the VAE's reconstruction error in units of max_action (the same "
+                                         "for max_action 1); keeps the VAE from collapsing on small action boxes"}
+    )
 
 
 class Perturbation(nn.Module):
@@ -229,7 +233,8 @@ def bcq_step(agent, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Ten
 
     # VAE: reconstruct the batch actions; the KL term keeps the latent close to N(0, 1).
     recon, mean, std = agent.vae(obs, actions, generator=g)
-    recon_loss = F.mse_loss(recon, actions)
+    scale = agent.max_action if cfg.normalized_reconstruction else 1.0
+    recon_loss = F.mse_loss(recon / scale, actions / scale)
     kl_loss = -0.5 * (1 + 2 * std.log() - mean.pow(2) - std.pow(2)).mean()
     vae_loss = recon_loss + KL_WEIGHT * kl_loss
     agent.vae_opt.zero_grad(set_to_none=True)

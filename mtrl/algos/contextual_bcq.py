@@ -80,6 +80,10 @@ class ContextualBCQConfig:
         default=0.005, metadata={"min": 0.0, "max": 1.0, "help": "Polyak rate of the targets (new weight)"}
     )
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of every network"})
+    normalized_reconstruction: bool = field(
+        default=False, metadata={"help": "measure the VAE's reconstruction error in units of max_action (the same "
+                                         "for max_action 1); keeps the VAE from collapsing on small action boxes"}
+    )
 
 
 class ContextualBCQ(InfersTasks, AgentState):

@@ -137,3 +137,20 @@ def test_policy_state_builds_an_acting_only_teacher():
     obs = np.random.default_rng(1).normal(size=(4, OBS)).astype(np.float32)
     policy.generator.set_state(algo.generator.get_state())
     np.testing.assert_array_equal(policy.act(obs), algo.act(obs))
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_normalized_reconstruction_makes_the_vae_loss_scale_free(normalized):
+    """With `normalized_reconstruction`, BCQ on actions scaled by 0.05 (and max_action scaled alike) has the same
+    reconstruction loss as on the original actions (up to the VAE encoder, which still reads raw actions); without
+    it the term shrinks by 0.05², which lets the KL term collapse the VAE on small action boxes (PointGoalArc)."""
+    data, scale = make_data(), 0.05
+    small = dict(data, actions=data["actions"] * scale)
+    cfg = dataclasses.replace(TINY, normalized_reconstruction=normalized)
+    unit = make_bcq(cfg)  # the same seed gives both the same weights and the same noise generator
+    torch.manual_seed(0)
+    scaled = BCQ(cfg, OBS, ACT, MAX_ACTION * scale, "cpu")
+    for batch_unit, batch_small in zip(batches(data, 3, 32), batches(small, 3, 32), strict=True):
+        a, b = unit.update(batch_unit), scaled.update(batch_small)
+        ratio = b["recon_loss"] / a["recon_loss"]
+        assert ratio == pytest.approx(1.0 if normalized else scale**2, rel=0.05)
