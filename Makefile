@@ -33,11 +33,17 @@ demo: $(STAMP)
 	$(BIN)/mtrl report $(RUN)
 
 # MBML's claim checked on a CPU: the full pipeline on PointGoalArc (cpu profile) for 3 seeds, then one report.
+# The seeds run at the same time, so both cores stay busy while one seed waits on the slowest unit of a stage;
+# each seed logs to runs/toy_s<seed>.log. Rerunning resumes every seed where it stopped.
 reproduce-toy: $(STAMP)
+	@mkdir -p runs; pids=""; \
 	for seed in $(SEEDS); do \
+	  echo "seed $$seed: runs/toy_s$$seed, log runs/toy_s$$seed.log"; \
 	  $(BIN)/mtrl run --config configs/point_goal_arc.yaml --profile cpu --run-dir runs/toy_s$$seed --seed $$seed \
-	    --workers 2 --threads 1 || exit 1; \
-	done
+	    --workers 2 --threads 1 > runs/toy_s$$seed.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
+	if [ $$failed = 1 ]; then tail -n 2 runs/toy_s*.log; echo "reproduce-toy: a seed failed (logs above); rerun to resume"; exit 1; fi
 	$(BIN)/mtrl report $(foreach seed,$(SEEDS),runs/toy_s$(seed)) --out runs/toy_report
 
 # Paper scale for one distribution (default HalfCheetahVel) on a GPU box: make reproduce-fig4 ENV=AntDir DEVICE=cuda
