@@ -43,7 +43,8 @@ reproduce-toy: $(STAMP)
 	    --workers 2 --threads 1 > runs/toy_s$$seed.log 2>&1 & pids="$$pids $$!"; \
 	done; \
 	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
-	if [ $$failed = 1 ]; then tail -n 2 runs/toy_s*.log; echo "reproduce-toy: a seed failed (logs above); rerun to resume"; exit 1; fi
+	if [ $$failed = 1 ]; then tail -n 2 $(foreach seed,$(SEEDS),runs/toy_s$(seed).log); \
+	  echo "reproduce-toy: a seed failed (logs above); rerun to resume"; exit 1; fi
 	$(BIN)/mtrl report $(foreach seed,$(SEEDS),runs/toy_s$(seed)) --out runs/toy_report
 
 # Paper scale for one distribution (default HalfCheetahVel) on a GPU box: make reproduce-fig4 ENV=AntDir DEVICE=cuda
