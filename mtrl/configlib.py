@@ -189,13 +189,18 @@ def select_profile(data: Mapping[str, Any], profile: str | None, source: str) ->
     return deep_merge(base, profiles[profile] or {})
 
 
-def field_help(cls: type) -> list[tuple[str, str, Any]]:
-    """(dotted key, help, default) for every leaf field of a schema, for documentation and `--help` text."""
+def field_help(cls: type, defaults: Any = None) -> list[tuple[str, str, Any]]:
+    """(dotted key, help, default) for every leaf field of a schema, for documentation and `--help` text.
+
+    A nested section's defaults are those of its field's default instance (`default_factory`), which may differ
+    from the nested class's own defaults (e.g. `dynamics` is an EnsembleConfig with wider layers); `defaults` is
+    that instance when recursing."""
     rows: list[tuple[str, str, Any]] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        value = _default(f) if defaults is None else getattr(defaults, f.name)
         if dataclasses.is_dataclass(hints[f.name]):
-            rows += [(f"{f.name}.{k}", h, d) for k, h, d in field_help(hints[f.name])]
+            rows += [(f"{f.name}.{k}", h, d) for k, h, d in field_help(hints[f.name], value)]
         else:
-            rows.append((f.name, f.metadata.get("help", ""), to_dict(_default(f))))
+            rows.append((f.name, f.metadata.get("help", ""), to_dict(value)))
     return rows

@@ -9,15 +9,22 @@ datasets of all K training tasks, with no per-task teachers and no relabelling.
 The networks are BCQ's own classes fed the augmented state [s, z]: a network of BCQ on [s, z] is exactly a
 z-conditioned network, so the BCQ code and its bounds (ξ's Φ, the clipped decoding latent) are reused as is.
 
-One `update` takes all K tasks at once (keys in the class docstring): per task m one reparameterised
-z_m ~ q_ψ(z | c_m) shared by its N transitions (Alg. 7 line 7), then BCQ's steps on the K·N rows with z_m
-beside s: the VAE step (Eq. 19), the critic step towards Eq. 20's target, which also steps ψ, the ξ step
-(Eq. 21) against the updated critic, and the Polyak updates of Q' and ξ'.
+One `update` takes a batch of all K tasks (keys in the class docstring) and makes Alg. 7's inner loop over
+them: for m = 1, ..., K in order, one reparameterised z_m ~ q_ψ(z | c_m) from the current encoder, shared by
+task m's N transitions (line 7), then BCQ's steps on those N rows with z_m beside s: the VAE step (Eq. 19), the
+critic step towards Eq. 20's target, which also steps ψ, the ξ step (Eq. 21) against the updated critic, and the
+Polyak updates of Q' and ξ'. One call is therefore K optimiser steps of every network and K Polyak updates; task
+m + 1 sees the networks task m has just updated. The returned metrics are the means over the K tasks.
 
 Choices and deviations:
-- Alg. 7 loops over the K tasks with one update per task; here one update averages the losses of all K tasks
-  (each task its own z_m), as Alg. 4 (MBML) and Alg. 6 (PEARL) do. The batch is N transitions per task.
-- The VAE, ξ and the target see z_m detached: ψ learns from Eq. 20 only, as Alg. 7 prescribes.
+- One training-loop step (`baselines.steps_per_epoch` counts them) is one pass of Alg. 7's loop over the K
+  tasks, i.e. K updates of every network. Alg. 7 draws task m's batch and context inside the loop; here all K
+  are drawn before it, from the same distribution (uniform over each task's own dataset).
+- The official code (contextual_bcq/BCQ_plus_encoder.py) does not loop: it makes one update on the K tasks'
+  rows concatenated (each task its own z_m), K times fewer optimiser steps than Alg. 7. `per_task_updates:
+  false` does that, for comparison with the published curves; the default follows the paper's Alg. 7.
+- The VAE, ξ and the target see z_m detached: ψ learns from Eq. 20 only, as Alg. 7 prescribes. (In the
+  official code the VAE loss reaches q_ψ too: its gradient and the critic's accumulate before ψ's step.)
 - Sizes (App. C.2): Q, D and ξ as MBML's Q_D, G_D, ξ_D (9, 7 and 8 × 1024), the VAE encoder as the decoder,
   q_ψ as PEARL's (3 × 200), z of width 20 (MBML Table 2), context sets of 128 rows. The rest are BCQ's defaults
   (λ = 0.75, Φ = 0.05, n = 10, N = 100, τ = 0.005), with MBML's learning rate 3e-4 for every network.
@@ -80,9 +87,9 @@ class ContextualBCQConfig:
         default=0.005, metadata={"min": 0.0, "max": 1.0, "help": "Polyak rate of the targets (new weight)"}
     )
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of every network"})
-    normalized_reconstruction: bool = field(
-        default=False, metadata={"help": "measure the VAE's reconstruction error in units of max_action (the same "
-                                         "for max_action 1); keeps the VAE from collapsing on small action boxes"}
+    per_task_updates: bool = field(
+        default=True, metadata={"help": "Alg. 7: one update per task, K per training step; false: one update on the "
+                                        "K tasks' rows together (the official code; K times fewer optimiser steps)"}
     )
 
 
@@ -121,11 +128,25 @@ class ContextualBCQ(InfersTasks, AgentState):
 
     # ---------------------------------------------------------------- learning
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One step of the VAE, of the critics and q_ψ, and of ξ, then the Polyak updates; float metrics."""
+        """Alg. 7's loop over the K tasks: per task, one step of the VAE, of the critics and q_ψ, and of ξ, then
+        the Polyak updates (K of each per call); float metrics averaged over the tasks. With
+        `per_task_updates` off, one such step on the K tasks' rows together."""
+        if not self.cfg.per_task_updates:
+            return self._step(batch)
+        k = batch["observations"].shape[0]
+        sums: dict[str, float] = {}
+        for m in range(k):
+            metrics = self._step({key: value[m:m + 1] for key, value in batch.items()})
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+        return {key: total / k for key, total in sums.items()}
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One step of every network on the rows of the batch's tasks [K', N, ·] together."""
         k, b = batch["observations"].shape[:2]
         # Alg. 7 line 7: one reparameterised z_m per task, shared by that task's transitions.
         z = rsample(*self.encoder(batch["context"]), self.generator)[:, None].expand(k, b, -1)
-        state = torch.cat([batch["observations"], z], -1).flatten(0, 1)  # [K·N, obs + z]; ψ's only gradient path
+        state = torch.cat([batch["observations"], z], -1).flatten(0, 1)  # [K'·N, obs + z]; ψ's only gradient path
         next_state = torch.cat([batch["next_observations"], z.detach()], -1).flatten(0, 1)
         # Eq. 19-21 are BCQ's steps on [s, z]; only the critic step (Eq. 20) sees z attached to ψ.
         return bcq_step(self, state.detach(), batch["actions"].flatten(0, 1), batch["rewards"].flatten(),

@@ -1,9 +1,11 @@
 """Stage `train-baseline`: the multi-task baselines of MBML's Fig. 4, Contextual BCQ (Alg. 7) and Batch PEARL
 (Alg. 6), trained directly on the datasets of all training tasks (no per-task BCQ, no relabelling).
 
-One unit per algorithm in `baselines.algos`. Every update draws, for every task, a mini-batch and a context set
-uniformly from that task's dataset; the epoch loop, checkpoints, periodic evaluation and the policies/<algo>.h5
-artifact are distill's (`train_policy`), so `mtrl evaluate` treats the baselines exactly as MBML.
+One unit per algorithm in `baselines.algos`. Every step (one `algo.update` call; `baselines.steps_per_epoch` per
+epoch) draws, for every task, a mini-batch and a context set uniformly from that task's dataset. Batch PEARL makes
+one update over all K tasks with it; Contextual BCQ makes Alg. 7's loop, one update per task (K per step). The
+epoch loop, checkpoints, periodic evaluation and the policies/<algo>.h5 artifact are distill's (`train_policy`),
+so `mtrl evaluate` treats the baselines exactly as MBML.
 """
 
 from __future__ import annotations

@@ -106,8 +106,39 @@ def test_sample_z_is_the_prior_without_context_and_the_posterior_with_it():
 def test_encoder_learns_from_the_value_loss_only(gradient_passes):
     algo = make_algo()
     batch = sample(make_data(), TINY, torch.Generator().manual_seed(0))
-    # The VAE step (Eq. 19), the critic step (Eq. 20, which alone reaches q_ψ), the ξ step (Eq. 21).
-    assert gradient_passes(algo, batch) == [{"vae"}, {"critic", "encoder"}, {"actor"}]
+    # Per task (Alg. 7's loop): the VAE step (Eq. 19), the critic step (Eq. 20, which alone reaches q_ψ), the ξ
+    # step (Eq. 21).
+    assert gradient_passes(algo, batch) == [{"vae"}, {"critic", "encoder"}, {"actor"}] * K
+
+
+def test_one_update_is_algorithm_7s_loop_of_one_update_per_task():
+    """One call makes K sequential updates, task by task (Alg. 7 lines 4-17), not one update averaged over the K
+    tasks: its result is bit-identical to K single-task calls in task order, from the same state."""
+    data = make_data()
+    algo = make_algo(seed=0)
+    train(algo, data, 3)
+    start = to_numpy_tree(algo.state_dict())
+    batch = sample(data, TINY, torch.Generator().manual_seed(7))
+    metrics = algo.update(batch)
+    for name in ("vae_opt", "critic_opt", "actor_opt"):  # K optimiser steps of every network per call
+        assert all(int(s["step"]) == 4 * K for s in getattr(algo, name).state_dict()["state"].values()), name
+
+    single = make_algo(seed=1)
+    single.load_state_dict(to_torch_tree(start))
+    per_task = [single.update({key: value[m:m + 1] for key, value in batch.items()}) for m in range(K)]
+    for name in ContextualBCQ.STATE_PARTS[:6]:  # the networks and targets
+        mine, theirs = getattr(algo, name).state_dict(), getattr(single, name).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), name
+    assert metrics.keys() == per_task[0].keys()
+    for key in metrics:  # the metrics are the means over the tasks
+        assert np.isclose(metrics[key], np.mean([m[key] for m in per_task]), rtol=1e-6, atol=1e-9), key
+
+
+def test_joint_update_of_the_official_code_is_one_step_per_call():
+    algo = make_algo(dataclasses.replace(TINY, per_task_updates=False))
+    train(algo, make_data(), 3)
+    for name in ("vae_opt", "critic_opt", "actor_opt"):
+        assert all(int(s["step"]) == 3 for s in getattr(algo, name).state_dict()["state"].values()), name
 
 
 def test_value_loss_trains_task_inference_on_tasks_that_differ_only_in_reward():

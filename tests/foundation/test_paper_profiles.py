@@ -1,0 +1,128 @@
+"""The `paper` profiles carry the values MBML states (App. C Tables 2-8, Table 9, §5.3) and the official MBML
+code's per-family configs (docs/algorithms.md, "Paper-profile budgets"); `mtrl config --keys` prints the defaults
+a run really gets."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mtrl.cli import main
+from mtrl.config import Config, load_config
+from mtrl.configlib import field_help, to_dict
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+FAMILY_FILES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "base.yaml")
+
+# family: collect.steps (Table 9), bcq.steps (official BCQ/configs max_timesteps), sac_init.steps (official
+# sac_with_initialization: 10K + domain_to_epoch × 1K), Batch PEARL (context, KL weight, reward scale) (official
+# batch_pearl/configs; PEARL's configs for the Fwd-Back families and the point robots).
+MBML = {
+    "HalfCheetahVel": (60_000, 50_000, 60_000, (100, 0.1, 5.0)),
+    "AntDir": (200_000, 125_000, 600_000, (256, 0.1, 5.0)),
+    "AntGoal": (300_000, 100_000, 600_000, (256, 1.0, 5.0)),
+    "WalkerParam": (300_000, 100_000, 400_000, (100, 0.1, 5.0)),
+    "HumanoidDir-M": (600_000, 250_000, 600_000, (256, 0.1, 5.0)),
+    "UmazeGoal-M": (30_000, 50_000, 60_000, (128, 0.1, 5.0)),
+}
+OTHER_PEARL = {
+    "PointRobot": (100, 0.1, 100.0), "SparsePointRobot": (100, 0.1, 100.0), "PointRobotWind": (100, 0.1, 100.0),
+    "PointGoalArc": (100, 0.1, 100.0), "HalfCheetahFwdBack": (256, 0.1, 5.0), "AntFwdBack": (256, 0.1, 5.0),
+    "WalkerWalk": (100, 0.1, 5.0), "WalkerRun": (100, 0.1, 5.0), "WalkerWalkRun": (100, 0.1, 5.0),
+}
+
+
+def paper(path: Path) -> Config:
+    return load_config(path, "paper")
+
+
+@pytest.fixture(scope="module")
+def configs() -> dict[str, Config]:
+    loaded = {}
+    for path in FAMILY_FILES:
+        config = paper(path)
+        loaded[config.env.family] = config
+    return loaded
+
+
+def test_every_family_has_a_paper_profile_and_a_pinned_value(configs):
+    assert set(configs) == set(MBML) | set(OTHER_PEARL)
+
+
+@pytest.mark.parametrize("family", sorted(MBML))
+def test_mbml_family_budgets(configs, family):
+    collect, bcq, sac_init, pearl = MBML[family]
+    config = configs[family]
+    assert config.collect.steps == collect  # Table 9 "Interactions"
+    assert config.bcq.steps == bcq
+    assert config.sac_init.steps == sac_init
+    bp = config.baselines.batch_pearl
+    assert (bp.context_size, bp.kl_beta, bp.reward_scale) == pearl
+
+
+def test_humanoid_sac_init_budget_covers_the_section_5_3_claim(configs):
+    # §5.3: random-init SAC needs ~350K interactions on HumanoidDir-M, MBML-init ~85K.
+    assert configs["HumanoidDir-M"].sac_init.steps >= 350_000
+
+
+@pytest.mark.parametrize("family", sorted(OTHER_PEARL))
+def test_other_families_batch_pearl(configs, family):
+    bp = configs[family].baselines.batch_pearl
+    assert (bp.context_size, bp.kl_beta, bp.reward_scale) == OTHER_PEARL[family]
+
+
+def test_values_the_paper_states_hold_in_every_paper_profile(configs):
+    for family, config in configs.items():
+        d, cb, bp = config.distill.algo, config.baselines.contextual_bcq, config.baselines.batch_pearl
+        # Table 2 (and Tables 5-7 for the ablations' context sizes)
+        assert (d.z_dim, d.num_candidates, d.lr, d.batch_size, d.context_size) == (20, 10, 3e-4, 128, 64), family
+        assert (d.kl_beta, d.triplet_margin) == (0.1, 2.0), family
+        assert (d.q_hidden, d.g_hidden, d.xi_hidden) == ((1024,) * 9, (1024,) * 7, (1024,) * 8), family
+        assert (d.no_relabel_context_size, d.neither_context_size, d.hard_negative_sets) == (128, 128, 10), family
+        assert d.encoder_hidden == (200,) * 3, family  # Table 4
+        assert set(config.distill.variants) == {"mbml", "no-triplet", "no-relabel", "neither"}, family
+        assert config.evaluate.episodes == 5, family
+        # Table 3
+        r, n = config.rewards, config.dynamics
+        assert (r.members, r.hidden, r.lr, r.batch_size) == (20, (128,), 3e-4, 128), family
+        assert (n.members, n.hidden, n.lr, n.batch_size) == (20, (256,) * 6, 3e-4, 128), family
+        # App. C.1: BCQ's defaults with the learning rate lowered to 3e-4
+        assert config.bcq.algo.lr == 3e-4, family
+        # App. C.2 and Alg. 7
+        assert (cb.critic_hidden, cb.vae_hidden, cb.actor_hidden) == ((1024,) * 9, (1024,) * 7, (1024,) * 8), family
+        assert (cb.encoder_hidden, cb.z_dim, cb.context_size, cb.lr) == ((200,) * 3, 20, 128, 3e-4), family
+        assert cb.per_task_updates, family
+        assert bp.encoder_hidden == (200,) * 3, family  # Table 4
+        assert set(config.baselines.algos) == {"contextual-bcq", "batch-pearl"}, family
+        # §5.3 and Table 8
+        s = config.sac_init
+        assert (s.rollout_steps, s.sac.critic_hidden) == (10_000, (1024,) * 9), family
+        assert (s.sac.tau, s.sac.policy_tau, s.sac.target_policy) == (0.005, 0.1, True), family
+
+
+def test_config_keys_prints_the_defaults_a_run_gets():
+    """Nested sections built by a default_factory (dynamics, sac_init.sac) print their factory's values."""
+    resolved = {}
+
+    def flatten(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                flatten(value, f"{prefix}{key}.")
+            else:
+                resolved[prefix + key] = value
+
+    flatten(to_dict(load_config(None)))
+    printed = {key: default for key, _, default in field_help(Config)}
+    assert printed == resolved
+
+    result = CliRunner().invoke(main, ["config", "--keys"])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(" = ", 1) for line in result.output.splitlines() if " = " in line
+                 and not line.startswith(" "))
+    for key in ("dynamics.hidden", "dynamics.predict_delta", "sac_init.sac.critic_hidden",
+                "sac_init.sac.separate_critic_batches", "sac_init.sac.identical_critic_init",
+                "sac_init.sac.target_policy"):
+        assert json.loads(lines[key]) == resolved[key], key
+    assert json.loads(lines["dynamics.hidden"]) == [256] * 6
+    assert json.loads(lines["sac_init.sac.critic_hidden"]) == [1024] * 9
