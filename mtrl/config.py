@@ -70,7 +70,11 @@ def _dynamics_ensemble() -> EnsembleConfig:
 class RelabelConfig:
     reward_std_threshold: float | None = _f(None, "ensemble std below which a relabelled reward is kept "
                                                   "(default: the paper's value for the family)", min=0.0)
-    next_state_std_threshold: float | None = _f(None, "the same for relabelled next states", min=0.0)
+    next_state_std_threshold: float | None = _f(None, "the same for relabelled next states (default: the family's; "
+                                                      "WalkerParam 0.2 as the reference code)", min=0.0)
+    next_state_std_statistic: Literal["mean", "max"] = _f("mean", "which statistic over state dimensions of the "
+                                                          "next-state ensemble's std is compared with the threshold "
+                                                          "(reference: mean)")
     max_transitions: int = _f(50_000, "transitions per task relabelled (a seeded random subset); the triplet "
                                       "loss draws its context sets from them", min=1)
 
@@ -91,7 +95,8 @@ class DistillConfig:
 class BaselinesConfig:
     algos: tuple[str, ...] = _f((), f"multi-task baselines (Fig. 4) `mtrl run` trains, of: {', '.join(BASELINES)}")
     epochs: int = _f(1000, "training epochs", min=1)
-    steps_per_epoch: int = _f(100, "gradient steps per epoch", min=1)
+    steps_per_epoch: int = _f(100, "training steps per epoch (Contextual BCQ: one pass over the K tasks, K updates "
+                                   "per network)", min=1)
     eval_every: int = _f(0, "epochs between evaluations during training (0: only at the end)", min=0)
     checkpoint_every: int = _f(10, "epochs between resumable checkpoints", min=1)
     contextual_bcq: ContextualBCQConfig = field(default_factory=ContextualBCQConfig)
@@ -116,12 +121,15 @@ class SacInitConfig:
     rollout_steps: int = _f(10_000, "transitions collected with the multi-task policy on each test task", min=1)
     imitation_steps: int = _f(10_000, "maximum-likelihood steps imitating those actions", min=1)
     imitation_batch: int = _f(256, "imitation batch size", min=1)
+    warmup_steps: int = _f(10_000, "transitions the imitated policy collects into SAC's emptied buffer before the "
+                                   "first update (reference code; 0: update as soon as a batch fits)", min=0)
     steps: int = _f(100_000, "SAC environment interactions per test task", min=1)
     eval_every: int = _f(5_000, "interactions between evaluations", min=1)
     eval_episodes: int = _f(5, "episodes per evaluation", min=1)
     checkpoint_every: int = _f(10_000, "interactions between resumable checkpoints", min=1)
     sac: SACConfig = field(default_factory=lambda: SACConfig(
-        critic_hidden=(1024,) * 9, separate_critic_batches=True, identical_critic_init=True, target_policy=True))
+        critic_hidden=(1024,) * 9, separate_critic_batches=True, identical_critic_init=True, target_policy=True,
+        damped_policy=True))
 
 
 @dataclass(frozen=True)
@@ -168,6 +176,10 @@ def validate(config: Config) -> None:
     if bad:
         raise ConfigError(f"config key 'sac_init.baselines': '{bad[0]}' is not one of: "
                           f"{', '.join(SAC_INIT_BASELINES)}")
+    for section, sac in (("collect", config.collect.sac), ("sac_init", config.sac_init.sac)):
+        if sac.damped_policy and not sac.target_policy:
+            raise ConfigError(f"config key '{section}.sac.damped_policy' needs '{section}.sac.target_policy: true' "
+                              "(it copies the target policy into the actor)")
     if config.sac_init.sac.critic_hidden != config.distill.algo.q_hidden:
         raise ConfigError("config keys 'sac_init.sac.critic_hidden' and 'distill.algo.q_hidden' differ; SAC's critics "
                           "start from Q_D, so set them equal")

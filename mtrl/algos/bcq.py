@@ -26,6 +26,9 @@ Deviations and readings:
 - The KL term is averaged over batch and latent dimensions, as in the official code, not summed over the
   latent as in the VAE paper; with the 0.5 weight this is the official loss exactly.
 - Latents for decoding (acting, targets, actor step) are N(0, 1) clipped to ±0.5, as in the official code.
+- The loss assumes actions in [−1, 1] (every mtrl env acts there, as the official MBML envs do): it is a
+  Gaussian decoder with σ² = 1/8, so on a box far smaller than that the VAE ignores its latent and decodes the
+  mean action of the whole batch.
 """
 
 from __future__ import annotations
@@ -85,10 +88,6 @@ class BCQConfig:
         default=0.005, metadata={"min": 0.0, "max": 1.0, "help": "Polyak rate of the targets (new weight)"}
     )
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of all three networks"})
-    normalized_reconstruction: bool = field(
-        default=False, metadata={"help": "measure the VAE's reconstruction error in units of max_action (the same "
-                                         "for max_action 1); keeps the VAE from collapsing on small action boxes"}
-    )
 
 
 class Perturbation(nn.Module):
@@ -233,8 +232,7 @@ def bcq_step(agent, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Ten
 
     # VAE: reconstruct the batch actions; the KL term keeps the latent close to N(0, 1).
     recon, mean, std = agent.vae(obs, actions, generator=g)
-    scale = agent.max_action if cfg.normalized_reconstruction else 1.0
-    recon_loss = F.mse_loss(recon / scale, actions / scale)
+    recon_loss = F.mse_loss(recon, actions)
     kl_loss = -0.5 * (1 + 2 * std.log() - mean.pow(2) - std.pow(2)).mean()
     vae_loss = recon_loss + KL_WEIGHT * kl_loss
     agent.vae_opt.zero_grad(set_to_none=True)

@@ -29,7 +29,9 @@ Choices where the paper leaves room (and deviations), all following the referenc
 - Alg. 4 sets: c̃_i is a uniform draw without replacement of `relabelled_context_size` rows among the
   confident rows of ∪_{j≠i} c_{j→i} (all of them when there are fewer); x_{j→i} are its rows from task j, x_j
   the same rows of c_j before relabelling, and c_{i,j} a uniform draw of |x_j| rows of c_i (all of c_i if
-  |x_j| > |c_i|). A pair (i, j) with no row in c̃_i has no triplet: it adds exactly zero loss and gradient, L^i
+  |x_j| > |c_i|). `triplet_sets: reference` uses instead every confident row of c_{j→i} as x_{j→i} (the
+  official code: up to `context_size` rows per pair rather than ≈ relabelled_context_size/(K−1)). A pair (i, j)
+  with no row in its x_{j→i} has no triplet: it adds exactly zero loss and gradient, L^i
   averages Eq. 13 over the pairs that have one, and L_triplet over the tasks that have any (0 if none does).
 - `no-relabel`: distillation conditions on the first of the N sets of each task; all N feed Eq. 11.
 - All randomness comes from the agent's own `torch.Generator` (seeded from torch's global generator), whose
@@ -112,6 +114,11 @@ class MBMLConfig:
         default=0.1, metadata={"min": 0.0, "max": 1e6, "help": "weight of KL(q(z|c) || N(0, I)) in L_Q"}
     )
     triplet_margin: float = field(default=2.0, metadata={"min": 0.0, "max": 1e6, "help": "triplet margin m"})
+    triplet_sets: Literal["alg4", "reference"] = field(
+        default="alg4",
+        metadata={"help": "anchor sets x_{j->i}: alg4 (the rows of the drawn c~_i from task j, the paper) or "
+                          "reference (every confident row of c_{j->i}, the official code)"},
+    )
     num_candidates: int = field(
         default=10, metadata={"min": 1, "max": 10_000, "help": "candidate actions per state (Eq. 17)"}
     )
@@ -271,14 +278,21 @@ class MBML(InfersTasks):
         if cfg.variant == "no-triplet":
             return post_mean, post_var, stats
 
-        own_mean, rel_mean = mean[:, :n_context], mean[:, n_context:]
-        own_var, rel_var = var[:, :n_context], var[:, n_context:]
-        from_task = (source[:, None, :] == tasks[None, :, None]) & chosen[:, None, :]  # [i, j, ·]: x_{j→i}
+        own_mean, own_var = mean[:, :n_context], var[:, :n_context]
+        if cfg.triplet_sets == "alg4":  # x_{j→i}: the rows of c̃_i that came from task j
+            rel_mean, rel_var = mean[:, n_context:], var[:, n_context:]
+            from_task = (source[:, None, :] == tasks[None, :, None]) & chosen[:, None, :]  # [i, j, ·]
+            anchor = product_of_gaussians(rel_mean[:, None], rel_var[:, None], from_task)  # q(x_{j→i})
+            negative = product_of_gaussians(  # q(x_j): the same rows of c_j with their own rewards
+                own_mean[source, row][:, None], own_var[source, row][:, None], from_task
+            )
+        else:  # reference code: x_{j→i} is every confident row of c_{j→i}
+            off_diagonal = ~torch.eye(k, dtype=torch.bool, device=self.device)[:, :, None]
+            from_task = batch["relabel_mask"] & off_diagonal  # [i, j, t]
+            confident_rows = torch.where(from_task[..., None], relabelled, 0.0)  # the others may hold NaN
+            anchor = self.encoder(confident_rows, from_task)
+            negative = product_of_gaussians(own_mean[None], own_var[None], from_task)
         sizes = from_task.sum(-1)  # |x_j| for every (i, j)
-        anchor = product_of_gaussians(rel_mean[:, None], rel_var[:, None], from_task)  # q(x_{j→i})
-        negative = product_of_gaussians(  # q(x_j): the same rows of c_j with their own rewards
-            own_mean[source, row][:, None], own_var[source, row][:, None], from_task
-        )
         positive_rows = random_subset_mask(sizes, n_context, self.generator)  # c_{i,j} ⊂ c_i
         positive = product_of_gaussians(own_mean[:, None], own_var[:, None], positive_rows)  # q(c_{i,j})
         triplet, active = triplet_loss(anchor, positive, negative, cfg.triplet_margin, sizes > 0)

@@ -8,6 +8,9 @@ SAC that starts from the multi-task policy on an unseen task (Alg. 9), and its J
   `update` then takes two batches, and `SAC.batches_per_update` tells the caller how many to sample.
 - `target_policy`: a Polyak-averaged copy of the actor (rate `policy_tau`) draws the next actions of the
   critic target ("target policy smoothing", Sec. 5.3).
+- `damped_policy` (with `target_policy`): after every update the target policy is copied back into the
+  actor, as the official MBML code does in sac-init, so each policy step moves the actor only `policy_tau`
+  of the way from where it was (the initialised policy is not forgotten after a few steps).
 - `critic_condition`: a fixed task embedding z appended to every critic input, Q(s, a, z), so the critics can
   be loaded from the distilled Q_D with `init_critics_from` (the actor never sees z).
 
@@ -99,6 +102,11 @@ class SACConfig:
         default=0.1,
         metadata={"min": 0.0, "max": 1.0, "help": "Polyak rate of the target policy (new weight)"},
     )
+    damped_policy: bool = field(
+        default=False,
+        metadata={"help": "copy the target policy back into the actor after every update (reference sac-init; "
+                          "needs target_policy)"},
+    )
 
 
 class SAC:
@@ -117,6 +125,8 @@ class SAC:
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(torch.randint(2**62, ())))
+        if cfg.damped_policy and not cfg.target_policy:
+            raise ValueError("SAC: damped_policy copies the target policy into the actor; set target_policy too")
         if critic_condition is not None and critic_condition.dim() != 1:
             raise ValueError(f"critic_condition must be 1-D, got shape {tuple(critic_condition.shape)}")
         # Detached: z is a fixed input here, no gradient may flow back into the encoder that inferred it.
@@ -216,6 +226,8 @@ class SAC:
         soft_update(self.critic_target, self.critic, self.cfg.tau)
         if self.actor_target is not None:
             soft_update(self.actor_target, self.actor, self.cfg.policy_tau)
+            if self.cfg.damped_policy:
+                self.actor.load_state_dict(self.actor_target.state_dict())
 
         names = ("q1_loss", "q2_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean")
         values = [

@@ -1,7 +1,8 @@
 """The artifact kinds the pipeline reads and writes, their schema versions and required contents.
 
-Bump a kind's version whenever its layout changes: old files are then reported as stale instead of being
-misread.
+Bump a kind's version whenever its layout or meaning changes (v2 of tasks, dataset and sac: actions in
+[-1, 1]): old files are then reported as stale instead of being misread. The outputs of one stage unit share
+one fingerprint, so they must share a version (collect writes dataset and sac).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ D4RL_KEYS = ("observations", "actions", "rewards", "next_observations", "termina
 SCHEMAS: dict[str, Schema] = {
     s.kind: s
     for s in (
-        Schema("tasks", 1, ("train_tasks", "test_tasks"), "train/test task parameters of a distribution"),
-        Schema("dataset", 1, D4RL_KEYS, "one task's transitions, D4RL key layout"),
-        Schema("sac", 1, ("weights", "curve"), "final SAC weights and learning curve of one collection run"),
+        Schema("tasks", 2, ("train_tasks", "test_tasks"), "train/test task parameters of a distribution"),
+        Schema("dataset", 2, D4RL_KEYS, "one task's transitions, D4RL key layout, actions in [-1, 1]"),
+        Schema("sac", 2, ("weights", "curve"), "final SAC weights and learning curve of one collection run"),
         Schema("bcq", 1, ("weights", "curve"), "one task's BCQ networks (best and final) and evaluation curve"),
         Schema("ensemble", 1, ("weights",), "one task's reward or next-state ensemble"),
         Schema("relabel", 1, ("indices", "rewards", "reward_mask"),

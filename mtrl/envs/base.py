@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import TimeLimit
 
@@ -27,17 +28,27 @@ class EnvSpec:
     gym_id: str
     obs_dim: int
     act_dim: int
-    max_action: float  # the action box is [-max_action, max_action]^act_dim
+    raw_max_action: float  # the simulator's action box is [-raw_max_action, raw_max_action]^act_dim
     horizon: int  # episode length; the TimeLimit truncates there
     varies: str  # "reward" or "dynamics": what differs between tasks
     task_dim: int
     task_meaning: str  # what the task vector holds, in words
     info_keys: dict[str, tuple[int, ...]]  # per-step info entries and their shapes
     reward_std_threshold: float  # relabelling: max std of the reward ensemble to trust a prediction
-    next_state_std_threshold: float | None  # same for the next-state ensemble; None where dynamics are shared
+    next_state_std_threshold: float | None  # the same for the next-state ensemble's std averaged over state
+    # dimensions (reference rule); None where dynamics are shared
     default_n_train: int
     default_n_test: int
     discrete_tasks: bool = False  # finite task set: both splits cycle through it, so they overlap
+
+    @property
+    def max_action(self) -> float:
+        """The agent's action bound: every family acts in [-1, 1], as the official MBML code wraps its envs.
+
+        `NormalizedActions` multiplies by `raw_max_action` on the way into the simulator; datasets hold the
+        normalised actions. Algorithms see 1.0 whatever the raw box (BCQ's VAE collapses on small raw boxes).
+        """
+        return 1.0
 
 
 def check_task(task: Any, shape: tuple[int, ...], owner: str, meaning: str) -> np.ndarray:
@@ -55,6 +66,29 @@ def check_task(task: Any, shape: tuple[int, ...], owner: str, meaning: str) -> n
     if not np.all(np.isfinite(array)):
         raise ConfigError(f"task for {owner} must be finite; got {array.tolist()}")
     return array
+
+
+class NormalizedActions(gym.ActionWrapper):
+    """The agent acts in [-1, 1]^act_dim; the wrapped env receives the action times `scale` (its raw bound).
+
+    A plain multiplication (not Gymnasium's RescaleAction, whose affine map rounds differently) so that the
+    ground-truth reward of a stored action, `TaskDistribution.reward`, repeats the env's reward exactly.
+    """
+
+    def __init__(self, env: gym.Env, scale: float):
+        super().__init__(env)
+        self.scale = float(scale)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=env.action_space.shape, dtype=np.float32)
+
+    def action(self, action):
+        return np.asarray(action) * self.scale
+
+
+def normalized_env(entry_point: str, scale: float, **kwargs) -> NormalizedActions:
+    """Gymnasium's creator for mtrl/<family>-v0: the family's env behind `NormalizedActions`."""
+    module_name, _, class_name = entry_point.partition(":")
+    env_class = getattr(importlib.import_module(module_name), class_name)
+    return NormalizedActions(env_class(**kwargs), scale)
 
 
 class TaskEnv:
@@ -86,10 +120,15 @@ class Family:
     sample_tasks: Callable[[np.random.Generator, int], np.ndarray]
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     gym_default_task: tuple[float, ...] | None = None  # what gymnasium.make uses when given no task
+    sample_test_tasks: Callable[[np.random.Generator, int], np.ndarray] | None = None  # None: as sample_tasks
 
     def env_class(self) -> type:
         module_name, _, class_name = self.entry_point.partition(":")
         return getattr(importlib.import_module(module_name), class_name)
+
+    def make_env(self, **kwargs) -> NormalizedActions:
+        """The env for `kwargs` (task included) with actions in [-1, 1]; no time limit."""
+        return normalized_env(self.entry_point, self.spec.raw_max_action, **(dict(self.env_kwargs) | kwargs))
 
 
 class TaskDistribution:
@@ -115,8 +154,8 @@ class TaskDistribution:
         return check_task(task, (self.spec.task_dim,), self.name, self.spec.task_meaning)
 
     def make_env(self, task: Any):
-        """A Gymnasium env for `task` (any valid task vector), truncated at the family's horizon."""
-        env = self._family.env_class()(task=self._check_task(task), **self._family.env_kwargs)
+        """A Gymnasium env for `task` (any valid task vector), actions in [-1, 1], truncated at the horizon."""
+        env = self._family.make_env(task=self._check_task(task))
         return TimeLimit(env, max_episode_steps=self.spec.horizon)
 
     def reward(
@@ -129,7 +168,8 @@ class TaskDistribution:
     ) -> np.ndarray:
         """Ground-truth reward of `task` for a batch of transitions (arrays of N rows); float64 [N].
 
-        Equals the environment's reward for the same transitions. `infos` holds, for every key in
+        `act` holds normalised actions in [-1, 1], as the datasets do. Equals the environment's reward for the
+        same transitions. `infos` holds, for every key in
         `spec.info_keys`, the values the environment returned (stacked over the batch).
         """
         missing = sorted(set(self.spec.info_keys) - set(infos))
@@ -141,7 +181,7 @@ class TaskDistribution:
         reward = self._family.env_class().reward_batch(
             self._check_task(task),
             np.asarray(obs, dtype=np.float64),
-            np.asarray(act, dtype=np.float64),
+            np.asarray(act, dtype=np.float64) * self.spec.raw_max_action,
             np.asarray(next_obs, dtype=np.float64),
             batch,
         )

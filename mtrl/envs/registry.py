@@ -13,7 +13,7 @@ import gymnasium
 import numpy as np
 
 from mtrl.envs import sampling
-from mtrl.envs.base import EnvSpec, Family, TaskDistribution
+from mtrl.envs.base import EnvSpec, Family, TaskDistribution, normalized_env
 from mtrl.errors import ConfigError
 
 ARC = 2 * math.pi / 3  # MBML: directions and goals on a 120° arc
@@ -29,7 +29,8 @@ DMC_WALKER_INFO = {
 }
 
 
-def _family(name, entry_point, sample_tasks, env_kwargs=None, gym_default_task=None, **spec) -> Family:
+def _family(name, entry_point, sample_tasks, env_kwargs=None, gym_default_task=None, sample_test_tasks=None,
+            **spec) -> Family:
     spec["info_keys"] = dict(spec["info_keys"])  # each spec owns its dict
     return Family(
         spec=EnvSpec(name=name, gym_id=f"mtrl/{name}-v0", **spec),
@@ -37,24 +38,26 @@ def _family(name, entry_point, sample_tasks, env_kwargs=None, gym_default_task=N
         sample_tasks=sample_tasks,
         env_kwargs=env_kwargs or {},
         gym_default_task=gym_default_task,
+        sample_test_tasks=sample_test_tasks,
     )
 
 
-def _point_family(name, entry_point, sample_tasks, env_kwargs=None, **spec) -> Family:
+def _point_family(name, entry_point, sample_tasks, env_kwargs=None, sample_test_tasks=None, **spec) -> Family:
     """Shared facts of the 2-D point robots; `spec` adds or overrides."""
     facts = dict(
-        obs_dim=2, act_dim=2, max_action=0.1, horizon=20, varies="reward", task_dim=2,
+        obs_dim=2, act_dim=2, raw_max_action=0.1, horizon=20, varies="reward", task_dim=2,
         task_meaning="goal position (x, y)", info_keys={}, reward_std_threshold=0.02,
         next_state_std_threshold=None, default_n_train=10, default_n_test=10,
     )
-    return _family(name, entry_point, sample_tasks, env_kwargs, **(facts | spec))
+    return _family(name, entry_point, sample_tasks, env_kwargs, sample_test_tasks=sample_test_tasks,
+                   **(facts | spec))
 
 
 def _dmc_walker_family(name, speeds) -> Family:
     return _family(
         name, "mtrl.envs.walker:DmcWalkerEnv", partial(sampling.cycle, choices=speeds),
         gym_default_task=speeds[0] if len(speeds) == 1 else None,
-        obs_dim=24, act_dim=6, max_action=1.0, horizon=1000, varies="reward", task_dim=1,
+        obs_dim=24, act_dim=6, raw_max_action=1.0, horizon=1000, varies="reward", task_dim=1,
         task_meaning="target horizontal speed in m/s (walk: 1, run: 8)", info_keys=DMC_WALKER_INFO,
         reward_std_threshold=0.02, next_state_std_threshold=None,
         default_n_train=len(speeds), default_n_test=len(speeds), discrete_tasks=True,
@@ -65,28 +68,28 @@ _FAMILY_LIST = [
     # MBML (seeds/000, App. H.1, Table 9)
     _family(
         "AntDir", "mtrl.envs.ant:AntDirEnv", partial(sampling.uniform_scalar, low=0.0, high=ARC),
-        obs_dim=105, act_dim=8, max_action=1.0, horizon=200, varies="reward", task_dim=1,
+        obs_dim=105, act_dim=8, raw_max_action=1.0, horizon=200, varies="reward", task_dim=1,
         task_meaning="direction angle g in radians", info_keys=ANT_DIR_INFO,
         reward_std_threshold=0.1, next_state_std_threshold=None, default_n_train=10, default_n_test=8,
     ),
     _family(
         "AntGoal", "mtrl.envs.ant:AntGoalEnv",
         partial(sampling.points_in_sector, max_radius=3.0, max_angle=ARC),
-        obs_dim=107, act_dim=8, max_action=1.0, horizon=200, varies="reward", task_dim=2,
+        obs_dim=107, act_dim=8, raw_max_action=1.0, horizon=200, varies="reward", task_dim=2,
         task_meaning="goal position (x, y)", info_keys={"torso_xy": (2,), "qpos": (15,), "qvel": (14,)},
         reward_std_threshold=0.1, next_state_std_threshold=None, default_n_train=10, default_n_test=8,
     ),
     _family(
         "HalfCheetahVel", "mtrl.envs.cheetah:HalfCheetahVelEnv",
         partial(sampling.uniform_scalar, low=0.0, high=1.5),
-        obs_dim=20, act_dim=6, max_action=1.0, horizon=1000, varies="reward", task_dim=1,
+        obs_dim=20, act_dim=6, raw_max_action=1.0, horizon=1000, varies="reward", task_dim=1,
         task_meaning="target forward velocity v*", info_keys=X_VELOCITY_INFO,
         reward_std_threshold=0.05, next_state_std_threshold=None, default_n_train=10, default_n_test=8,
     ),
     _family(
         "HumanoidDir-M", "mtrl.envs.humanoid:HumanoidDirEnv",
         partial(sampling.uniform_scalar, low=0.0, high=ARC),
-        obs_dim=348, act_dim=17, max_action=0.4, horizon=200, varies="reward", task_dim=1,
+        obs_dim=348, act_dim=17, raw_max_action=0.4, horizon=200, varies="reward", task_dim=1,
         task_meaning="direction angle g in radians",
         info_keys={"xy_velocity": (2,), "qpos": (24,), "qvel": (23,)},
         reward_std_threshold=0.2, next_state_std_threshold=None, default_n_train=10, default_n_test=8,
@@ -94,18 +97,18 @@ _FAMILY_LIST = [
     _family(
         "WalkerParam", "mtrl.envs.walker:WalkerParamEnv",
         partial(sampling.walker_param_scales, log_scale_limit=3.0),
-        obs_dim=17, act_dim=6, max_action=1.0, horizon=200, varies="dynamics",
+        obs_dim=17, act_dim=6, raw_max_action=1.0, horizon=200, varies="dynamics",
         task_dim=sampling.WALKER_PARAM_DIM,
         task_meaning="multipliers of body_mass (8), body_inertia (8x3), dof_damping (9), geom_friction (8x3)",
-        info_keys=X_VELOCITY_INFO, reward_std_threshold=0.1, next_state_std_threshold=0.1,
+        info_keys=X_VELOCITY_INFO, reward_std_threshold=0.1, next_state_std_threshold=0.2,
         default_n_train=30, default_n_test=8,
     ),
     _family(
         "UmazeGoal-M", "mtrl.envs.maze:UmazeGoalEnv", sampling.umaze_goals,
-        obs_dim=4, act_dim=2, max_action=1.0, horizon=300, varies="reward", task_dim=2,
+        obs_dim=4, act_dim=2, raw_max_action=1.0, horizon=300, varies="reward", task_dim=2,
         task_meaning="goal position (x, y) in Gymnasium-Robotics' centred U-maze frame",
         info_keys={"qpos": (2,), "qvel": (2,)},
-        reward_std_threshold=0.02, next_state_std_threshold=None, default_n_train=10, default_n_test=10,
+        reward_std_threshold=0.02, next_state_std_threshold=None, default_n_train=10, default_n_test=8,
     ),
     # FOCAL (seeds/002) and the MBML Fig. 1 toy
     _point_family(
@@ -116,6 +119,8 @@ _FAMILY_LIST = [
         "PointGoalArc", "mtrl.envs.point:PointGoalEnv",
         partial(sampling.points_on_arc, radius=1.0, max_angle=ARC),
         env_kwargs={"start": "origin"}, default_n_test=8,
+        # test goals span the arc, so that no single task-agnostic policy does well on them
+        sample_test_tasks=partial(sampling.stratified_points_on_arc, radius=1.0, max_angle=ARC),
     ),
     _point_family(
         "SparsePointRobot", "mtrl.envs.point:SparsePointGoalEnv",
@@ -129,14 +134,14 @@ _FAMILY_LIST = [
     _family(
         "HalfCheetahFwdBack", "mtrl.envs.cheetah:HalfCheetahFwdBackEnv",
         partial(sampling.cycle, choices=[[1.0], [-1.0]]),
-        obs_dim=20, act_dim=6, max_action=1.0, horizon=200, varies="reward", task_dim=1,
+        obs_dim=20, act_dim=6, raw_max_action=1.0, horizon=200, varies="reward", task_dim=1,
         task_meaning="direction: +1 forward, -1 backward", info_keys=X_VELOCITY_INFO,
         reward_std_threshold=0.1, next_state_std_threshold=None, default_n_train=2, default_n_test=2,
         discrete_tasks=True,
     ),
     _family(
         "AntFwdBack", "mtrl.envs.ant:AntDirEnv", partial(sampling.cycle, choices=[[0.0], [math.pi]]),
-        obs_dim=105, act_dim=8, max_action=1.0, horizon=200, varies="reward", task_dim=1,
+        obs_dim=105, act_dim=8, raw_max_action=1.0, horizon=200, varies="reward", task_dim=1,
         task_meaning="direction angle g in radians (0 forward, pi backward)", info_keys=ANT_DIR_INFO,
         reward_std_threshold=0.1, next_state_std_threshold=None, default_n_train=2, default_n_test=2,
         discrete_tasks=True,
@@ -180,7 +185,7 @@ def make_distribution(
     seed = _check_count(seed, "seed", 0)
     train_stream, test_stream = np.random.SeedSequence(seed).spawn(2)
     train = family.sample_tasks(np.random.default_rng(train_stream), n_train)
-    test = family.sample_tasks(np.random.default_rng(test_stream), n_test)
+    test = (family.sample_test_tasks or family.sample_tasks)(np.random.default_rng(test_stream), n_test)
     if not spec.discrete_tasks and (train[:, None, :] == test[None, :, :]).all(axis=-1).any():
         raise RuntimeError(f"{name}: a test task equals a train task (seed {seed}); this should not happen")
     return TaskDistribution(family, train, test)
@@ -189,15 +194,15 @@ def make_distribution(
 def register_gymnasium_envs() -> None:
     """Register mtrl/<family>-v0 for every family (task passed as gymnasium.make(id, task=...)).
 
+    Like every env of the pipeline, they act in [-1, 1] (`NormalizedActions` over the raw box).
+
     Families with a single task (WalkerWalk, WalkerRun) default to it.
     """
     for family in _FAMILY_LIST:
         spec = family.spec
         if spec.gym_id in gymnasium.registry:
             continue
-        kwargs = dict(family.env_kwargs)
+        kwargs = {"entry_point": family.entry_point, "scale": spec.raw_max_action, **family.env_kwargs}
         if family.gym_default_task is not None:
             kwargs["task"] = list(family.gym_default_task)
-        gymnasium.register(
-            id=spec.gym_id, entry_point=family.entry_point, max_episode_steps=spec.horizon, kwargs=kwargs
-        )
+        gymnasium.register(id=spec.gym_id, entry_point=normalized_env, max_episode_steps=spec.horizon, kwargs=kwargs)

@@ -37,6 +37,13 @@ def points_on_arc(rng: np.random.Generator, n: int, radius: float, max_angle: fl
     return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
 
 
+def stratified_points_on_arc(rng: np.random.Generator, n: int, radius: float, max_angle: float) -> np.ndarray:
+    """2-D points at `radius`, one angle uniform in each of n equal slices of (0, max_angle): a test split
+    that spans the whole arc (n independent draws can bunch up: 7 of PointGoalArc's 8 did)."""
+    angle = (np.arange(n) + rng.uniform(0.0, 1.0, size=n)) * (max_angle / max(n, 1))
+    return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+
+
 def points_in_sector(rng: np.random.Generator, n: int, max_radius: float, max_angle: float) -> np.ndarray:
     """2-D points uniform over the disc sector of `max_radius` and angles (0, max_angle) (AntGoal)."""
     angle = rng.uniform(0.0, max_angle, size=n)

@@ -34,6 +34,8 @@ class SampleTasks(Stage):
             w.array("train_tasks", dist.train_tasks)
             w.array("test_tasks", dist.test_tasks)
             w.attrs["family"] = dist.name
+            w.attrs["action_scaling"] = (f"agents act in [-1, 1]^{dist.spec.act_dim}; the simulator receives "
+                                         f"action x {dist.spec.raw_max_action:g} (spec.raw_max_action)")
             w.json("spec", to_dict(dist.spec))
 
 

@@ -37,10 +37,11 @@ class OnlineState:
 @dataclass(frozen=True)
 class Schedule:
     steps: int  # environment interactions
-    random_steps: int  # initial interactions with uniform random actions (no updates before they end)
+    warmup_steps: int  # initial interactions without updates
     eval_every: int
     eval_episodes: int
     checkpoint_every: int
+    random_warmup: bool = True  # warm up with uniform random actions (else with the agent's own policy)
 
 
 def train_online(ctx: UnitContext, agent, env, eval_env, buffer: TransitionBuffer, schedule: Schedule,
@@ -66,14 +67,14 @@ def train_online(ctx: UnitContext, agent, env, eval_env, buffer: TransitionBuffe
     obs, _ = env.reset(seed=ctx.seed + run.episode)
     episode_return, last_checkpoint = 0.0, run.step
     while run.step < schedule.steps:
-        if run.step < schedule.random_steps:
+        if run.step < schedule.warmup_steps and schedule.random_warmup:
             action = rng.uniform(-spec_max, spec_max, act_dim)
         else:
             action = agent.act(obs, deterministic=False)
         next_obs, reward, terminated, truncated, info = env.step(action)
         buffer.add(obs, action, reward, next_obs, terminated, truncated, info)
         obs, episode_return, run.step = next_obs, episode_return + reward, run.step + 1
-        if run.step >= schedule.random_steps and buffer.size >= batch_size:
+        if run.step >= schedule.warmup_steps and buffer.size >= batch_size:
             for _ in range(utd):
                 agent.update(*(to_torch(buffer.sample(batch_size, rng), ctx.device)
                                for _ in range(agent.batches_per_update)))

@@ -3,7 +3,9 @@
 For each ordered pair (j → i), task i's reward ensemble predicts the rewards of task j's transitions; a
 prediction is kept where the ensemble's std is below the distribution's threshold, with the ensemble mean as
 the reward. Distributions whose tasks differ in dynamics also relabel next states with the next-state
-ensembles (a row is kept when both are confident). Each task contributes the same seeded random subset of
+ensembles (a row is kept when both are confident); as in the reference code, a next state is confident when
+the mean over state dimensions of the members' std is below the threshold (`relabel.next_state_std_statistic`;
+`max` asks it of every dimension). Each task contributes the same seeded random subset of
 `relabel.max_transitions` rows; the triplet loss draws its context sets from them.
 
 The `ground-truth` source relabels with the true reward functions instead (the paper's ablation). Where a
@@ -21,8 +23,6 @@ from mtrl.stages import layout
 from mtrl.stages.base import Output, Stage, Unit, UnitContext
 from mtrl.stages.common import env_spec, load_dataset, n_train_tasks, read_distribution
 from mtrl.stages.fit_ensembles import ensemble_input
-
-SOURCES = ("learned", "ground-truth")
 
 
 class Relabel(Stage):
@@ -70,10 +70,10 @@ class Relabel(Stage):
                     "reward_mask": np.ones(truth.shape, bool)}
         else:
             threshold = _threshold(cfg.reward_std_threshold, spec.reward_std_threshold)
-            out |= self._relabel(ctx, "rewards", subsets, threshold, scalar=True)
+            out |= self._relabel(ctx, "rewards", subsets, threshold, "max")
             if spec.varies == "dynamics":
                 threshold = _threshold(cfg.next_state_std_threshold, spec.next_state_std_threshold)
-                dyn = self._relabel(ctx, "dynamics", subsets, threshold, scalar=False)
+                dyn = self._relabel(ctx, "dynamics", subsets, threshold, cfg.next_state_std_statistic)
                 out |= {"next_observations": dyn["rewards"], "next_state_std": dyn["reward_std"],
                         "next_state_mask": dyn["reward_mask"]}
         stats = relabel_statistics(out, truth)
@@ -90,10 +90,12 @@ class Relabel(Stage):
                         f"{stats['error_all'][off].mean():.4f}" if truth is not None else ""))
 
     def _relabel(self, ctx: UnitContext, target: str, subsets: list[dict], threshold: float,
-                 scalar: bool) -> dict[str, np.ndarray]:
-        """Alg. 3 for every (model i, data j): values [K, K, M(, dim)], ensemble std and confidence mask."""
-        from mtrl.algos.ensemble import EnsembleRegressor, relabel_with_ensemble
+                 statistic: str) -> dict[str, np.ndarray]:
+        """Alg. 3 for every (model i, data j): values [K, K, M(, dim)], the std statistic per row and the
+        confidence mask. Rewards (a scalar target) lose their trailing dimension."""
+        from mtrl.algos.ensemble import EnsembleRegressor, relabel_with_ensemble, row_std
 
+        scalar = target == "rewards"
         cfg = getattr(ctx.config, target)
         values, stds, masks = [], [], []
         for i in range(len(subsets)):
@@ -101,9 +103,10 @@ class Relabel(Stage):
                 ensemble = EnsembleRegressor(cfg, int(art.file.attrs["in_dim"]), int(art.file.attrs["out_dim"]),
                                              ctx.device)
                 ensemble.load_state_dict(to_torch_tree(art.tree("weights"), ctx.device))
-            row = [relabel_with_ensemble(ensemble, (s["observations"], s["actions"]), threshold) for s in subsets]
+            row = [relabel_with_ensemble(ensemble, (s["observations"], s["actions"]), threshold, statistic)
+                   for s in subsets]
             values.append([v[..., 0] if scalar else v for v, _, _ in row])
-            stds.append([sd.max(-1) for _, sd, _ in row])
+            stds.append([row_std(sd, statistic) for _, sd, _ in row])
             masks.append([mask for _, _, mask in row])
         return {"rewards": np.array(values, np.float32), "reward_std": np.array(stds, np.float32),
                 "reward_mask": np.array(masks, bool)}

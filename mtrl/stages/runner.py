@@ -48,7 +48,10 @@ def plan_unit(stage: Stage, config: Config, unit: Unit) -> UnitPlan:
             break
     fp = None
     if problem is None:
-        version = schema_for(next(iter(unit.outputs.values())).kind).version
+        versions = {schema_for(out.kind).version for out in unit.outputs.values()}
+        if len(versions) != 1:  # one fingerprint per unit: a mismatch would leave an output stale forever
+            raise RuntimeError(f"{stage.name}: the outputs of a unit must share a schema version; got {versions}")
+        version = versions.pop()
         fp = fingerprint(stage.name, version, stage.stage_config(config), input_fps, unit.params)
     states = {name: output_state(out.path, out.kind, fp) for name, out in unit.outputs.items()}
     return UnitPlan(unit, fp, input_fps, states, problem)

@@ -4,12 +4,15 @@ policy, beside SAC baselines on the same tasks and seeds.
 Initialised run: roll out the multi-task policy for `rollout_steps` transitions (belief from the prior, then
 from the posterior over what was collected, as in evaluation), infer z as the posterior mean over all of them,
 fit a new Gaussian policy to the collected actions by maximum likelihood (Alg. 8), start both critics from
-Q_D(·, z), and train SAC with separate critic mini-batches and a target policy (Alg. 9). It acts with its
-policy from the first step (no random-action warm-up: that would discard the initialisation).
-Baselines: `random` — standard SAC from random initialisation; `variation` — App. J.2, SAC with identically
-initialised critics trained on separate mini-batches and a target policy, from random initialisation. All use
-the critic size of Q_D (Table 8). Curves are returns against SAC's own interactions; the rollout's
-`rollout_steps` interactions come on top for the initialised run.
+Q_D(·, z), and train SAC with separate critic mini-batches and a target policy (Alg. 9). As in the official
+code, SAC starts from an empty buffer that the imitated policy fills with `warmup_steps` transitions before the
+first update (no random actions: they would discard the initialisation), and `sac.damped_policy` copies the
+target policy back into the actor after every update, so each policy step is damped to `sac.policy_tau`.
+Baselines: `random` — standard SAC from random initialisation; `variation` — App. J.2, the initialised run's
+SAC (identically initialised critics on separate mini-batches, the damped target policy) from random
+initialisation, with random-action warm-up. All use the critic size of Q_D (Table 8). Curves are returns
+against SAC's own interactions (warm-up included); the rollout's `rollout_steps` interactions come on top for
+the initialised run.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class SacInit(Stage):
         sac_cfg = cfg.sac
         if run_name == "random":  # the reference SAC: independently initialised critics, one shared batch
             sac_cfg = dataclasses.replace(sac_cfg, separate_critic_batches=False, identical_critic_init=False,
-                                          target_policy=False)
+                                          target_policy=False, damped_policy=False)
         saved = ctx.checkpointer.load()
         init, networks = None, None
         if run_name not in SAC_INIT_BASELINES:
@@ -68,8 +71,12 @@ class SacInit(Stage):
         if networks is not None:
             agent.init_critics_from(networks["q_d"])
             agent.init_actor_from(networks["actor"])
-        random_steps = 0 if init is not None else sac_cfg.random_steps
-        schedule = Schedule(cfg.steps, random_steps, cfg.eval_every, cfg.eval_episodes, cfg.checkpoint_every)
+        if init is None:
+            schedule = Schedule(cfg.steps, sac_cfg.random_steps, cfg.eval_every, cfg.eval_episodes,
+                                cfg.checkpoint_every)
+        else:
+            schedule = Schedule(cfg.steps, cfg.warmup_steps, cfg.eval_every, cfg.eval_episodes, cfg.checkpoint_every,
+                                random_warmup=False)
         buffer = TransitionBuffer(cfg.steps, spec.obs_dim, spec.act_dim)
         run = train_online(ctx, agent, dist.make_env(task), dist.make_env(task), buffer, schedule, extra=init)
         with ctx.writer("curves") as w:

@@ -109,3 +109,34 @@ def test_relabel_mask_obeys_the_threshold_and_chunks_do_not_matter():
     members = ensemble.predict_members(torch.from_numpy(inputs)).numpy()
     np.testing.assert_allclose(mean, members.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(std, members.std(0), rtol=1e-4, atol=1e-5)
+
+
+class _FixedStd:
+    """Stands in for an ensemble whose members disagree by a known std per output dimension."""
+
+    device, out_dim = torch.device("cpu"), 3
+
+    def __init__(self, std):
+        self.std = torch.tensor(std, dtype=torch.float32)
+
+    def predict(self, inputs):
+        return torch.zeros(len(inputs), self.out_dim), self.std[: len(inputs)]
+
+
+def test_next_state_confidence_follows_the_reference_rule():
+    """WalkerParam's next states: the reference keeps a row when the mean over state dimensions of the
+    ensemble std is below 0.2 (mtrl used to ask max < 0.1, rejecting rows 0 and 1)."""
+    from mtrl.config import Config
+    from mtrl.envs.registry import get_family
+
+    std = [[0.05, 0.05, 0.45],  # mean 0.183: kept by the reference, rejected by a max rule
+           [0.15, 0.15, 0.15],  # kept
+           [0.25, 0.25, 0.10],  # mean 0.2, not below: rejected
+           [0.90, 0.00, 0.00]]  # mean 0.3: rejected
+    threshold = get_family("WalkerParam").spec.next_state_std_threshold
+    statistic = Config().relabel.next_state_std_statistic
+    _, _, mask = relabel_with_ensemble(_FixedStd(std), np.zeros((4, 2), np.float32), threshold, statistic)
+    np.testing.assert_array_equal(mask, np.mean(np.float32(std), -1) < 0.2)
+    np.testing.assert_array_equal(mask, [True, True, False, False])
+    _, _, strict = relabel_with_ensemble(_FixedStd(std), np.zeros((4, 2), np.float32), 0.2, "max")
+    np.testing.assert_array_equal(strict, [False, True, False, False])

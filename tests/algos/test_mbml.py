@@ -162,6 +162,35 @@ def test_triplet_matches_eq_13_when_every_row_is_used():
     assert losses["relabelled_rows"].item() == (K - 1) * TINY.context_size
 
 
+def test_reference_triplet_sets_use_every_confident_row_of_the_pair():
+    # The official code's sets: x_{j→i} = all confident rows of c_{j→i}, however small c̃_i is. With every row
+    # confident that is Eq. 13 over the full sets (as above), while Alg. 4's sets would hold 1 row in all.
+    algo = make_algo("mbml", relabelled_context_size=1, triplet_sets="reference")
+    batch = make_batch(algo, confident=1.1)
+    enc, m, ctx, rel = algo.encoder, algo.cfg.triplet_margin, batch["context"], batch["relabelled_context"]
+    expected = torch.stack([
+        torch.stack([torch.relu(gaussian_kl(*enc(rel[i, j]), *enc(ctx[i])) - gaussian_kl(*enc(rel[i, j]), *enc(ctx[j]))
+                                + m) for j in range(K) if j != i]).mean()
+        for i in range(K)
+    ]).mean()
+    losses = algo.losses(batch)
+    torch.testing.assert_close(losses["triplet"], expected)
+    assert losses["pair_coverage"].item() == 1.0
+    alg4 = make_algo("mbml", relabelled_context_size=1).losses(batch)
+    assert alg4["pair_coverage"].item() == pytest.approx(1 / (K - 1))  # one drawn row covers one pair per task
+
+
+def test_reference_triplet_sets_ignore_unconfident_rows():
+    algo = make_algo("mbml", triplet_sets="reference")
+    batch = make_batch(algo, confident=0.3)  # unconfident relabelled rows are NaN
+    losses = algo.losses(batch)
+    off = ~torch.eye(K, dtype=torch.bool)
+    covered = batch["relabel_mask"].any(-1)[off].float().mean()
+    assert torch.isfinite(losses["total"]) and losses["pair_coverage"].item() == pytest.approx(covered.item())
+    losses["total"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in algo.encoder.parameters() if p.grad is not None)
+
+
 def test_encoder_learns_from_triplet_and_q_but_not_from_g_or_xi():
     algo = make_algo("mbml")
     losses = algo.losses(make_batch(algo))

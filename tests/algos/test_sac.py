@@ -250,3 +250,23 @@ def test_init_actor_from_sets_actor_and_target_policy():
     obs = np.random.default_rng(0).standard_normal((8, OBS)).astype(np.float32)
     expected = student(torch.from_numpy(obs), deterministic=True)[0].detach().numpy()
     np.testing.assert_allclose(sac.act(obs, deterministic=True), expected, atol=1e-6)
+
+
+def test_damped_policy_moves_the_actor_by_policy_tau():
+    """Reference sac-init: after one update the online policy is the Polyak mix (1 − τ)·old + τ·updated of its
+    weights before the step and the weights the plain update would give; the target policy equals it."""
+    damped = make_sac(**APP_J, damped_policy=True, policy_tau=0.1)
+    plain = make_sac(**APP_J)  # same seed: same weights, same generator, so the same gradient steps
+    before = params(damped.actor)
+    damped.update(*batches_for(damped, 5))
+    plain.update(*batches_for(plain, 5))
+    for old, updated, mixed, target in zip(before, params(plain.actor), params(damped.actor),
+                                           params(damped.actor_target), strict=True):
+        assert not torch.equal(updated, old)
+        torch.testing.assert_close(mixed, 0.9 * old + 0.1 * updated)
+        torch.testing.assert_close(target, mixed, rtol=0, atol=0)
+
+
+def test_damped_policy_needs_a_target_policy():
+    with pytest.raises(ValueError, match="target_policy"):
+        make_sac(damped_policy=True)

@@ -27,11 +27,13 @@ def test_motion_and_rewards_follow_the_formulas(name):
     position, _ = env.reset(seed=5)
     assert position.dtype == np.float64
     wind = task if name == "PointRobotWind" else np.zeros(2)
-    actions = np.random.default_rng(0).uniform(-0.3, 0.3, (dist.spec.horizon, 2))  # some beyond the box
+    # Agents act in [-1, 1]; the raw step is 0.1 x the action, clipped to the ±0.1 box.
+    np.testing.assert_array_equal(env.action_space.high, 1.0)
+    actions = np.random.default_rng(0).uniform(-3.0, 3.0, (dist.spec.horizon, 2))  # some beyond the box
     next_positions, rewards = [], []
     for step, action in enumerate(actions, start=1):
         obs, reward, terminated, truncated, info = env.step(action)
-        position = position + np.clip(action, -0.1, 0.1) + wind
+        position = position + np.clip(0.1 * action, -0.1, 0.1) + wind
         np.testing.assert_allclose(obs, position, atol=1e-12)
         assert reward == pytest.approx(_formula_reward(name, task, position), abs=1e-12)
         assert info == {} and not terminated and truncated == (step == dist.spec.horizon)
@@ -68,7 +70,7 @@ def test_sparse_reward_is_one_minus_distance_only_near_the_goal():
 def test_goals_change_rewards_not_observations(name):
     dist = make_distribution(name, n_train=2, n_test=0, seed=0)
     goal = dist.train_tasks[0]
-    toward_first_goal = (0.1 * goal / np.linalg.norm(goal)).astype(np.float32)
+    toward_first_goal = (goal / np.linalg.norm(goal)).astype(np.float32)
     runs = []
     for task in dist.train_tasks:
         env = dist.make_env(task)

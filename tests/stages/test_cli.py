@@ -65,7 +65,7 @@ def test_inspect_shows_provenance_and_shapes(smoke_run):
     _, run_dir = smoke_run
     code, output = invoke("inspect", run_dir / "datasets" / "task_00.h5")
     assert code == 0
-    assert "dataset (schema v1)" in output and "mujoco 4.0.0" in output
+    assert "dataset (schema v2)" in output and "mujoco 4.0.0" in output
     assert "observations" in output and "(1000, 2)" in output
 
 
