@@ -135,6 +135,8 @@ class SacInitConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = _f(0, "run seed: network initialisation, sampling, exploration", min=0)
+    profile: str | None = _f(None, "the config file's profile this run was resolved from (set by --profile, kept by "
+                                   "later commands; reports name it, a `smoke` report is flagged; in no fingerprint)")
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     bcq: BCQStageConfig = field(default_factory=BCQStageConfig)
@@ -150,7 +152,10 @@ class Config:
 def load_config(path: Path | None, profile: str | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> Config:
     """Config from a YAML file (plus profile) or from an already-resolved mapping, with dotted overrides."""
-    data = select_profile(read_config_file(path), profile, str(path)) if path is not None else dict(base or {})
+    if path is not None:
+        data = select_profile(read_config_file(path), profile, str(path)) | {"profile": profile}
+    else:
+        data = dict(base or {})
     for text in overrides:
         key, value = parse_override(text)
         data = set_path(data, key, value)

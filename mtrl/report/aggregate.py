@@ -19,9 +19,33 @@ PER_TASK_COLUMNS = {  # Table 9 column -> how to read it from a run: {training t
     "SAC final return": lambda run: run.sac_final,
     "BCQ best return": lambda run: {t: r["best"] for t, r in run.bcq_returns.items()},
     "BCQ final return": lambda run: {t: r["final"] for t, r in run.bcq_returns.items()},
-    "eval/sac score": lambda run: dict(enumerate(run.eval_task_scores.get("sac", ()))),
-    "eval/bcq score": lambda run: dict(enumerate(run.eval_task_scores.get("bcq", ()))),
+    "eval/sac score": lambda run: _eval_per_task(run, "sac"),
+    "eval/bcq score": lambda run: _eval_per_task(run, "bcq"),
+    "eval: BCQ − SAC": lambda run: _eval_gap(run),  # the issue's goal: BCQ within 1.0 of SAC
 }
+
+
+def _eval_per_task(run: RunResults, name: str) -> dict[int, float]:
+    return {t: float(score) for t, score in enumerate(run.eval_task_scores.get(name, ()))}
+
+
+def _eval_gap(run: RunResults) -> dict[int, float]:
+    """BCQ (the snapshot later stages use) minus the SAC that collected its data, both through `mtrl evaluate`:
+    the same protocol and episodes for both, unlike the training-time returns (BCQ's best is a max over its
+    evaluations)."""
+    sac, bcq = _eval_per_task(run, "sac"), _eval_per_task(run, "bcq")
+    return {t: bcq[t] - sac[t] for t in bcq if t in sac}
+
+
+def best_on_train(curve: dict[str, np.ndarray]) -> int:
+    """Index of the evaluation during training with the highest training-task score (the first of equals).
+
+    Picking the "best point" of a curve is a choice made after seeing scores. Picked on the test tasks, the reported
+    test score would be the maximum of noisy numbers, selected on itself, and no longer an estimate of how the
+    method does on unseen tasks. The training tasks are what a user of the method can see, so the choice is made on
+    them alone; the test score at that point stays honest (its training score does not: it was selected on).
+    """
+    return int(np.argmax(curve["train_score"]))
 
 
 @dataclass(frozen=True)
@@ -71,7 +95,11 @@ class RelabelSummary:
 @dataclass
 class Summary:
     labels: list[str]  # one per run directory, in the order given
+    family: str = "unknown"  # env.family of the runs ("A, B" if they differ)
+    profile: str = "unknown"  # the runs' profile(s) (config key `profile`), "unknown" where not recorded
+    smoke: bool = False  # some run used the `smoke` profile: its numbers are not results
     test_curves: dict[str, Series] = field(default_factory=dict)  # multi-task method -> test score vs epoch
+    train_curves: dict[str, Series] = field(default_factory=dict)  # multi-task method -> training score vs epoch
     method_scores: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> score name -> Stat
     probes: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> probe statistic -> Stat
     sac_init: dict[str, Series] = field(default_factory=dict)  # sac-init run -> mean return over test tasks
@@ -83,6 +111,12 @@ class Summary:
     config_differences: dict[str, dict[str, Any]] = field(default_factory=dict)  # dotted key -> label -> value
 
     @property
+    def methods(self) -> dict[str, Series]:
+        """Fig. 4: MBML and the baselines. The ablations would crowd it and belong to Fig. 6."""
+        return {name: s for name, s in self.test_curves.items()
+                if name.removesuffix("-gt") == "mbml" or name.removesuffix("-gt") not in ABLATIONS}
+
+    @property
     def ablations(self) -> dict[str, Series]:
         """Fig. 6: the variants, and their ground-truth-relabelling ablations where trained."""
         return {name: s for name, s in self.test_curves.items() if name.removesuffix("-gt") in ABLATIONS}
@@ -91,7 +125,8 @@ class Summary:
 def summarise(runs: list[RunResults]) -> Summary:
     labels = run_labels(runs)
     by_label = dict(zip(labels, runs, strict=True))
-    summary = Summary(labels)
+    summary = Summary(labels, family=_joined(run.config["env"]["family"] if run.config else None for run in runs),
+                      profile=_joined(run.profile for run in runs), smoke=any(run.profile == "smoke" for run in runs))
     _methods(summary, by_label)
     _sac_init(summary, by_label)
     summary.relabel = _relabel(by_label)
@@ -105,6 +140,11 @@ def run_labels(runs: list[RunResults]) -> list[str]:
     """Run directory names, or their full paths where two names coincide."""
     names = [run.run_dir.name for run in runs]
     return names if len(set(names)) == len(names) else [str(run.run_dir) for run in runs]
+
+
+def _joined(values) -> str:
+    """The distinct values in first-seen order, "unknown" for None, joined by commas."""
+    return ", ".join(dict.fromkeys("unknown" if v is None else str(v) for v in values))
 
 
 def method_order(names) -> list[str]:
@@ -121,12 +161,17 @@ def _methods(summary: Summary, runs: dict[str, RunResults]) -> None:
         curves = {label: run.policy_curves[method] for label, run in runs.items() if method in run.policy_curves}
         if curves:
             summary.test_curves[method] = align({label: (c["epochs"], c["test_score"]) for label, c in curves.items()})
+            summary.train_curves[method] = align({lb: (c["epochs"], c["train_score"]) for lb, c in curves.items()})
+        best = {label: best_on_train(c) for label, c in curves.items()}
         scores = {}
-        for split in ("test", "train"):
-            scores[f"final {split}"] = Stat({lb: float(c[f"{split}_score"][-1]) for lb, c in curves.items()})
-            scores[f"best {split}"] = Stat({lb: float(np.max(c[f"{split}_score"])) for lb, c in curves.items()})
+        for split in ("test", "train"):  # final policy: `mtrl evaluate`, and the curve's last point
             scores[f"eval {split}"] = Stat({label: run.eval_summaries[method][f"{split}_score"]
                                             for label, run in runs.items() if method in run.eval_summaries})
+            scores[f"last {split}"] = Stat({lb: float(c[f"{split}_score"][-1]) for lb, c in curves.items()})
+        scores["best-on-train epoch"] = Stat({lb: float(c["epochs"][best[lb]]) for lb, c in curves.items()})
+        for split in ("test", "train"):
+            scores[f"best-on-train {split}"] = Stat({lb: float(c[f"{split}_score"][best[lb]])
+                                                     for lb, c in curves.items()})
         summary.method_scores[method] = {name: stat for name, stat in scores.items() if stat.per_run}
         probes = {label: run.probes[method] for label, run in runs.items() if method in run.probes}
         if probes:

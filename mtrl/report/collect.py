@@ -35,6 +35,7 @@ class RunResults:
 
     run_dir: Path
     config: dict[str, Any] | None  # the resolved config (config.yaml), None if absent
+    profile: str | None = None  # the config profile the run was made with (config key `profile`), None: not recorded
     fingerprints: dict[str, str] = field(default_factory=dict)  # path relative to the run dir -> fingerprint
     created: list[str] = field(default_factory=list)  # creation times of the artifacts read
     # (stage, unit params) -> seconds. A unit's outputs share its params and each records the unit's time so
@@ -68,7 +69,8 @@ def collect_run(run_dir: Path) -> RunResults:
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: not a directory")
     config = _read_config(run_dir)
-    results = RunResults(run_dir, None if config is None else to_dict(config))
+    results = RunResults(run_dir, None if config is None else to_dict(config),
+                         None if config is None else config.profile)
     unreadable: dict[Path, str] = {}
     for path in _artifact_files(run_dir):
         try:

@@ -21,28 +21,48 @@ RELABEL_TITLES = {"error_all": "|relabelled − true reward|, all rows",
 def draw_figures(summary: Summary, out: Path) -> dict[str, str]:
     """Draw every figure the data allows into `out`; returns figure key -> file name of those drawn."""
     drawn = {}
-    if summary.test_curves:
-        drawn["fig4"] = _curves(summary.test_curves, out / "fig4_multitask_returns.png",
-                                "Average test-task return (Fig. 4)", "training epoch")
+    heading = figure_heading(summary)
+    if summary.methods:
+        drawn["fig4"] = _curves(summary.methods, out / "fig4_multitask_returns.png",
+                                f"{heading}\nMBML and baselines: average test-task return (Fig. 4)", "training epoch")
     if len(summary.ablations) > 1:
-        drawn["fig6"] = _curves(summary.ablations, out / "fig6_ablations.png", "Ablations (Fig. 6)",
-                                "training epoch")
+        drawn["fig6"] = _curves(summary.ablations, out / "fig6_ablations.png",
+                                f"{heading}\nMBML ablations: average test-task return (Fig. 6)", "training epoch")
     if summary.relabel is not None:
-        drawn["fig7"] = _relabel(summary.relabel.matrices, out / "fig7_relabel_error.png")
+        drawn["fig7"] = _relabel(summary.relabel.matrices, out / "fig7_relabel_error.png",
+                                 f"{heading}\nRelabelling on other tasks' transitions (Fig. 7), "
+                                 f"mean over n={len(summary.relabel.runs)} seed(s)")
     if summary.sac_init:
         drawn["fig8"] = _curves(summary.sac_init, out / "fig8_sac_init.png",
-                                "SAC on test tasks: initialised vs baselines (Fig. 8)", "SAC interactions")
+                                f"{heading}\nSAC on test tasks: initialised vs baselines (Fig. 8)",
+                                "SAC interactions", each="mean over the test tasks of a seed")
     return drawn
 
 
-def _curves(series: dict[str, Series], path: Path, title: str, xlabel: str) -> str:
+def figure_heading(summary: Summary) -> str:
+    """The family and profile every figure names, flagged when the numbers are a smoke test's."""
+    flag = " — SMOKE PROFILE: NOT RESULTS" if summary.smoke else ""
+    return f"{summary.family}, profile {summary.profile}{flag}"
+
+
+def band_text(series: dict[str, Series], each: str = "") -> str:
+    """What a curve figure's line and band are: mean and ± one std (ddof 0) over seeds, with their number."""
+    counts = sorted({len(s.per_run) for s in series.values()})
+    of = f" ({each})" if each else ""
+    if counts == [1]:
+        return f"line: one seed{of}, no band"
+    return f"line: mean, band: ± std over n={'/'.join(map(str, counts))} seeds{of}"
+
+
+def _curves(series: dict[str, Series], path: Path, title: str, xlabel: str, each: str = "") -> str:
     """Mean over runs as a line, ± one std shaded; the legend gives each line's number of runs."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = fig.add_subplot()
     for name, s in series.items():
         (line,) = ax.plot(s.x, s.mean, marker="o" if len(s.x) <= 20 else None, label=f"{name} (n={len(s.per_run)})")
         ax.fill_between(s.x, s.mean - s.std, s.mean + s.std, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set(title=title, xlabel=xlabel, ylabel="average return")
+    ax.set(title=f"{title}\n{band_text(series, each)}", xlabel=xlabel, ylabel="average return")
+    ax.title.set_fontsize("medium")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -50,7 +70,7 @@ def _curves(series: dict[str, Series], path: Path, title: str, xlabel: str) -> s
     return path.name
 
 
-def _relabel(matrices: dict[str, np.ndarray], path: Path) -> str:
+def _relabel(matrices: dict[str, np.ndarray], path: Path, title: str) -> str:
     """One heatmap per statistic over ordered task pairs; the diagonal (a task's own data) is left blank.
 
     Both error maps share one colour scale from 0, so kept rows can be compared with all rows at a glance. Cells
@@ -72,6 +92,6 @@ def _relabel(matrices: dict[str, np.ndarray], path: Path) -> str:
         ax.set(title=RELABEL_TITLES[key], xlabel="data of task j", ylabel="model of task i",
                xticks=range(len(matrix)), yticks=range(len(matrix)))
         ax.title.set_fontsize("small")
-    fig.suptitle("Relabelling on other tasks' transitions (Fig. 7)")
+    fig.suptitle(title)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path.name

@@ -13,7 +13,7 @@ import yaml
 from mtrl.report.aggregate import Series, Stat, Summary
 from mtrl.report.collect import RunResults
 
-SPREAD = "mean ± std over runs (std with ddof 0)"
+SPREAD = "mean ± std over runs (seeds; std with ddof 0; n: the number of runs)"
 
 
 def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) -> str:
@@ -24,7 +24,7 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
         _probe(summary),
         _relabel(summary, figures),
         _sac_init(summary, figures),
-        _per_task(summary),
+        _per_task(runs, summary),
         _wall_time(summary),
         _config(runs, summary),
         _fingerprints(runs, summary),
@@ -33,13 +33,28 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
 
 
 def _runs(runs: list[RunResults], summary: Summary) -> str:
-    rows = [[label, f"`{run.run_dir}`", _value(run.seed), str(len(run.fingerprints)),
+    rows = [[label, f"`{run.run_dir}`", _value(run.seed), _value(run.profile), str(len(run.fingerprints)),
              f"{min(run.created)} – {max(run.created)}"] for label, run in zip(summary.labels, runs, strict=True)]
     seeds = [run.seed for run in runs]
     repeated = " Some runs share a seed: they are not independent repetitions." if len(set(seeds)) < len(seeds) else ""
-    return (f"# mtrl report\n\n{len(runs)} run(s), seeds {', '.join(map(_value, seeds))}. Numbers are {SPREAD} "
+    return (f"# mtrl report: {summary.family}, profile {summary.profile}\n\n{_warnings(runs, summary)}"
+            f"{len(runs)} run(s), seeds {', '.join(map(_value, seeds))}. Numbers are {SPREAD} "
             f"unless per run.{repeated}\n\n"
-            + _table(["run", "directory", "seed", "artifacts read", "created (first – last)"], rows))
+            + _table(["run", "directory", "seed", "profile", "artifacts read", "created (first – last)"], rows))
+
+
+def _warnings(runs: list[RunResults], summary: Summary) -> str:
+    """What the reader must know before any number: a smoke run is no result, and an unknown profile may be one."""
+    parts = []
+    if summary.smoke:
+        parts.append("> **Smoke profile: these numbers are not results.** The `smoke` profile only checks that every "
+                     "stage runs, with tiny networks and budgets; do not compare or quote its numbers.")
+    unknown = [label for label, run in zip(summary.labels, runs, strict=True) if run.profile is None]
+    if unknown:
+        parts.append(f"> **Profile unknown** for {', '.join(unknown)}: its config.yaml records none (config key "
+                     "`profile`: made from a config file without --profile, or by an mtrl before issue 14). Check how "
+                     "the runs were made before reading these numbers as results.")
+    return "".join(f"{p}\n\n" for p in parts)
 
 
 def _missing(runs: list[RunResults], summary: Summary) -> str:
@@ -54,24 +69,55 @@ def _missing(runs: list[RunResults], summary: Summary) -> str:
     return "\n\n".join(parts)
 
 
+FINAL_COLUMNS = {"test (evaluate)": "eval test", "train (evaluate)": "eval train",
+                 "test (last training eval.)": "last test", "train (last training eval.)": "last train"}
+BEST_COLUMNS = {"test": "best-on-train test", "train (selected on)": "best-on-train train",
+                "epoch (per run)": "best-on-train epoch"}
+
+
 def _methods(summary: Summary, figures: dict[str, str]) -> str:
     if not summary.method_scores:
         return "## Multi-task methods (Fig. 4, Fig. 6)\n\nNo multi-task policy or evaluation found."
-    names = ["final test", "best test", "final train", "best train", "eval test", "eval train"]
-    rows = [[method, *(_pm(scores[n]) if n in scores else "—" for n in names)]
-            for method, scores in summary.method_scores.items()]
-    per_run = [[method, label, *(_num(scores[n].per_run[label]) if n in scores and label in scores[n].per_run
-                                 else "—" for n in names)]
-               for method, scores in summary.method_scores.items() for label in summary.labels]
-    parts = ["## Multi-task methods (Fig. 4, Fig. 6)", _image(figures, "fig4", "Fig. 4"),
-             _image(figures, "fig6", "Fig. 6"),
-             "Average return over tasks (mean of episodes after the skipped ones, Alg. 5). *final*/*best*: last "
-             "and best point of the evaluation during training (`policies/<method>.h5` eval_curve); *eval*: "
-             f"`mtrl evaluate` (`eval/<method>.h5`). {SPREAD}.",
-             _table(["method", *names], rows), "Per run:", _table(["method", "run", *names], per_run),
-             "Test-task score per epoch (the curves of Fig. 4 and Fig. 6):",
-             _series_table("epoch", summary.test_curves, summary.labels)]
+    scores = summary.method_scores
+    columns = {f"final: {name}": key for name, key in FINAL_COLUMNS.items()}
+    columns |= {f"best-on-train: {name}": key for name, key in BEST_COLUMNS.items()}
+    per_run = [[method, label, *(_num(s[key].per_run[label]) if key in s and label in s[key].per_run else "—"
+                                 for key in columns.values())]
+               for method, s in scores.items() for label in summary.labels]
+    parts = ["## Multi-task methods (Fig. 4, Fig. 6)",
+             _image(figures, "fig4", "Fig. 4: MBML and the baselines"),
+             _image(figures, "fig6", "Fig. 6: MBML and its ablations"),
+             "Average return over tasks (mean of the episodes after the skipped ones, Alg. 5). Each table names the "
+             f"rule that picks the policy it scores. {SPREAD}.",
+             "### Final policy",
+             "**Rule: final policy**, the weights at the end of training. *evaluate*: `mtrl evaluate` "
+             "(`eval/<method>.h5`, `evaluate.repeats` runs of the protocol); *last training eval.*: the last point "
+             "of the evaluation during training (`policies/<method>.h5` eval_curve, one run of the protocol).",
+             _score_table(scores, FINAL_COLUMNS),
+             "### Best point during training, selected on the training tasks",
+             "**Rule: best-on-train point.** In each run, the evaluation during training with the highest "
+             "*training-task* score (the first of equals; `mtrl.report.aggregate.best_on_train`); the table gives "
+             "that point's test-task score, its training-task score and its epoch. The test tasks play no part in "
+             "the choice. The training score is optimistic, being the one selected on; the test score is not. "
+             "Only the curve's scores exist for that point: its weights are not kept.",
+             _score_table(scores, BEST_COLUMNS),
+             "Per run:", _table(["method", "run", *columns], per_run),
+             "Test-task score per evaluation during training (the curves of Fig. 4 and Fig. 6):",
+             _series_table("test curve", "epoch", summary.test_curves, summary.labels),
+             "Training-task score per evaluation during training (what the best-on-train rule selects on):",
+             _series_table("train curve", "epoch", summary.train_curves, summary.labels)]
     return "\n\n".join(p for p in parts if p)
+
+
+def _score_table(scores: dict[str, dict[str, Stat]], columns: dict[str, str]) -> str:
+    """One row per method; epochs are listed per run (a mean epoch is no point of any curve)."""
+    def cell(stat: Stat | None, key: str) -> str:
+        if stat is None:
+            return "—"
+        return ", ".join(map(_num, stat.per_run.values())) if key.endswith("epoch") else _pm(stat)
+
+    rows = [[method, *(cell(s.get(key), key) for key in columns.values())] for method, s in scores.items()]
+    return _table(["method", *columns], rows)
 
 
 def _probe(summary: Summary) -> str:
@@ -114,7 +160,8 @@ def _sac_init(summary: Summary, figures: dict[str, str]) -> str:
     if not summary.sac_init:
         return "## SAC initialisation (Fig. 8)\n\nNo sac_init artifacts found."
     rows = [[name, ", ".join(f"{lb}: {n}" for lb, n in summary.sac_init_tasks[name].items()),
-             *([_num(s.x[-1]), f"{_num(s.mean[-1])} ± {_num(s.std[-1])}"] if len(s.x) else ["—", "—"]),
+             *([_num(s.x[-1]), _pm(Stat({lb: float(y[-1]) for lb, y in s.per_run.items()}))]
+               if len(s.x) else ["—", "—"]),
              str(len(s.per_run))]
             for name, s in summary.sac_init.items()]
     return "\n\n".join(p for p in [
@@ -122,10 +169,10 @@ def _sac_init(summary: Summary, figures: dict[str, str]) -> str:
         "SAC on the unseen test tasks (`sac_init/<run>/task_NN.h5`): evaluation return averaged over the test "
         f"tasks of a run, then {SPREAD}. Interactions are SAC's own; the initialised runs' rollout comes on top.",
         _table(["run", "test tasks per run", "last interactions", "return", "runs"], rows),
-        "Per evaluation:", _series_table("interactions", summary.sac_init, summary.labels)] if p)
+        "Per evaluation:", _series_table("run", "interactions", summary.sac_init, summary.labels)] if p)
 
 
-def _per_task(summary: Summary) -> str:
+def _per_task(runs: list[RunResults], summary: Summary) -> str:
     if not summary.per_task:
         return "## Per-task SAC and BCQ (Table 9)\n\nNo sac/, bcq/, eval/sac.h5 or eval/bcq.h5 artifacts found."
     columns = list(summary.per_task)
@@ -137,11 +184,14 @@ def _per_task(summary: Summary) -> str:
                                          if t in summary.per_task[c] and label in summary.per_task[c][t].per_run
                                          else "—" for c in columns)]
                for t in tasks for label in summary.labels]
+    snapshots = ", ".join(sorted({str(run.config["bcq"]["snapshot"]) for run in runs if run.config})) or "unknown"
     return "\n\n".join([
         "## Per-task SAC and BCQ (Table 9)",
         "Per training task: the final evaluation return of the SAC that collected its data (`sac/task_NN.h5`), "
-        "the best and final evaluation return of its BCQ (`bcq/task_NN.h5`), and the `mtrl evaluate` scores of "
-        f"both (`eval/sac.h5`, `eval/bcq.h5`). {SPREAD}; the last row averages the tasks of each run first.",
+        "the best and final evaluation return of its BCQ (`bcq/task_NN.h5`; *best* is the maximum over its "
+        "evaluations, so optimistic), and the `mtrl evaluate` scores of both (`eval/sac.h5`, `eval/bcq.h5`), "
+        f"where BCQ is the snapshot later stages use (`bcq.snapshot`: {snapshots}). *eval: BCQ − SAC* compares "
+        f"the two on the same protocol. {SPREAD}; the last row averages the tasks of each run first.",
         _table(["task", *columns], rows), "Per run:", _table(["task", "run", *columns], per_run)])
 
 
@@ -179,11 +229,11 @@ def _fingerprints(runs: list[RunResults], summary: Summary) -> str:
                                                                                     rows)
 
 
-def _series_table(x_name: str, series: dict[str, Series], labels: list[str]) -> str:
+def _series_table(name: str, x_name: str, series: dict[str, Series], labels: list[str]) -> str:
     rows = [[name, _num(x), _num(s.mean[i]), _num(s.std[i]),
              *(_num(s.per_run[lb][i]) if lb in s.per_run else "—" for lb in labels)]
             for name, s in series.items() for i, x in enumerate(s.x)]
-    return _table(["method" if x_name == "epoch" else "run", x_name, "mean", "std", *labels], rows)
+    return _table([name, x_name, "mean", "std", *labels], rows)
 
 
 def _image(figures: dict[str, str], key: str, caption: str) -> str:
@@ -196,13 +246,25 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _pm(stat: Stat) -> str:
-    return f"{_num(stat.mean)} ± {_num(stat.std)} (n={len(stat.per_run)})"
+    """Mean ± std (n=...), rounded where the spread over seeds makes further digits noise: the std to two
+    significant figures and the mean to the same decimal place (−9.1 ± 1.8, −20.04 ± 0.35)."""
+    n = len(stat.per_run)
+    if n == 1:
+        return f"{_num(stat.mean)} (n=1)"
+    if not (math.isfinite(stat.std) and stat.std > 0):
+        return f"{_num(stat.mean)} ± {_num(stat.std)} (n={n})"
+    decimals = min(6, max(0, 1 - math.floor(math.log10(stat.std))))
+    return f"{stat.mean:.{decimals}f} ± {stat.std:.{decimals}f} (n={n})"
 
 
 def _num(x: float) -> str:
+    """Whole numbers as they are, others to three significant figures (−7.73, −11.5, 0.0123, 1234): no single
+    return, error or duration measured here carries more."""
     if not math.isfinite(x):
         return "—"
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e9 else f"{x:.4g}"
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return str(round(x)) if abs(x) >= 100 else f"{x:#.3g}".rstrip(".")
 
 
 def _value(value: Any) -> str:
