@@ -4,7 +4,6 @@ profile of a run is, and how numbers are rounded."""
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mtrl.report.aggregate import Series, Stat, Summary, best_on_train, summarise
 from mtrl.report.collect import RunResults
