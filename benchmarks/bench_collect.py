@@ -1,6 +1,6 @@
 """The collection loop's speed against the raw environment, in the same run.
 
-`mtrl.stages.online.train_online` (the loop of `mtrl collect`) steps the env, stores every transition with its
+`mtrl.rl.online.train_online` (the loop of `mtrl collect`) steps the env, stores every transition with its
 infos, keeps episode bookkeeping and progress; here it runs with no gradient updates (all steps random, as
 during SAC's warm-up) and then acting with the SAC policy but still without updates. The baseline is a bare
 `env.step(random action)` loop over the same env. Prints steps/s and ratios (goal: loop ≥ 0.8× raw env);
@@ -22,8 +22,8 @@ import torch
 from mtrl.algos.sac import SAC, SACConfig
 from mtrl.data import TransitionBuffer
 from mtrl.envs import make_distribution
+from mtrl.rl.online import Schedule, train_online
 from mtrl.stages import online
-from mtrl.stages.online import Schedule, train_online
 
 STEPS, ROUNDS = {"PointGoalArc": 20_000, "HalfCheetahVel": 5_000, "AntDir": 2_000}, 3
 

@@ -20,8 +20,8 @@ import numpy as np
 from mtrl.artifacts import open_artifact
 from mtrl.config import load_run_config
 from mtrl.envs.point import MAX_ACTION
-from mtrl.stages.common import read_distribution
-from mtrl.stages.evaluate import evaluate_tasks, evaluation_seed
+from mtrl.pipeline.run_data import read_distribution
+from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed
 
 
 def optimal_return(goal: np.ndarray, horizon: int) -> float:

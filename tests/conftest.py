@@ -7,7 +7,7 @@ from smoke import run_stages, smoke_config
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """(config, run_dir) of the whole smoke pipeline on PointGoalArc (3 train and 2 test tasks)."""
-    from mtrl.stages.registry import PIPELINE
+    from mtrl.pipeline.registry import PIPELINE
 
     config = smoke_config()
     run_dir = tmp_path_factory.mktemp("smoke")

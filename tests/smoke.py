@@ -14,9 +14,9 @@ def smoke_config(*overrides: str):
 
 def run_stages(config, run_dir: Path, names, **options):
     from mtrl.config import save_config
-    from mtrl.stages.base import RunOptions
-    from mtrl.stages.registry import get_stage
-    from mtrl.stages.runner import run_stage
+    from mtrl.pipeline.base import RunOptions
+    from mtrl.pipeline.registry import get_stage
+    from mtrl.pipeline.runner import run_stage
 
     save_config(config, run_dir)
     opts = RunOptions(run_dir=run_dir, threads=1, **options)

@@ -55,8 +55,8 @@ def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overri
             extra: tuple[str, ...] = ()):
     """Load and validate the config, write it into the run directory, set up logging; return (config, options)."""
     from mtrl.config import load_config, load_run_config, save_config
+    from mtrl.pipeline.base import RunOptions
     from mtrl.runlog import setup_logging
-    from mtrl.stages.base import RunOptions
 
     overrides = tuple(extra) + tuple(overrides) + ((f"seed={seed}",) if seed is not None else ())
     if config_path is not None:

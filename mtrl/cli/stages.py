@@ -16,8 +16,8 @@ def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | Non
 
     `stages` may give a pre-built stage for a name (e.g. a distill stage restricted to some variants).
     """
-    from mtrl.stages.registry import get_stage
-    from mtrl.stages.runner import run_stage
+    from mtrl.pipeline.registry import get_stage
+    from mtrl.pipeline.runner import run_stage
 
     config, options = resolve(extra=extra, **opts)
     for name in names:
@@ -133,7 +133,7 @@ def sac_init(**opts) -> None:
 def run_pipeline(until: str | None, **opts) -> None:
     """Every stage in dependency order, skipping what is up to date: an interrupted run continues with the
     same command. The variants and baselines to train are listed in the config."""
-    from mtrl.stages.registry import PIPELINE
+    from mtrl.pipeline.registry import PIPELINE
 
     names = list(PIPELINE)
     run_stages(names[: names.index(until) + 1] if until else names, **opts)

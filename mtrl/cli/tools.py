@@ -15,8 +15,8 @@ from mtrl.cli import main
 def status(run_dir: Path) -> None:
     """Each expected artifact of RUN_DIR: missing, stale or up to date, with its fingerprint."""
     from mtrl.config import load_run_config
-    from mtrl.stages.registry import all_stages
-    from mtrl.stages.runner import plan_unit
+    from mtrl.pipeline.registry import all_stages
+    from mtrl.pipeline.runner import plan_unit
 
     config = load_run_config(run_dir)
     rows = []
@@ -112,9 +112,9 @@ def export_dataset(run_dir: Path, task: int, fmt: str, out: Path | None, dataset
     """Write one task's dataset in a form another offline-RL tool reads directly."""
     from mtrl.artifacts import open_artifact
     from mtrl.export import to_minari, to_npz
-    from mtrl.stages import layout
-    from mtrl.stages.base import task_key
-    from mtrl.stages.common import load_dataset, read_distribution
+    from mtrl.pipeline import layout
+    from mtrl.pipeline.base import task_key
+    from mtrl.pipeline.run_data import load_dataset, read_distribution
 
     dist = read_distribution(layout.tasks(run_dir))
     with open_artifact(layout.dataset(run_dir, task), "dataset") as art:

@@ -218,7 +218,7 @@ def _per_task(summary: Summary, runs: dict[str, RunResults]) -> None:
 
 
 def _stage_seconds(runs: dict[str, RunResults]) -> dict[str, Stat]:
-    from mtrl.stages.registry import PIPELINE
+    from mtrl.pipeline.registry import PIPELINE
 
     per_run = {label: run.stage_seconds for label, run in runs.items()}
     stages = sorted({s for seconds in per_run.values() for s in seconds},

@@ -108,7 +108,7 @@ def _artifact_files(run_dir: Path) -> list[Path]:
 
 def _expected_artifacts(config: Config, run_dir: Path) -> list[Path]:
     """The outputs of every stage's units under the run's config: what `mtrl run` would produce."""
-    from mtrl.stages.registry import all_stages
+    from mtrl.pipeline.registry import all_stages
 
     return [out.path for stage in all_stages() for unit in stage.units(config, run_dir)
             for out in unit.outputs.values()]
@@ -135,7 +135,7 @@ def _read_policy(results: RunResults, art: Artifact, name: str) -> None:
 def _read_eval(results: RunResults, art: Artifact, name: str) -> None:
     results.eval_summaries[name] = json.loads(art.file.attrs["summary"])
     results.eval_task_scores[name] = art.tree("returns")["train_scores"]
-    if "task_inference" in art:  # mtrl.stages.probe: does task inference follow the rewards?
+    if "task_inference" in art:  # mtrl.rl.probe: does task inference follow the rewards?
         probe = art.tree("task_inference")
         off = ~np.eye(len(probe["own_accuracy"]), dtype=bool)
         results.probes[name] = {"follows rewards": float(probe["reward_following"][off].mean()),

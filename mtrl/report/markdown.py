@@ -126,7 +126,7 @@ def _probe(summary: Summary) -> str:
     keys = list(next(iter(summary.probes.values())))
     rows = [[method, *(_pm(stats[key]) for key in keys)] for method, stats in summary.probes.items()]
     return "\n\n".join([
-        "## Does task inference read the rewards? (`mtrl.stages.probe`)",
+        "## Does task inference read the rewards? (`mtrl.rl.probe`)",
         "Context sets from task j's transitions carrying the rewards of task i (its true reward function), placed "
         "by each method's encoder: *follows rewards* is the share assigned to task i's embedding, *follows "
         "state-actions* the share assigned to task j's (mean over ordered pairs i ≠ j); *own-task accuracy*: "

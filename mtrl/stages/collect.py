@@ -7,10 +7,10 @@ from __future__ import annotations
 from mtrl.configlib import to_dict
 from mtrl.data import TransitionBuffer, episode_ends
 from mtrl.nn import to_numpy_tree
-from mtrl.stages import layout
-from mtrl.stages.base import Output, Stage, Unit, UnitContext, task_key
-from mtrl.stages.common import n_test_tasks, n_train_tasks, read_distribution
-from mtrl.stages.online import Schedule, train_online
+from mtrl.pipeline import layout
+from mtrl.pipeline.base import Output, Stage, Unit, UnitContext, task_key
+from mtrl.pipeline.run_data import n_test_tasks, n_train_tasks, read_distribution
+from mtrl.rl.online import Schedule, train_online
 
 
 class SampleTasks(Stage):

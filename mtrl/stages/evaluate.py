@@ -9,70 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtrl.configlib import build, to_dict
 from mtrl.nn import to_torch_tree
-from mtrl.seeding import derive_seed
-from mtrl.stages import layout
-from mtrl.stages.base import Input, Output, Stage, Unit, UnitContext
-from mtrl.stages.common import env_spec, load_dataset, n_train_tasks, read_distribution
-from mtrl.stages.policies import ContextFreePolicy, ContextPolicy, EmbeddingPolicy
-from mtrl.stages.probe import task_inference_probe
-from mtrl.stages.protocol import run_protocol, score
+from mtrl.pipeline import layout
+from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
+from mtrl.pipeline.run_data import env_spec, load_dataset, n_train_tasks, read_distribution
+from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed, run_evaluation, summary_of
+from mtrl.rl.policies import ContextFreePolicy, load_multitask_policy
+from mtrl.rl.probe import task_inference_probe
 
 PER_TASK_BASELINES = ("sac", "bcq")
-
-
-def evaluation_seed(config) -> int:
-    return derive_seed(config.seed, "evaluation-episodes")
-
-
-def training_evaluation_config(config) -> dict:
-    """The evaluation settings that evaluation during training (distill, train-baseline) depends on: one run of
-    the protocol per evaluation, so `evaluate.repeats` is not among them."""
-    section = to_dict(config.evaluate)
-    del section["repeats"]
-    return section
-
-
-def evaluate_tasks(envs: list, policy: ContextPolicy, cfg, seed: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
-    """Alg. 5 in every env, `repeats` independent times (episode seeds seed + 1000·r, fresh beliefs): returns
-    [tasks, repeats, episodes] and per-task scores averaged over the repeats [tasks]."""
-    returns = np.zeros((len(envs), repeats, cfg.episodes))
-    for r in range(repeats if envs else 0):
-        returns[:, r] = run_protocol(envs, policy, cfg.episodes, seed + 1000 * r)
-    scores = score(returns.reshape(-1, cfg.episodes), cfg.skip_episodes).reshape(len(envs), repeats).mean(1)
-    return returns, scores
-
-
-def summary_of(returns: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict:
-    """The evaluation result of each split: returns, per-task scores and their mean (NaN for no tasks)."""
-    result = {}
-    for split in returns:
-        result |= {f"{split}_returns": returns[split], f"{split}_scores": scores[split],
-                   f"{split}_score": float(scores[split].mean()) if len(scores[split]) else float("nan")}
-    return result
-
-
-def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int, repeats: int = 1) -> dict:
-    """`evaluate_tasks` on all train and test tasks of `dist`."""
-    returns, scores = {}, {}
-    for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks)):
-        returns[split], scores[split] = evaluate_tasks([dist.make_env(t) for t in tasks], policy, cfg, seed, repeats)
-    return summary_of(returns, scores)
-
-
-def load_multitask_policy(art, device, seed: int) -> ContextPolicy:
-    """Build the policy stored in a policies/<name>.h5 artifact, whichever method wrote it."""
-    from mtrl.algos.batch_pearl import BatchPEARL, BatchPEARLConfig
-    from mtrl.algos.contextual_bcq import ContextualBCQ, ContextualBCQConfig
-    from mtrl.algos.mbml import MBML, MBMLConfig
-
-    builders = {"mbml": (MBML, MBMLConfig), "contextual-bcq": (ContextualBCQ, ContextualBCQConfig),
-                "batch-pearl": (BatchPEARL, BatchPEARLConfig)}
-    algo_name = str(art.file.attrs["algo"])
-    cls, cfg_cls = builders[algo_name]
-    algo = cls.from_policy_state(build(cfg_cls, art.meta("algo_config")), to_torch_tree(art.tree("weights")), device)
-    return EmbeddingPolicy(algo, seed)
 
 
 class Evaluate(Stage):
@@ -129,7 +74,7 @@ class Evaluate(Stage):
 
     @staticmethod
     def _probe(ctx: UnitContext, dist, policy) -> dict:
-        """Whether the policy's task inference follows rewards or state-action pairs (`mtrl.stages.probe`)."""
+        """Whether the policy's task inference follows rewards or state-action pairs (`mtrl.rl.probe`)."""
         datasets = []
         for i in range(len(dist.train_tasks)):
             with ctx.read(f"dataset_{i}") as art:

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from mtrl.nn import to_numpy_tree
-from mtrl.stages import layout
-from mtrl.stages.base import Input, Output, Stage, Unit, UnitContext, task_key
-from mtrl.stages.common import env_spec, load_dataset, n_train_tasks
+from mtrl.pipeline import layout
+from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
+from mtrl.pipeline.run_data import env_spec, load_dataset, n_train_tasks
 
 
 class FitEnsembles(Stage):

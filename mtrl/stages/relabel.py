@@ -19,9 +19,9 @@ import numpy as np
 
 from mtrl.errors import ConfigError
 from mtrl.nn import to_torch_tree
-from mtrl.stages import layout
-from mtrl.stages.base import Output, Stage, Unit, UnitContext
-from mtrl.stages.common import env_spec, load_dataset, n_train_tasks, read_distribution
+from mtrl.pipeline import layout
+from mtrl.pipeline.base import Output, Stage, Unit, UnitContext
+from mtrl.pipeline.run_data import env_spec, load_dataset, n_train_tasks, read_distribution
 from mtrl.stages.fit_ensembles import ensemble_input
 
 

@@ -25,12 +25,12 @@ import torch
 from mtrl.algos.context import context_rows
 from mtrl.config import SAC_INIT_BASELINES
 from mtrl.data import TransitionBuffer
-from mtrl.stages import layout
-from mtrl.stages.base import Input, Output, Stage, Unit, UnitContext, task_key
-from mtrl.stages.common import n_test_tasks, read_distribution
-from mtrl.stages.evaluate import load_multitask_policy
-from mtrl.stages.online import Schedule, train_online
-from mtrl.stages.protocol import run_lockstep
+from mtrl.pipeline import layout
+from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
+from mtrl.pipeline.run_data import n_test_tasks, read_distribution
+from mtrl.rl.evaluation import run_lockstep
+from mtrl.rl.online import Schedule, train_online
+from mtrl.rl.policies import load_multitask_policy
 
 
 class SacInit(Stage):

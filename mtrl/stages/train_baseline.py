@@ -4,8 +4,8 @@
 One unit per algorithm in `baselines.algos`. Every step (one `algo.update` call; `baselines.steps_per_epoch` per
 epoch) draws, for every task, a mini-batch and a context set uniformly from that task's dataset. Batch PEARL makes
 one update over all K tasks with it; Contextual BCQ makes Alg. 7's loop, one update per task (K per step). The
-epoch loop, checkpoints, periodic evaluation and the policies/<algo>.h5 artifact are distill's (`train_policy`),
-so `mtrl evaluate` treats the baselines exactly as MBML.
+epoch loop, checkpoints, periodic evaluation and the policies/<algo>.h5 artifact are distill's
+(`mtrl.rl.training.train_policy`), so `mtrl evaluate` treats the baselines exactly as MBML.
 """
 
 from __future__ import annotations
@@ -13,27 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from mtrl.configlib import to_dict
-from mtrl.data import sample_rows
-from mtrl.stages import layout
-from mtrl.stages.base import Output, Stage, Unit, UnitContext
-from mtrl.stages.common import load_dataset, n_train_tasks, read_distribution
-from mtrl.stages.distill import context_sets, train_policy
-from mtrl.stages.evaluate import training_evaluation_config
+from mtrl.pipeline import layout
+from mtrl.pipeline.base import Output, Stage, Unit, UnitContext
+from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
+from mtrl.rl.batches import sample_batch
+from mtrl.rl.evaluation import training_evaluation_config
+from mtrl.rl.training import train_policy
 
 
 def algo_config(config, algo: str):
     """The config of one baseline: section `baselines.<algo with - as _>`."""
     return getattr(config.baselines, algo.replace("-", "_"))
-
-
-def sample_batch(datasets: list[dict[str, np.ndarray]], rng: np.random.Generator, batch_size: int,
-                 context_size: int) -> dict[str, np.ndarray]:
-    """Per task, `batch_size` transitions and a context set of `context_size` rows, both uniform over its dataset
-    (Alg. 6 line 5, Alg. 7 lines 5-6): the keys the baselines' `update` reads, stacked over tasks."""
-    rows = [sample_rows(d, rng.integers(0, len(d["rewards"]), batch_size)) for d in datasets]
-    batch = {key: np.stack([r[key] for r in rows]) for key in rows[0]}
-    batch["context"] = context_sets(datasets, rng, (context_size,))
-    return batch
 
 
 class TrainBaseline(Stage):

@@ -10,10 +10,10 @@ import numpy as np
 
 from mtrl.data import sample_rows, to_torch
 from mtrl.nn import to_numpy_tree, to_torch_tree
-from mtrl.stages import layout
-from mtrl.stages.base import Input, Output, Stage, Unit, UnitContext, task_key
-from mtrl.stages.common import load_dataset, n_train_tasks, read_distribution
-from mtrl.stages.rollout import evaluate_returns
+from mtrl.pipeline import layout
+from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
+from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
+from mtrl.rl.episodes import evaluate_returns
 
 EVAL_SEED = 20_000
 

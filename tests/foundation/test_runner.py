@@ -5,8 +5,8 @@ from toy_stages import SummariseToy, ToyConfig, ToySection, TrainToy
 
 from mtrl.artifacts import open_artifact
 from mtrl.errors import StageError
-from mtrl.stages.base import RunOptions
-from mtrl.stages.runner import plan_unit, run_stage
+from mtrl.pipeline.base import RunOptions
+from mtrl.pipeline.runner import plan_unit, run_stage
 
 
 def outputs(run_dir):

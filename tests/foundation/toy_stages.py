@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from mtrl.nn import adam, mlp, to_numpy_tree
-from mtrl.stages.base import Input, Output, Stage, Unit, task_key
+from mtrl.pipeline.base import Input, Output, Stage, Unit, task_key
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from smoke import SMOKE_CONFIG, run_stages, smoke_config
 from mtrl.artifacts import open_artifact
 from mtrl.config import load_config
 from mtrl.data import episode_ends
-from mtrl.stages.common import load_dataset
+from mtrl.pipeline.run_data import load_dataset
 
 
 def read(path):
@@ -62,7 +62,7 @@ def test_mujoco_family_collects_with_infos(tmp_path):
     check_dataset_invariants(data, 1000, 20, 6, 150)
     assert data["infos/qpos"].shape == (150, 9) and data["infos/x_velocity"].shape == (150,)
     # the stored infos reproduce the stored rewards through the ground-truth reward function
-    from mtrl.stages.common import read_distribution
+    from mtrl.pipeline.run_data import read_distribution
 
     dist = read_distribution(tmp_path / "tasks.h5")
     infos = {k.removeprefix("infos/"): v for k, v in data.items() if k.startswith("infos/")}

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mtrl.artifacts import open_artifact
-from mtrl.stages.protocol import run_protocol, score
+from mtrl.rl.evaluation import run_protocol, score
 
 
 def test_every_variant_is_distilled_with_loss_and_evaluation_curves(smoke_run):
@@ -86,7 +86,7 @@ def test_sac_init_writes_curves_for_the_initialised_run_and_both_baselines(smoke
 def test_repeated_evaluation_averages_independent_protocol_runs():
     from types import SimpleNamespace
 
-    from mtrl.stages.evaluate import evaluate_tasks
+    from mtrl.rl.evaluation import evaluate_tasks
 
     cfg = SimpleNamespace(episodes=3, skip_episodes=2)
     returns, scores = evaluate_tasks([CountingEnv(), CountingEnv()], RecordingPolicy(), cfg, seed=0, repeats=4)

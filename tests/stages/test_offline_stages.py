@@ -4,7 +4,7 @@ from smoke import run_stages, smoke_config
 
 from mtrl.artifacts import open_artifact
 from mtrl.errors import ConfigError
-from mtrl.stages.runner import plan_unit
+from mtrl.pipeline.runner import plan_unit
 
 
 def test_bcq_artifact_holds_best_and_final_networks(smoke_run):
@@ -17,7 +17,7 @@ def test_bcq_artifact_holds_best_and_final_networks(smoke_run):
 
 
 def test_per_task_stages_are_up_to_date_after_the_run(smoke_run):
-    from mtrl.stages.registry import get_stage
+    from mtrl.pipeline.registry import get_stage
 
     config, run_dir = smoke_run
     for name in ("collect", "train-bcq", "fit-rewards", "relabel", "distill", "evaluate", "sac-init"):
@@ -27,7 +27,7 @@ def test_per_task_stages_are_up_to_date_after_the_run(smoke_run):
 
 
 def test_changing_the_bcq_config_makes_bcq_and_everything_after_it_stale(smoke_run):
-    from mtrl.stages.registry import get_stage
+    from mtrl.pipeline.registry import get_stage
 
     config, run_dir = smoke_run
     changed = smoke_config("bcq.steps=301")
@@ -71,7 +71,7 @@ def test_ground_truth_relabelling_equals_the_reward_function(smoke_run, tmp_path
 
 
 def test_ground_truth_relabelling_is_refused_for_dynamics_families(tmp_path):
-    from mtrl.stages.registry import get_stage
+    from mtrl.pipeline.registry import get_stage
 
     config = smoke_config("env.family=PointRobotWind", "distill.relabel=ground-truth")
     with pytest.raises(ConfigError, match="needs a family whose tasks differ in reward"):

@@ -8,7 +8,7 @@ import tqdm
 
 from mtrl.data import TransitionBuffer
 from mtrl.envs import make_distribution
-from mtrl.stages.online import Schedule, train_online
+from mtrl.rl.online import Schedule, train_online
 
 
 class RecordingAgent:

@@ -1,8 +1,8 @@
 import numpy as np
 
 from mtrl.artifacts import open_artifact
-from mtrl.stages.common import load_dataset, read_distribution
-from mtrl.stages.probe import task_inference_probe
+from mtrl.pipeline.run_data import load_dataset, read_distribution
+from mtrl.rl.probe import task_inference_probe
 
 
 def goal_from_rewards(rows):

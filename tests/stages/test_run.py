@@ -7,8 +7,8 @@ import time
 from smoke import SMOKE_CONFIG
 
 from mtrl.config import load_run_config
-from mtrl.stages.registry import PIPELINE, get_stage
-from mtrl.stages.runner import plan_unit
+from mtrl.pipeline.registry import PIPELINE, get_stage
+from mtrl.pipeline.runner import plan_unit
 
 SMALL = ["--profile", "smoke", "--threads", "1", "--set", "env.n_train=2", "--set", "distill.epochs=2",
          "--set", "distill.variants=[mbml, neither]", "--set", "baselines.algos=[]"]

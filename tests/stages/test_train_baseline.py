@@ -14,9 +14,9 @@ from mtrl.artifacts import open_artifact
 from mtrl.cli import main
 from mtrl.configlib import to_dict
 from mtrl.errors import ConfigError, StageError
-from mtrl.stages.evaluate import load_multitask_policy
-from mtrl.stages.registry import get_stage
-from mtrl.stages.runner import plan_unit
+from mtrl.pipeline.registry import get_stage
+from mtrl.pipeline.runner import plan_unit
+from mtrl.rl.policies import load_multitask_policy
 
 ALGOS = {"contextual-bcq": ContextualBCQ, "batch-pearl": BatchPEARL}
 # Random-action datasets (no SAC update): the stage only needs transitions, and they take a second to collect.

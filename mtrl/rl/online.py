@@ -15,8 +15,8 @@ import numpy as np
 
 from mtrl.data import TransitionBuffer, to_torch
 from mtrl.nn import to_numpy_tree, to_torch_tree
-from mtrl.stages.base import UnitContext
-from mtrl.stages.rollout import evaluate_returns
+from mtrl.pipeline.base import UnitContext
+from mtrl.rl.episodes import evaluate_returns
 
 EVAL_SEED = 10_000  # evaluation episodes reset from fixed seeds, apart from the training episodes' seeds
 

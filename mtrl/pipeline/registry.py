@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from mtrl.errors import ConfigError
-from mtrl.stages.base import Stage
+from mtrl.pipeline.base import Stage
 
 # name -> "module:Class"; order is execution order for `mtrl run` and display order for `mtrl status`.
 PIPELINE: dict[str, str] = {

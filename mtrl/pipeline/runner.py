@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from mtrl.artifacts import fingerprint, open_artifact, schema_for
 from mtrl.errors import ArtifactError, StageError
 from mtrl.launch.local import JobResult, run_jobs
+from mtrl.pipeline.base import RunOptions, Stage, Unit, UnitContext
 from mtrl.runlog import log, setup_logging
 from mtrl.seeding import derive_seed, seed_everything
-from mtrl.stages.base import RunOptions, Stage, Unit, UnitContext
 
 if TYPE_CHECKING:
     from mtrl.config import Config

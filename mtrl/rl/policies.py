@@ -1,4 +1,4 @@
-"""The one interface through which every method is evaluated, and loaders from artifacts to it.
+"""The one interface through which every method is evaluated, its adapters, and the loader from artifacts.
 
 A `ContextPolicy` infers a task belief from the context collected so far in a task (its transitions as rows
 [s, a, s', r]) and acts given that belief. Multi-task methods (MBML and its ablations, Contextual BCQ, Batch
@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
+
+from mtrl.configlib import build
+from mtrl.nn import to_torch_tree
 
 
 class ContextPolicy(Protocol):
@@ -51,3 +54,17 @@ class ContextFreePolicy:
 
     def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
         return self.act_fn(obs)
+
+
+def load_multitask_policy(art, device, seed: int) -> ContextPolicy:
+    """Build the policy stored in a policies/<name>.h5 artifact, whichever method wrote it."""
+    from mtrl.algos.batch_pearl import BatchPEARL, BatchPEARLConfig
+    from mtrl.algos.contextual_bcq import ContextualBCQ, ContextualBCQConfig
+    from mtrl.algos.mbml import MBML, MBMLConfig
+
+    builders = {"mbml": (MBML, MBMLConfig), "contextual-bcq": (ContextualBCQ, ContextualBCQConfig),
+                "batch-pearl": (BatchPEARL, BatchPEARLConfig)}
+    algo_name = str(art.file.attrs["algo"])
+    cls, cfg_cls = builders[algo_name]
+    algo = cls.from_policy_state(build(cfg_cls, art.meta("algo_config")), to_torch_tree(art.tree("weights")), device)
+    return EmbeddingPolicy(algo, seed)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtrl.stages.base import Input, task_key
+from mtrl.pipeline.base import Input, task_key
 
 
 def tasks(run_dir: Path) -> Path:

@@ -1,7 +1,7 @@
 """What a stage is: a named recipe that turns input artifacts into output artifacts, unit by unit.
 
 A stage lists its units of work (one per training task for per-task stages, one in total otherwise). Each
-unit names its input and output artifacts; the runner (`mtrl.stages.runner`) fingerprints it, skips it when its
+unit names its input and output artifacts; the runner (`mtrl.pipeline.runner`) fingerprints it, skips it when its
 outputs are up to date, fans units out over worker processes, and hands `run_unit` a `UnitContext` with
 everything it needs: config, seed, device, writers, a checkpointer and progress bars.
 """
