@@ -23,7 +23,7 @@ from mtrl.algos.sac import SAC, SACConfig
 from mtrl.data import TransitionBuffer
 from mtrl.envs import make_distribution
 from mtrl.rl.online import Schedule, train_online
-from mtrl.stages import online
+from mtrl.rl import online
 
 STEPS, ROUNDS = {"PointGoalArc": 20_000, "HalfCheetahVel": 5_000, "AntDir": 2_000}, 3
 
