@@ -22,8 +22,8 @@ import torch
 from mtrl.algos.sac import SAC, SACConfig
 from mtrl.data import TransitionBuffer
 from mtrl.envs import make_distribution
-from mtrl.rl.online import Schedule, train_online
 from mtrl.rl import online
+from mtrl.rl.online import Schedule, train_online
 
 STEPS, ROUNDS = {"PointGoalArc": 20_000, "HalfCheetahVel": 5_000, "AntDir": 2_000}, 3
 
