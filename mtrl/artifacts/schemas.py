@@ -1,8 +1,12 @@
 """The artifact kinds the pipeline reads and writes, their schema versions and required contents.
 
-Bump a kind's version whenever its layout or meaning changes (v2 of tasks, dataset and sac: actions in
-[-1, 1]): old files are then reported as stale instead of being misread. The outputs of one stage unit share
-one fingerprint, so they must share a version (collect writes dataset and sac).
+Bump a kind's version whenever its layout or meaning changes: old files are then reported as stale (and
+rewritten by `mtrl run`) instead of being misread, and opening one says which stage to rerun. The outputs of one
+stage unit share one fingerprint, so they must share a version (collect writes dataset and sac).
+
+History: v2 of tasks, dataset and sac: actions in [-1, 1]. v3 of sac (with dataset, its unit's other output) and
+v2 of bcq, ensemble, relabel, policy, eval, sac_init and checkpoint: trees stored under their keys' names
+(`curve/return_mean`, see `mtrl.artifacts.tree`) instead of positions (`curve/0`).
 """
 
 from __future__ import annotations
@@ -26,16 +30,16 @@ SCHEMAS: dict[str, Schema] = {
     s.kind: s
     for s in (
         Schema("tasks", 2, ("train_tasks", "test_tasks"), "train/test task parameters of a distribution"),
-        Schema("dataset", 2, D4RL_KEYS, "one task's transitions, D4RL key layout, actions in [-1, 1]"),
-        Schema("sac", 2, ("weights", "curve"), "final SAC weights and learning curve of one collection run"),
-        Schema("bcq", 1, ("weights", "curve"), "one task's BCQ networks (best and final) and evaluation curve"),
-        Schema("ensemble", 1, ("weights",), "one task's reward or next-state ensemble"),
-        Schema("relabel", 1, ("indices", "rewards", "reward_mask"),
+        Schema("dataset", 3, D4RL_KEYS, "one task's transitions, D4RL key layout, actions in [-1, 1]"),
+        Schema("sac", 3, ("weights", "curve"), "final SAC weights and learning curve of one collection run"),
+        Schema("bcq", 2, ("weights", "curve"), "one task's BCQ networks (best and final) and evaluation curve"),
+        Schema("ensemble", 2, ("weights",), "one task's reward or next-state ensemble"),
+        Schema("relabel", 2, ("indices", "rewards", "reward_mask"),
                "relabelled values and confidence masks per ordered task pair"),
-        Schema("policy", 1, ("weights", "losses"), "a multi-task policy and its training curves"),
-        Schema("eval", 1, ("returns",), "per-task, per-episode evaluation returns"),
-        Schema("sac_init", 1, ("curves",), "SAC learning curves on one test task, initialised and baselines"),
-        Schema("checkpoint", 1, ("state",), "resumable training state of one unit of work"),
+        Schema("policy", 2, ("weights", "losses"), "a multi-task policy and its training curves"),
+        Schema("eval", 2, ("returns",), "per-task, per-episode evaluation returns"),
+        Schema("sac_init", 2, ("curves",), "SAC learning curves on one test task, initialised and baselines"),
+        Schema("checkpoint", 2, ("state",), "resumable training state of one unit of work"),
     )
 }
 

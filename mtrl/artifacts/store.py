@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +25,11 @@ import numpy as np
 from mtrl.artifacts.schemas import Schema, schema_for
 from mtrl.artifacts.tree import read_tree, write_tree
 from mtrl.errors import ArtifactError
+
+
+class SchemaVersionError(ArtifactError):
+    """An artifact of another schema version: the runner reports it stale, and rewrites it, instead of reading it."""
+
 
 VERSIONED_PACKAGES = ("mtrl-batch", "torch", "mujoco", "gymnasium", "numpy", "h5py")
 COMPLETE_ATTR = "complete"
@@ -117,7 +123,8 @@ class ArtifactWriter:
         self.file.create_dataset(name, data=data, compression=compression, chunks=chunks)
 
     def tree(self, name: str, tree: Any) -> None:
-        """Store nested state (weights, optimiser state, curves) without pickle."""
+        """Store nested state (weights, optimiser state, curves) without pickle, each array under its keys' names
+        (`curve/return_mean`; the naming rule is in `mtrl.artifacts.tree`)."""
         assert self.file is not None
         write_tree(self.file.create_group(name), tree)
 
@@ -178,20 +185,25 @@ class Artifact:
         self.file.close()
 
     @property
+    def attrs(self) -> Attributes:
+        """The artifact's own attributes, read-only, as Python values (`art.attrs["final_return"]`)."""
+        return Attributes(self.path, self.file.attrs)
+
+    @property
     def kind(self) -> str:
-        return str(self.file.attrs["kind"])
+        return self.attrs["kind"]
 
     @property
     def fingerprint(self) -> str:
-        return str(self.file.attrs["fingerprint"])
+        return self.attrs["fingerprint"]
 
     @property
     def seed(self) -> int:
-        return int(self.file.attrs["seed"])
+        return self.attrs["seed"]
 
     def meta(self, name: str) -> Any:
         """A JSON attribute (config, inputs, params, versions, or one written with `ArtifactWriter.json`)."""
-        return json.loads(self.file.attrs[name])
+        return json.loads(self.attrs[name])
 
     def array(self, name: str) -> np.ndarray:
         return self._get(name)[()]
@@ -207,6 +219,33 @@ class Artifact:
             return self.file[name]
         except KeyError:
             raise ArtifactError(f"{self.path}: has no '{name}'; it is corrupt — rerun its stage with --force") from None
+
+
+class Attributes(Mapping[str, Any]):
+    """Read-only view of an artifact's root attributes, decoded: NumPy scalars become int/float/bool, bytes
+    become str, arrays stay arrays. JSON-valued attributes (config, inputs, params, versions, and those written
+    with `ArtifactWriter.json`) come back as their JSON text; `Artifact.meta(name)` parses them."""
+
+    def __init__(self, path: Path, attrs: h5py.AttributeManager):
+        self._path, self._attrs = path, attrs
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            value = self._attrs[name]
+        except KeyError:
+            raise KeyError(f"{self._path}: has no attribute '{name}'") from None
+        if isinstance(value, bytes):
+            return value.decode()
+        return value.item() if isinstance(value, np.generic) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._attrs)
+
+    def __len__(self) -> int:
+        return len(self._attrs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._attrs
 
 
 def open_artifact(path: str | Path, kind: str | None = None) -> Artifact:
@@ -240,9 +279,11 @@ def _validate(path: Path, file: h5py.File, kind: str | None) -> None:
     schema = schema_for(found)
     version = int(attrs.get("schema_version", -1))
     if version != schema.version:
-        raise ArtifactError(
-            f"{path}: '{found}' schema version {version}, this mtrl reads version {schema.version}; "
-            "rerun its stage with --force"
+        age = "an older" if version < schema.version else "a newer"
+        raise SchemaVersionError(
+            f"{path}: '{found}' schema version {version} was written by {age} mtrl (this one reads version "
+            f"{schema.version}); rerun stage '{attrs.get('stage', '?')}' to rewrite it (`mtrl run`, or the stage's "
+            "own command with --force)"
         )
     missing = [name for name in schema.required if name not in file]
     if missing:
@@ -258,7 +299,7 @@ def read_fingerprint(path: str | Path, kind: str | None = None) -> str:
 def describe(path: str | Path) -> dict[str, Any]:
     """Everything `mtrl inspect` shows: provenance attributes and every dataset's shape and dtype."""
     with open_artifact(path) as art:
-        attrs = art.file.attrs
+        attrs = art.attrs
         datasets: list[tuple[str, tuple[int, ...], str]] = []
 
         def visit(name: str, node: Any) -> None:
@@ -269,10 +310,10 @@ def describe(path: str | Path) -> dict[str, Any]:
         return {
             "path": str(art.path),
             "kind": art.kind,
-            "schema_version": int(attrs["schema_version"]),
-            "stage": str(attrs["stage"]),
+            "schema_version": attrs["schema_version"],
+            "stage": attrs["stage"],
             "fingerprint": art.fingerprint,
-            "created": str(attrs["created"]),
+            "created": attrs["created"],
             "seed": art.seed,
             "versions": art.meta("versions"),
             "inputs": art.meta("inputs"),

@@ -34,7 +34,7 @@ def load_distribution(tasks_artifact: Artifact) -> TaskDistribution:
     from mtrl.envs.base import TaskDistribution
     from mtrl.envs.registry import get_family
 
-    family = get_family(str(tasks_artifact.file.attrs["family"]))
+    family = get_family(str(tasks_artifact.attrs["family"]))
     return TaskDistribution(family, tasks_artifact.array("train_tasks"), tasks_artifact.array("test_tasks"))
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtrl.artifacts import fingerprint, open_artifact, schema_for
+from mtrl.artifacts import SchemaVersionError, fingerprint, open_artifact, schema_for
 from mtrl.errors import ArtifactError, StageError
 from mtrl.launch.local import JobResult, run_jobs
 from mtrl.pipeline.base import RunOptions, Stage, Unit, UnitContext
@@ -63,6 +63,8 @@ def output_state(path: Path, kind: str, expected: str | None) -> str:
     try:
         with open_artifact(path, kind) as art:
             return "up to date" if expected is not None and art.fingerprint == expected else "stale"
+    except SchemaVersionError:  # written by another mtrl: rewritten like any stale output
+        return "stale"
     except ArtifactError as e:
         return "incomplete" if "incomplete" in str(e) else "unreadable"
 

@@ -8,7 +8,6 @@ Nothing here combines runs; that is `mtrl.report.aggregate`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,7 +114,7 @@ def _expected_artifacts(config: Config, run_dir: Path) -> list[Path]:
 
 
 def _read(results: RunResults, art: Artifact, rel_path: str) -> None:
-    attrs = art.file.attrs
+    attrs = art.attrs
     results.fingerprints[rel_path] = art.fingerprint
     results.created.append(str(attrs["created"]))
     if "wall_seconds" in attrs:
@@ -133,7 +132,7 @@ def _read_policy(results: RunResults, art: Artifact, name: str) -> None:
 
 
 def _read_eval(results: RunResults, art: Artifact, name: str) -> None:
-    results.eval_summaries[name] = json.loads(art.file.attrs["summary"])
+    results.eval_summaries[name] = art.meta("summary")
     results.eval_task_scores[name] = art.tree("returns")["train_scores"]
     if "task_inference" in art:  # mtrl.rl.probe: does task inference follow the rewards?
         probe = art.tree("task_inference")
@@ -144,22 +143,22 @@ def _read_eval(results: RunResults, art: Artifact, name: str) -> None:
 
 
 def _read_relabel(results: RunResults, art: Artifact, name: str) -> None:
-    if str(art.file.attrs["source"]) == "learned":  # the ground-truth relabelling has no error to show
+    if str(art.attrs["source"]) == "learned":  # the ground-truth relabelling has no error to show
         results.relabel_stats = art.tree("stats")
 
 
 def _read_sac_init(results: RunResults, art: Artifact, name: str) -> None:
-    run, task = str(art.file.attrs["run"]), int(art.file.attrs["test_task"])
+    run, task = str(art.attrs["run"]), int(art.attrs["test_task"])
     results.sac_init.setdefault(run, {})[task] = art.tree("curves")
 
 
 def _read_sac(results: RunResults, art: Artifact, name: str) -> None:
-    results.sac_final[art.meta("params")["task"]] = float(art.file.attrs["final_return"])
+    results.sac_final[art.meta("params")["task"]] = float(art.attrs["final_return"])
 
 
 def _read_bcq(results: RunResults, art: Artifact, name: str) -> None:
-    results.bcq_returns[art.meta("params")["task"]] = {"best": float(art.file.attrs["best_return"]),
-                                                       "final": float(art.file.attrs["final_return"])}
+    results.bcq_returns[art.meta("params")["task"]] = {"best": float(art.attrs["best_return"]),
+                                                       "final": float(art.attrs["final_return"])}
 
 
 _READERS = {"policy": _read_policy, "eval": _read_eval, "relabel": _read_relabel, "sac_init": _read_sac_init,

@@ -100,7 +100,7 @@ class Relabel(Stage):
         values, stds, masks = [], [], []
         for i in range(len(subsets)):
             with ctx.read(f"{target}_{i}") as art:
-                ensemble = EnsembleRegressor(cfg, int(art.file.attrs["in_dim"]), int(art.file.attrs["out_dim"]),
+                ensemble = EnsembleRegressor(cfg, int(art.attrs["in_dim"]), int(art.attrs["out_dim"]),
                                              ctx.device)
                 ensemble.load_state_dict(to_torch_tree(art.tree("weights"), ctx.device))
             row = [relabel_with_ensemble(ensemble, (s["observations"], s["actions"]), threshold, statistic)

@@ -9,7 +9,17 @@ import h5py
 import numpy as np
 import pytest
 
-from mtrl.artifacts import ArtifactMeta, ArtifactWriter, describe, fingerprint, open_artifact, read_fingerprint
+from mtrl.artifacts import (
+    SCHEMAS,
+    ArtifactMeta,
+    ArtifactWriter,
+    SchemaVersionError,
+    describe,
+    fingerprint,
+    open_artifact,
+    read_fingerprint,
+)
+from mtrl.artifacts.tree import key_name
 from mtrl.errors import ArtifactError
 
 
@@ -36,7 +46,7 @@ def test_round_trip_is_bit_exact_with_attributes(tmp_path):
         assert tree["lr"] == 3e-4 and tree["name"] == "x"
         assert art.seed == 3 and art.meta("config") == {"a": 1}
         assert set(art.meta("versions")) >= {"mujoco", "torch", "gymnasium", "mtrl-batch"}
-        assert art.fingerprint == fingerprint("evaluate", 1, {"a": 1}, {})
+        assert art.fingerprint == fingerprint("evaluate", SCHEMAS["eval"].version, {"a": 1}, {})
 
 
 def test_fingerprint_changes_with_config_or_inputs_only():
@@ -114,10 +124,10 @@ def test_incomplete_wrong_kind_and_schema_mismatch(tmp_path):
         open_artifact(path, "dataset")
     with h5py.File(path, "a") as f:
         f.attrs["schema_version"] = 99
-    with pytest.raises(ArtifactError, match="schema version 99"):
+    with pytest.raises(ArtifactError, match="schema version 99 was written by a newer mtrl"):
         open_artifact(path)
     with h5py.File(path, "a") as f:
-        f.attrs["schema_version"] = 1
+        f.attrs["schema_version"] = SCHEMAS["eval"].version
         f.attrs["complete"] = False
     with pytest.raises(ArtifactError, match="incomplete"):
         read_fingerprint(path)
@@ -130,3 +140,117 @@ def test_describe_lists_datasets_with_shapes(tmp_path):
     assert info["kind"] == "eval" and info["stage"] == "evaluate"
     assert ("returns", (2, 3), "float32") in [(n, tuple(s), d) for n, s, d in info["datasets"]]
     assert json.loads(json.dumps(info, default=list))["fingerprint"] == info["fingerprint"]
+
+
+AWKWARD = {
+    "curve": {"steps": np.arange(3.0), "return_mean": np.array([1.0, 2.0, 3.0], np.float32)},
+    "optimizer": {"state": {0: {"step": np.array(4.0), "exp_avg": np.ones((2, 3))}, 1: {"step": np.array(4.0)}},
+                  "param_groups": [{"lr": 3e-4, "betas": (0.9, 0.999), "params": [0, 1], "amsgrad": False}]},
+    "clash": {"0": np.zeros(1), 0: np.ones(1), "0~1": np.full(1, 2.0)},  # str "0" and int 0: same name
+    "names": {"a/b": np.zeros(2), "%2F": np.ones(2), "": np.full(2, 2.0), ".": np.full(2, 3.0), "..": np.eye(2),
+              "nul\0": np.zeros(3), "tab\tand space é": np.ones(3), "net.0.weight": np.eye(3)},
+    "other_keys": {True: np.zeros(1), 1.5: np.ones(1), None: np.full(1, 2.0), -3: np.full(1, 3.0), "true": 7},
+    "scalars": [np.float32(1.5), np.int64(-2), np.bool_(True), np.array(2.5), None, True, 3, 2.5, "s", float("nan")],
+    "big": 2**100, "empty": {"list": [], "tuple": (), "dict": {}},
+    "nested": ((np.arange(2), [np.arange(3), {"k": (np.zeros((0, 4)),)}]),),
+    "rng": np.random.default_rng(3).bit_generator.state,
+}
+
+
+def assert_same(a, b):
+    """Equal trees with the same types everywhere: containers, keys, scalars, arrays' dtypes and shapes."""
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, dict):
+        assert list(a) == list(b) and [type(k) for k in a] == [type(k) for k in b]
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_same(x, y)
+    elif isinstance(a, (np.ndarray, np.generic)):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b)
+    else:
+        assert a == b
+
+
+def test_tree_round_trip_keeps_awkward_keys_and_types(tmp_path):
+    path = tmp_path / "a.h5"
+    with ArtifactWriter(path, ArtifactMeta("checkpoint", "toy", {})) as w:
+        w.tree("state", AWKWARD)
+    with open_artifact(path, "checkpoint") as art:
+        assert_same(art.tree("state"), AWKWARD)
+
+
+def test_tree_is_stored_under_its_names_for_plain_h5py(tmp_path):
+    path = tmp_path / "a.h5"
+    with ArtifactWriter(path, ArtifactMeta("checkpoint", "toy", {})) as w:
+        w.tree("state", AWKWARD)
+    with h5py.File(path, "r") as f:
+        s = f["state"]
+        assert np.array_equal(s["curve/return_mean"][()], [1.0, 2.0, 3.0])
+        assert s["curve/return_mean"].dtype == np.float32
+        assert np.array_equal(s["optimizer/state/0/exp_avg"][()], np.ones((2, 3)))
+        assert sorted(s["clash"]) == ["0", "0~1", "0~1~1"]  # "0", then int 0, then the real key "0~1"
+        assert np.array_equal(s["clash/0~1"][()], [1.0])  # the int key 0
+        assert sorted(s["names"]) == sorted(["a%2Fb", "%252F", "%", "%2E", "..", "nul%00", "tab\tand space é",
+                                             "net.0.weight"])
+        assert sorted(s["other_keys"]) == ["-3", "1.5", "null", "true"]  # the str key "true" holds no array
+        assert s["scalars/0"][()] == np.float32(1.5) and "scalars/4" not in s  # Python scalars: in the attribute
+        assert sorted(s["nested/0"]) == ["0", "1"] and s["nested/0/1/1/k/0"].shape == (0, 4)
+        assert "empty" not in s and "rng" not in s  # no arrays, no groups
+        assert json.loads(s.attrs["tree"])["$d"][0] == [
+            "curve", {"$d": [["steps", {"$a": "curve/steps"}], ["return_mean", {"$a": "curve/return_mean"}]]}]
+
+
+def test_key_names_follow_the_documented_rule():
+    assert [key_name(k) for k in ("triplet", "a/b", "50%", "", ".", "..", 0, -1, True, None, 0.5)] == [
+        "triplet", "a%2Fb", "50%25", "%", "%2E", "..", "0", "-1", "true", "null", "0.5"]
+
+
+def test_unstorable_trees_are_refused(tmp_path):
+    with ArtifactWriter(tmp_path / "a.h5", ArtifactMeta("checkpoint", "toy", {})) as w:
+        with pytest.raises(TypeError, match="dict key of type tuple"):
+            w.tree("a", {(1, 2): np.zeros(1)})
+        with pytest.raises(TypeError, match="cannot store object"):
+            w.tree("b", {"x": object()})
+
+
+def test_attrs_are_read_only_python_values(tmp_path):
+    path = tmp_path / "a.h5"
+    with ArtifactWriter(path, ArtifactMeta("eval", "evaluate", {"a": 1}, seed=3, attrs={"wall_seconds": 1.5})) as w:
+        w.array("returns", np.zeros(2))
+        w.attrs["task"] = np.int64(4)
+        w.attrs["ok"] = True
+        w.attrs["family"] = "point-goal-arc"
+        w.json("summary", {"test_score": 1.0})
+    with open_artifact(path, "eval") as art:
+        attrs = art.attrs
+        assert attrs["task"] == 4 and type(attrs["task"]) is int
+        assert attrs["ok"] is True and attrs["seed"] == 3 and type(attrs["wall_seconds"]) is float
+        assert attrs["family"] == "point-goal-arc" and attrs["kind"] == "eval" and attrs["stage"] == "evaluate"
+        assert attrs["schema_version"] == SCHEMAS["eval"].version and attrs["complete"] is True
+        assert json.loads(attrs["summary"]) == art.meta("summary") == {"test_score": 1.0}  # JSON: text; meta parses
+        assert "task" in attrs and "nope" not in attrs and {"kind", "fingerprint", "config"} <= set(attrs)
+        with pytest.raises(KeyError, match="nope"):
+            attrs["nope"]
+        with pytest.raises(TypeError):
+            attrs["task"] = 5
+
+
+def test_old_schema_version_names_the_stage_to_rerun_and_is_stale(tmp_path):
+    from mtrl.pipeline.runner import output_state
+
+    path = tmp_path / "a.h5"
+    write_eval(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = SCHEMAS["eval"].version - 1
+    with pytest.raises(SchemaVersionError) as e:
+        open_artifact(path, "eval")
+    message = str(e.value)
+    assert "\n" not in message and isinstance(e.value, ArtifactError)
+    assert f"'eval' schema version {SCHEMAS['eval'].version - 1} was written by an older mtrl" in message
+    assert "rerun stage 'evaluate'" in message and "--force" in message
+    assert output_state(path, "eval", None) == "stale"  # `mtrl status` says stale; `mtrl run` rewrites it

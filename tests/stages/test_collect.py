@@ -15,7 +15,7 @@ from mtrl.pipeline.run_data import load_dataset
 
 def read(path):
     with open_artifact(path) as art:
-        return load_dataset(art, infos=True), dict(art.file.attrs)
+        return load_dataset(art, infos=True), dict(art.attrs)
 
 
 def check_dataset_invariants(data, horizon, obs_dim, act_dim, n):

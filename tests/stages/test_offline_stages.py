@@ -13,7 +13,7 @@ def test_bcq_artifact_holds_best_and_final_networks(smoke_run):
         weights, curve = art.tree("weights"), art.tree("curve")
         assert set(weights) == {"best", "final"}
         assert list(curve["steps"]) == [150, 300]
-        assert art.file.attrs["best_return"] == curve["return_mean"].max()
+        assert art.attrs["best_return"] == curve["return_mean"].max()
 
 
 def test_per_task_stages_are_up_to_date_after_the_run(smoke_run):
@@ -83,7 +83,7 @@ def test_dynamics_family_fits_next_state_ensembles_and_relabels_next_states(tmp_
                           "relabel.max_transitions=100")
     run_stages(config, tmp_path, ["tasks", "collect", "fit-rewards", "fit-dynamics", "relabel"])
     with open_artifact(tmp_path / "dynamics" / "task_00.h5", "ensemble") as art:
-        assert art.file.attrs["out_dim"] == 2
+        assert art.attrs["out_dim"] == 2
     with open_artifact(tmp_path / "relabel.h5", "relabel") as art:
         assert art.array("next_observations").shape == (2, 2, 100, 2)
         assert np.array_equal(art.array("next_state_mask"), art.array("next_state_std") < 0.01)
