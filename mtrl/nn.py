@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -73,10 +74,21 @@ class EnsembleMLP(nn.Module):
         return self.layers[-1](x)
 
 
+class TanhGaussianSample(NamedTuple):
+    """One draw of a `TanhGaussianActor`: the action, its log-probability (None when not asked for) and the
+    Gaussian's mean and standard deviation before the tanh."""
+
+    action: torch.Tensor
+    log_prob: torch.Tensor | None
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
 class TanhGaussianActor(nn.Module):
     """Diagonal Gaussian policy squashed by tanh and scaled to the action bounds (SAC's actor).
 
-    `cond_dim` extra inputs (e.g. a task embedding z) are concatenated to the observation.
+    `cond_dim` extra inputs (e.g. a task embedding z) are concatenated to the observation. `sample` is the one
+    place where a squashed Gaussian is drawn and scored: SAC, Batch PEARL and acting all go through it.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], max_action: float = 1.0, cond_dim: int = 0):
@@ -89,12 +101,29 @@ class TanhGaussianActor(nn.Module):
         mean, log_std = self.net(obs).chunk(2, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
-    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterised action and its log-probability under the squashed distribution."""
+    def sample(
+        self,
+        obs: torch.Tensor,
+        generator: torch.Generator | None = None,
+        deterministic: bool = False,
+        with_log_prob: bool = True,
+    ) -> TanhGaussianSample:
+        """A reparameterised action tanh(mean + std·ε)·max_action, ε ~ N(0, I) from `generator` (None: torch's
+        global one), or tanh(mean)·max_action if `deterministic`; with its log-probability under the squashed
+        distribution unless `with_log_prob` is off (acting needs none)."""
         mean, std = self.distribution(obs)
-        pre_tanh = mean if deterministic else mean + std * torch.randn_like(mean)
-        log_prob = gaussian_log_prob(pre_tanh, mean, std) - tanh_log_det(pre_tanh)
-        return torch.tanh(pre_tanh) * self.max_action, log_prob
+        pre_tanh = mean
+        if not deterministic:
+            pre_tanh = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        log_prob = gaussian_log_prob(pre_tanh, mean, std) - tanh_log_det(pre_tanh) if with_log_prob else None
+        return TanhGaussianSample(torch.tanh(pre_tanh) * self.max_action, log_prob, mean, std)
+
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action and its log-probability under the squashed distribution (see `sample`)."""
+        action, log_prob, _, _ = self.sample(obs, generator, deterministic)
+        return action, log_prob
 
     def log_prob(self, obs: torch.Tensor, action: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
         """Log-likelihood of given (squashed, scaled) actions: used to imitate another policy's actions."""
@@ -130,40 +159,71 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-class AgentState:
-    """Checkpoints of an agent that names its parts: `NETWORKS` (what acting needs) and `STATE_PARTS` (everything a
-    bit-identical resume needs: networks, targets, optimisers), plus its own `generator`.
+def seeded_generator(device: torch.device | str, seed: int | None = None) -> torch.Generator:
+    """A torch generator on `device` seeded with `seed`, or, if None, with a draw from torch's global generator
+    (what every agent does at construction, so `seed_everything` fixes the agent's own stream)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(torch.randint(2**62, ())) if seed is None else seed)
+    return generator
 
-    `policy_state_dict` holds copies of the networks and the sizes to rebuild the agent (obs_dim, act_dim,
-    max_action); `from_policy_state` builds an agent for acting from it (fresh targets and optimisers). The
-    agent's constructor is `(cfg, obs_dim, act_dim, max_action, device)`.
+
+class AgentState:
+    """The checkpoint protocol of every algorithm in `mtrl.algos` (BCQ, Contextual BCQ, Batch PEARL, SAC, MBML,
+    the regression ensembles): each class names its parts once, by attribute,
+
+    - `NETWORKS`: the modules acting needs;
+    - `TRAINING_PARTS`: what else a bit-identical resume needs: target networks, optimisers, plain tensors
+      (SAC's log α); a part that is None on an instance (an optional target network) is left out;
+    - `SIZES`: the constructor arguments, besides `cfg` and `device`, that rebuild the agent (name → type);
+
+    and owns a `generator` (`seeded_generator`) for all its randomness.
+
+    `state_dict()`: copies of NETWORKS, TRAINING_PARTS and the generator state; `load_state_dict` restores them.
+    `policy_state_dict()`: SIZES and copies of NETWORKS; `from_policy_state(cfg, state, device)` builds an agent
+    for acting from it as `cls(cfg, **sizes, device=device)`, with fresh targets and optimisers.
     """
 
     NETWORKS: tuple[str, ...] = ()
-    STATE_PARTS: tuple[str, ...] = ()
-    obs_dim: int
-    act_dim: int
-    max_action: float
+    TRAINING_PARTS: tuple[str, ...] = ()
+    SIZES: dict[str, type] = {"obs_dim": int, "act_dim": int, "max_action": float}
     generator: torch.Generator
 
+    def _parts(self, names: Sequence[str]) -> dict:
+        return {name: part for name in names if (part := getattr(self, name)) is not None}
+
     def policy_state_dict(self) -> dict:
-        sizes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "max_action": self.max_action}
-        return sizes | {name: copy.deepcopy(getattr(self, name).state_dict()) for name in self.NETWORKS}
+        sizes = {name: getattr(self, name) for name in self.SIZES}
+        return sizes | {name: copy.deepcopy(net.state_dict()) for name, net in self._parts(self.NETWORKS).items()}
+
+    @classmethod
+    def policy_sizes(cls, state: dict) -> dict:
+        """The constructor's size arguments stored in a `policy_state_dict`, with their types."""
+        return {name: kind(state[name]) for name, kind in cls.SIZES.items()}
 
     @classmethod
     def from_policy_state(cls, cfg, state: dict, device: torch.device | str = "cpu"):
-        agent = cls(cfg, int(state["obs_dim"]), int(state["act_dim"]), float(state["max_action"]), device)
-        for name in cls.NETWORKS:
-            getattr(agent, name).load_state_dict(state[name])
+        agent = cls(cfg, **cls.policy_sizes(state), device=device)
+        agent.load_policy_state(state)
         return agent
 
+    def load_policy_state(self, state: dict) -> None:
+        """Load the networks of a `policy_state_dict` (or of a `state_dict`), nothing else."""
+        for name, net in self._parts(self.NETWORKS).items():
+            net.load_state_dict(state[name])
+
     def state_dict(self) -> dict:
-        state = {name: getattr(self, name).state_dict() for name in self.STATE_PARTS}
+        parts = self._parts((*self.NETWORKS, *self.TRAINING_PARTS))
+        state = {name: part.detach().clone() if isinstance(part, torch.Tensor) else part.state_dict()
+                 for name, part in parts.items()}
         return copy.deepcopy({**state, "generator": self.generator.get_state()})  # not views of live tensors
 
     def load_state_dict(self, state: dict) -> None:
-        for name in self.STATE_PARTS:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
-            getattr(self, name).load_state_dict(copy.deepcopy(state[name]))
+        for name, part in self._parts((*self.NETWORKS, *self.TRAINING_PARTS)).items():
+            if isinstance(part, torch.Tensor):
+                with torch.no_grad():
+                    part.copy_(torch.as_tensor(state[name]).reshape(part.shape))
+            else:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
+                part.load_state_dict(copy.deepcopy(state[name]))
         self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
 
 

@@ -7,6 +7,13 @@ import random
 
 import numpy as np
 
+# Reset seeds of the evaluation episodes that training loops run along the way (episode k resets with seed + k).
+# They are constants, the same for every run seed and every evaluation of a run, so a learning-curve point
+# depends on the weights alone; training episodes reset from the unit's own seed, far from these. The two loops
+# have different values for historical reasons: changing either changes every published curve.
+ONLINE_SAC_EVAL_SEED = 10_000  # online SAC (`mtrl.rl.online`: collect, sac-init), deterministic policy
+BCQ_EVAL_SEED = 20_000  # train-bcq: the per-task BCQ evaluated in its task (also picks its best snapshot)
+
 
 def derive_seed(seed: int, *names: str) -> int:
     """A 31-bit seed for one unit of work, independent of which process or in which order it runs."""

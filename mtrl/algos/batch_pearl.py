@@ -39,16 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from mtrl.algos.context import ContextEncoder, InfersTasks, context_dim, kl_to_standard_normal, rsample
-from mtrl.nn import (
-    AgentState,
-    EnsembleMLP,
-    TanhGaussianActor,
-    adam,
-    gaussian_log_prob,
-    mlp,
-    soft_update,
-    tanh_log_det,
-)
+from mtrl.nn import AgentState, EnsembleMLP, TanhGaussianActor, adam, mlp, seeded_generator, soft_update
 
 
 @dataclass(frozen=True)
@@ -96,14 +87,13 @@ class BatchPEARL(InfersTasks, AgentState):
     """
 
     NETWORKS = ("encoder", "actor", "critic", "value")
-    STATE_PARTS = (*NETWORKS, "value_target", "actor_opt", "critic_opt", "value_opt")
+    TRAINING_PARTS = ("value_target", "actor_opt", "critic_opt", "value_opt")
 
     def __init__(self, cfg: BatchPEARLConfig, obs_dim: int, act_dim: int, max_action: float,
                  device: torch.device | str):
         self.cfg, self.obs_dim, self.act_dim, self.max_action = cfg, obs_dim, act_dim, float(max_action)
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(2**62, ())))
+        self.generator = seeded_generator(self.device)
         self.context_dim = context_dim(obs_dim, act_dim)
         z = cfg.z_dim
         self.encoder = ContextEncoder(self.context_dim, z, cfg.encoder_hidden).to(self.device)
@@ -115,13 +105,6 @@ class BatchPEARL(InfersTasks, AgentState):
         # The critic loss trains θ_Q and, with β·KL, the encoder φ (Alg. 6 lines 11 and 13).
         self.critic_opt = adam([*self.critic.parameters(), *self.encoder.parameters()], cfg.lr)
         self.value_opt = adam(self.value.parameters(), cfg.lr)
-
-    def _sample(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A reparameterised action for [s, z] with noise from the agent's generator: (action, log π, mean, std)."""
-        mean, std = self.actor.distribution(state)
-        pre_tanh = mean + std * torch.randn(mean.shape, generator=self.generator, device=self.device)
-        log_prob = gaussian_log_prob(pre_tanh, mean, std) - tanh_log_det(pre_tanh)
-        return torch.tanh(pre_tanh) * self.max_action, log_prob, mean, std
 
     # ---------------------------------------------------------------- learning
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -148,7 +131,7 @@ class BatchPEARL(InfersTasks, AgentState):
         self.critic_opt.step()
 
         # V and the policy see z detached; Q's weights are frozen while they read the updated critics.
-        pi_actions, log_pi, pi_mean, pi_std = self._sample(fixed_state)
+        pi_actions, log_pi, pi_mean, pi_std = self.actor.sample(fixed_state, self.generator)  # noise: ours
         self.critic.requires_grad_(False)
         min_q = self.critic(torch.cat([fixed_state, pi_actions], -1)).squeeze(-1).min(0).values
         self.critic.requires_grad_(True)
@@ -176,10 +159,7 @@ class BatchPEARL(InfersTasks, AgentState):
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         s = obs_t.reshape(-1, self.obs_dim)
         z_t = torch.as_tensor(z, dtype=torch.float32, device=self.device).reshape(-1, self.cfg.z_dim)
-        mean, std = self.actor.distribution(torch.cat([s, z_t.expand(len(s), -1)], -1))
-        pre_tanh = mean
-        if not self.cfg.deterministic_acting:
-            generator = self.generator if generator is None else generator
-            pre_tanh = mean + std * torch.randn(mean.shape, generator=generator, device=self.device)
-        action = torch.tanh(pre_tanh) * self.max_action
+        action = self.actor.sample(torch.cat([s, z_t.expand(len(s), -1)], -1),
+                                   self.generator if generator is None else generator,
+                                   deterministic=self.cfg.deterministic_acting, with_log_prob=False).action
         return action.reshape(*obs_t.shape[:-1], self.act_dim).cpu().numpy()

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.nn import AgentState, adam, mlp, soft_update
+from mtrl.nn import AgentState, adam, mlp, seeded_generator, soft_update
 
 VAE_LOG_STD_MIN, VAE_LOG_STD_MAX = -4.0, 15.0
 DECODE_LATENT_CLIP = 0.5
@@ -169,8 +169,7 @@ class BCQPolicy(AgentState):
     def __init__(self, cfg: BCQConfig, obs_dim: int, act_dim: int, max_action: float, device: torch.device | str):
         self.cfg, self.obs_dim, self.act_dim, self.max_action = cfg, obs_dim, act_dim, float(max_action)
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(2**62, ())))
+        self.generator = seeded_generator(self.device)
         latent_dim = 2 * act_dim if cfg.latent_dim is None else cfg.latent_dim
         max_action = self.max_action
         self.actor = Perturbation(obs_dim, act_dim, cfg.actor_hidden, max_action, cfg.phi).to(self.device)
@@ -202,7 +201,7 @@ class BCQPolicy(AgentState):
 class BCQ(BCQPolicy):
     """BCQ learner: the policy networks plus target ξ' and Q', and one Adam optimiser per network."""
 
-    STATE_PARTS = (*BCQPolicy.NETWORKS, "actor_target", "critic_target", "actor_opt", "critic_opt", "vae_opt")
+    TRAINING_PARTS = ("actor_target", "critic_target", "actor_opt", "critic_opt", "vae_opt")
 
     def __init__(self, cfg: BCQConfig, obs_dim: int, act_dim: int, max_action: float, device: torch.device | str):
         super().__init__(cfg, obs_dim, act_dim, max_action, device)

@@ -46,7 +46,7 @@ import torch
 
 from mtrl.algos.bcq import ConditionalVAE, Perturbation, TwinCritic, bcq_step
 from mtrl.algos.context import ContextEncoder, InfersTasks, context_dim, rsample
-from mtrl.nn import AgentState, adam
+from mtrl.nn import AgentState, adam, seeded_generator
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,13 @@ class ContextualBCQ(InfersTasks, AgentState):
     """
 
     NETWORKS = ("encoder", "actor", "critic", "vae")
-    STATE_PARTS = (*NETWORKS, "actor_target", "critic_target", "actor_opt", "critic_opt", "vae_opt")
+    TRAINING_PARTS = ("actor_target", "critic_target", "actor_opt", "critic_opt", "vae_opt")
 
     def __init__(self, cfg: ContextualBCQConfig, obs_dim: int, act_dim: int, max_action: float,
                  device: torch.device | str):
         self.cfg, self.obs_dim, self.act_dim, self.max_action = cfg, obs_dim, act_dim, float(max_action)
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(2**62, ())))
+        self.generator = seeded_generator(self.device)
         self.context_dim = context_dim(obs_dim, act_dim)
         state_dim = obs_dim + cfg.z_dim  # every BCQ network sees [s, z]
         latent_dim = 2 * act_dim if cfg.latent_dim is None else cfg.latent_dim

@@ -22,7 +22,6 @@ Choices (the paper leaves them open):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtrl.nn import EnsembleMLP, adam
+from mtrl.nn import AgentState, EnsembleMLP, adam, seeded_generator
 
 MIN_STD = 1e-6  # floor of the standardisation scale, for constant input or target columns
 
@@ -90,19 +89,23 @@ class StandardizedEnsemble(nn.Module):
         return out + inputs[:, : self.out_dim] if self.predict_delta else out
 
 
-class EnsembleRegressor:
+class EnsembleRegressor(AgentState):
     """`members` MLP regressors trained together on the same data, predicting mean and spread (Alg. 2, 3).
 
     Inputs are [N, in_dim] tensors; targets [N, out_dim] (or [N] when out_dim is 1), in original units.
+    Checkpoints (`AgentState`): the weights with the standardisation buffers, the optimiser and the generator.
     """
+
+    NETWORKS = ("model",)
+    TRAINING_PARTS = ("optimizer",)
+    SIZES = {"in_dim": int, "out_dim": int}
 
     def __init__(self, cfg: EnsembleConfig, in_dim: int, out_dim: int, device: torch.device | str):
         if cfg.predict_delta and out_dim > in_dim:
             raise ValueError(f"predict_delta needs inputs that start with the state, got {in_dim=} < {out_dim=}")
         self.cfg, self.in_dim, self.out_dim = cfg, in_dim, out_dim
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(2**62, ())))
+        self.generator = seeded_generator(self.device)
         self.model = StandardizedEnsemble(cfg.members, in_dim, cfg.hidden, out_dim, cfg.predict_delta)
         self.model.to(self.device)
         self.optimizer = adam(self.model.parameters(), cfg.lr)
@@ -146,11 +149,6 @@ class EnsembleRegressor:
         return metrics
 
     @torch.no_grad()
-    def predict_members(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Every member's prediction, [members, N, out_dim], in original units."""
-        return self.model(inputs)
-
-    @torch.no_grad()
     def predict(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std over members, each [N, out_dim]; std is the epistemic uncertainty of Alg. 3."""
         members = self.model(inputs)
@@ -168,16 +166,6 @@ class EnsembleRegressor:
             sums[1] += (members - target).pow(2).sum() / len(members)
         mse, member_mse = (sums / targets.numel()).tolist()
         return {"mse": mse, "member_mse": member_mse}
-
-    def state_dict(self) -> dict:
-        """Weights with the standardisation buffers, optimiser and generator state (copies)."""
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-        return copy.deepcopy({**state, "generator": self.generator.get_state()})  # not views of live tensors
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # else it adopts `state`
-        self.generator.set_state(state["generator"].cpu())
 
 
 def relabel_with_ensemble(

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mtrl.nn import EnsembleMLP, TanhGaussianActor, adam, gaussian_log_prob, soft_update, tanh_log_det
+from mtrl.nn import AgentState, EnsembleMLP, TanhGaussianActor, adam, seeded_generator, soft_update
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,15 @@ class SACConfig:
     )
 
 
-class SAC:
-    """SAC agent: a tanh-Gaussian actor, twin critics with target copies, and a learned temperature α."""
+class SAC(AgentState):
+    """SAC agent: a tanh-Gaussian actor, twin critics with target copies, and a learned temperature α.
+
+    Checkpoints (`AgentState`): the actor is what acting needs; a resume also needs the critics, their targets,
+    the target policy (with `target_policy`), log α, the three optimisers and the generator.
+    """
+
+    NETWORKS = ("actor",)
+    TRAINING_PARTS = ("critic", "critic_target", "log_alpha", "actor_opt", "critic_opt", "alpha_opt", "actor_target")
 
     def __init__(
         self,
@@ -123,8 +130,7 @@ class SAC:
     ):
         self.cfg, self.obs_dim, self.act_dim, self.max_action = cfg, obs_dim, act_dim, float(max_action)
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(2**62, ())))
+        self.generator = seeded_generator(self.device)
         if cfg.damped_policy and not cfg.target_policy:
             raise ValueError("SAC: damped_policy copies the target policy into the actor; set target_policy too")
         if critic_condition is not None and critic_condition.dim() != 1:
@@ -156,14 +162,6 @@ class SAC:
         return 2 if self.cfg.separate_critic_batches else 1
 
     # ---------------------------------------------------------------- networks
-    def _sample(self, actor: TanhGaussianActor, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`actor(obs)` with noise from this agent's generator, so checkpoints capture all randomness."""
-        mean, std = actor.distribution(obs)
-        noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
-        pre_tanh = mean + std * noise
-        log_prob = gaussian_log_prob(pre_tanh, mean, std) - tanh_log_det(pre_tanh)
-        return torch.tanh(pre_tanh) * self.max_action, log_prob
-
     def _critic_input(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """[s, a] or [s, a, z]: the input order of the distilled critic Q_D."""
         if self.condition is None:
@@ -193,7 +191,7 @@ class SAC:
         # Critics: y = r + γ(1 − d)(min_j Q'_j(s', ã') − α log π(ã'|s')), ã' from the (target) policy.
         with torch.no_grad():
             next_actor = self.actor if self.actor_target is None else self.actor_target
-            next_actions, next_log_prob = self._sample(next_actor, next_obs)
+            next_actions, next_log_prob = next_actor(next_obs, generator=self.generator)
             target_in = self._critic_input(next_obs, next_actions).flatten(0, 1)  # both critics see all n·B
             next_q = self.critic_target(target_in).squeeze(-1).min(0).values.view(n, -1)
             not_done = 1.0 - terminals.view(n, -1)
@@ -207,7 +205,7 @@ class SAC:
 
         # Actor, against the updated critics; their weights are frozen so no gradient is computed for them.
         pi_obs = obs[-1]
-        pi_actions, log_prob = self._sample(self.actor, pi_obs)
+        pi_actions, log_prob = self.actor(pi_obs, generator=self.generator)  # all noise from our generator
         self.critic.requires_grad_(False)
         q_pi = self.critic(self._critic_input(pi_obs, pi_actions)).squeeze(-1).min(0).values
         self.critic.requires_grad_(True)
@@ -253,11 +251,8 @@ class SAC:
         if one_thread:
             torch.set_num_threads(1)
         try:
-            mean, std = self.actor.distribution(x)
-            pre_tanh = mean
-            if not deterministic:
-                pre_tanh = mean + std * torch.randn(mean.shape, generator=self.generator, device=self.device)
-            return (torch.tanh(pre_tanh) * self.max_action).cpu().numpy()
+            sample = self.actor.sample(x, self.generator, deterministic, with_log_prob=False)
+            return sample.action.cpu().numpy()
         finally:
             if one_thread:
                 torch.set_num_threads(threads)
@@ -288,37 +283,6 @@ class SAC:
             layer.weight.copy_(weight.t().expand_as(layer.weight))
             layer.bias.copy_(bias.view(1, 1, -1).expand_as(layer.bias))
         self.critic_target.load_state_dict(self.critic.state_dict())
-
-    # ---------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict:
-        """All a bit-identical resume needs: networks, targets, optimisers, log α and the generator state."""
-        state = {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(),
-            "generator": self.generator.get_state(),
-        }
-        if self.actor_target is not None:
-            state["actor_target"] = self.actor_target.state_dict()
-        return copy.deepcopy(state)  # not views of live tensors: later updates must not change a checkpoint
-
-    def load_state_dict(self, state: dict) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_target.load_state_dict(state["critic_target"])
-        if self.actor_target is not None:
-            self.actor_target.load_state_dict(state["actor_target"])
-        with torch.no_grad():
-            self.log_alpha.copy_(torch.as_tensor(state["log_alpha"]).reshape(()))
-        # Optimisers adopt the given tensors and update them in place: give them copies.
-        self.actor_opt.load_state_dict(copy.deepcopy(state["actor_opt"]))
-        self.critic_opt.load_state_dict(copy.deepcopy(state["critic_opt"]))
-        self.alpha_opt.load_state_dict(copy.deepcopy(state["alpha_opt"]))
-        self.generator.set_state(state["generator"].cpu())
 
 
 def imitate(

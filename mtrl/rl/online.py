@@ -17,8 +17,7 @@ from mtrl.data import TransitionBuffer, to_torch
 from mtrl.nn import to_numpy_tree, to_torch_tree
 from mtrl.pipeline.base import UnitContext
 from mtrl.rl.episodes import evaluate_returns
-
-EVAL_SEED = 10_000  # evaluation episodes reset from fixed seeds, apart from the training episodes' seeds
+from mtrl.seeding import ONLINE_SAC_EVAL_SEED
 
 
 @dataclass
@@ -80,7 +79,7 @@ def train_online(ctx: UnitContext, agent, env, eval_env, buffer: TransitionBuffe
                                for _ in range(agent.batches_per_update)))
         if run.step % schedule.eval_every == 0 or run.step == schedule.steps:
             returns = evaluate_returns(eval_env, lambda o: agent.act(o, deterministic=True),
-                                       schedule.eval_episodes, EVAL_SEED)
+                                       schedule.eval_episodes, ONLINE_SAC_EVAL_SEED)
             run.curve.append([run.step, float(returns.mean()), float(returns.std())])
             bar.set_postfix(eval_return=f"{returns.mean():.1f}")
         bar.update(1)

@@ -89,7 +89,7 @@ class SacInit(Stage):
     def _initialise(self, ctx: UnitContext, dist, task, sac_cfg) -> tuple[dict, dict]:
         """Alg. 8: roll out the multi-task policy, infer z, imitate its actions with a fresh Gaussian policy."""
         from mtrl.algos.sac import imitate
-        from mtrl.nn import TanhGaussianActor
+        from mtrl.nn import TanhGaussianActor, seeded_generator
 
         cfg, spec = ctx.config.sac_init, dist.spec
         with ctx.read("policy") as art:
@@ -110,8 +110,7 @@ class SacInit(Stage):
         observations = torch.as_tensor(context[:, :obs_dim], device=ctx.device)
         actions = torch.as_tensor(context[:, obs_dim: obs_dim + act_dim], device=ctx.device)
         actor = TanhGaussianActor(obs_dim, act_dim, sac_cfg.actor_hidden, spec.max_action).to(ctx.device)
-        generator = torch.Generator(device=ctx.device)
-        generator.manual_seed(ctx.seed)
+        generator = seeded_generator(ctx.device, ctx.seed)
         losses = imitate(actor, observations, actions, cfg.imitation_steps, cfg.imitation_batch, sac_cfg.actor_lr,
                          generator)
         init = {"z": z, "imitation_losses": np.array(losses), "rollout_returns": np.array(returns)}

@@ -14,8 +14,7 @@ from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
 from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
 from mtrl.rl.episodes import evaluate_returns
-
-EVAL_SEED = 20_000
+from mtrl.seeding import BCQ_EVAL_SEED
 
 
 @dataclass
@@ -63,7 +62,7 @@ class TrainBCQ(Stage):
             run.step += 1
             bar.update(1)
             if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
-                returns = evaluate_returns(env, agent.act, cfg.eval_episodes, EVAL_SEED)
+                returns = evaluate_returns(env, agent.act, cfg.eval_episodes, BCQ_EVAL_SEED)
                 run.curve.append([run.step, float(returns.mean()), float(returns.std())])
                 bar.set_postfix(eval_return=f"{returns.mean():.1f}")
                 if returns.mean() > run.best_return:

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from mtrl.nn import to_numpy_tree
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -39,3 +41,33 @@ def gradient_passes(monkeypatch):
         return passes
 
     return run
+
+
+def _leaves(tree, path=()):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _leaves(value, (*path, key))
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _leaves(value, (*path, i))
+    else:
+        yield path, tree
+
+
+@pytest.fixture
+def same_state():
+    """`same_state(a, b)`: the two agents' whole `state_dict()`s (networks, targets, optimisers, generator) are
+    bit-identical."""
+
+    def check(a, b) -> bool:
+        mine, theirs = dict(_leaves(to_numpy_tree(a.state_dict()))), dict(_leaves(to_numpy_tree(b.state_dict())))
+        assert mine.keys() == theirs.keys()
+        for path, value in mine.items():
+            other = theirs[path]
+            if hasattr(value, "tobytes"):
+                assert value.shape == other.shape and value.tobytes() == other.tobytes(), path
+            else:
+                assert value == other, path
+        return True
+
+    return check

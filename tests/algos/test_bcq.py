@@ -104,7 +104,7 @@ def test_learning_on_a_fixed_dataset():
     assert gain.mean() > 0, gain.mean()
 
 
-def test_state_dict_round_trip_resumes_bit_identically():
+def test_state_dict_round_trip_resumes_bit_identically(same_state):
     data = make_data()
     algo = make_bcq(seed=0)
     train(algo, data, 5)
@@ -121,9 +121,7 @@ def test_state_dict_round_trip_resumes_bit_identically():
         assert not torch.equal(a, b)  # the original took one more step
     algo.load_state_dict(to_torch_tree(stored))
     algo.update(batch)
-    for name in ("actor", "actor_target", "critic", "critic_target", "vae"):
-        mine, theirs = getattr(algo, name).state_dict(), getattr(resumed, name).state_dict()
-        assert all(torch.equal(mine[k], theirs[k]) for k in mine), name
+    assert same_state(algo, resumed)  # networks, targets, optimisers and generator
 
 
 def test_policy_state_builds_an_acting_only_teacher():

@@ -111,7 +111,7 @@ def test_encoder_learns_from_the_value_loss_only(gradient_passes):
     assert gradient_passes(algo, batch) == [{"vae"}, {"critic", "encoder"}, {"actor"}] * K
 
 
-def test_one_update_is_algorithm_7s_loop_of_one_update_per_task():
+def test_one_update_is_algorithm_7s_loop_of_one_update_per_task(same_state):
     """One call makes K sequential updates, task by task (Alg. 7 lines 4-17), not one update averaged over the K
     tasks: its result is bit-identical to K single-task calls in task order, from the same state."""
     data = make_data()
@@ -126,9 +126,7 @@ def test_one_update_is_algorithm_7s_loop_of_one_update_per_task():
     single = make_algo(seed=1)
     single.load_state_dict(to_torch_tree(start))
     per_task = [single.update({key: value[m:m + 1] for key, value in batch.items()}) for m in range(K)]
-    for name in ContextualBCQ.STATE_PARTS[:6]:  # the networks and targets
-        mine, theirs = getattr(algo, name).state_dict(), getattr(single, name).state_dict()
-        assert all(torch.equal(mine[k], theirs[k]) for k in mine), name
+    assert same_state(algo, single)  # networks, targets, optimisers and generator
     assert metrics.keys() == per_task[0].keys()
     for key in metrics:  # the metrics are the means over the tasks
         assert np.isclose(metrics[key], np.mean([m[key] for m in per_task]), rtol=1e-6, atol=1e-9), key
@@ -152,7 +150,7 @@ def test_value_loss_trains_task_inference_on_tasks_that_differ_only_in_reward():
     assert all(np.isfinite(v) for m in metrics for v in m.values())
 
 
-def test_state_dict_round_trip_resumes_bit_identically():
+def test_state_dict_round_trip_resumes_bit_identically(same_state):
     data = make_data()
     algo = make_algo(seed=0)
     train(algo, data, 5)
@@ -166,9 +164,7 @@ def test_state_dict_round_trip_resumes_bit_identically():
     assert resumed.update(batch) == expected
     algo.load_state_dict(to_torch_tree(stored))
     algo.update(batch)
-    for name in ContextualBCQ.STATE_PARTS[:6]:  # the networks and targets
-        mine, theirs = getattr(algo, name).state_dict(), getattr(resumed, name).state_dict()
-        assert all(torch.equal(mine[k], theirs[k]) for k in mine), name
+    assert same_state(algo, resumed)
 
 
 def test_policy_state_acts_identically():

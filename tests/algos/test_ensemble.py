@@ -37,7 +37,7 @@ def test_members_start_different_and_fit_a_known_function():
     ensemble, metrics = fitted()
     assert metrics["holdout_mse"] < 0.01 and metrics["holdout_member_mse"] < 0.02, metrics
     inputs, targets = grid_data()
-    members = ensemble.predict_members(inputs)
+    members = ensemble.model(inputs).detach()  # every member's prediction
     assert members.shape == (TINY.members, len(inputs), 1)
     # Each member fits on its own...
     assert ((members[..., 0] - targets) ** 2).mean(1).max() < 0.02
@@ -58,7 +58,7 @@ def test_std_vanishes_where_members_agree():
     mean, std = ensemble.predict(inputs)
     assert mean.shape == std.shape == (100, 1)
     assert std.abs().max() < 1e-6
-    torch.testing.assert_close(mean, ensemble.predict_members(inputs)[0])
+    torch.testing.assert_close(mean, ensemble.model(inputs)[0].detach())
 
 
 def test_next_state_ensemble_predicts_the_state_not_the_difference():
@@ -106,7 +106,7 @@ def test_relabel_mask_obeys_the_threshold_and_chunks_do_not_matter():
     chunked = relabel_with_ensemble(ensemble, (obs * 3, act * 3), threshold, chunk_size=64)
     for one_pass, in_chunks in zip((mean, std, mask), chunked, strict=True):
         np.testing.assert_allclose(in_chunks, one_pass, rtol=1e-6, atol=1e-6)
-    members = ensemble.predict_members(torch.from_numpy(inputs)).numpy()
+    members = ensemble.model(torch.from_numpy(inputs)).detach().numpy()
     np.testing.assert_allclose(mean, members.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(std, members.std(0), rtol=1e-4, atol=1e-5)
 
