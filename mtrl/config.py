@@ -14,18 +14,24 @@ from typing import Any, Literal
 
 import yaml
 
-from mtrl.algos.batch_pearl import BatchPEARLConfig
+from mtrl import methods
 from mtrl.algos.bcq import BCQConfig
-from mtrl.algos.contextual_bcq import ContextualBCQConfig
 from mtrl.algos.ensemble import EnsembleConfig
 from mtrl.algos.mbml import MBMLConfig
 from mtrl.algos.sac import SACConfig
-from mtrl.configlib import build, parse_override, read_config_file, read_yaml, select_profile, set_path, to_dict
+from mtrl.configlib import (
+    build,
+    parse_override,
+    read_config_file,
+    read_yaml,
+    sections_field,
+    select_profile,
+    set_path,
+    to_dict,
+)
 from mtrl.errors import ConfigError
 
-VARIANTS = ("mbml", "no-triplet", "no-relabel", "neither")
 SAC_INIT_BASELINES = ("random", "variation")
-BASELINES = ("contextual-bcq", "batch-pearl")  # configured in baselines.contextual_bcq, baselines.batch_pearl
 RESOLVED_NAME = "config.yaml"
 
 
@@ -81,7 +87,8 @@ class RelabelConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    variants: tuple[str, ...] = _f(("mbml",), f"variants `mtrl run` trains, of: {', '.join(VARIANTS)}")
+    variants: tuple[str, ...] = _f(("mbml",), "MBML variants `mtrl run` trains (methods of the registry that "
+                                              "`distill` trains: mbml, no-triplet, no-relabel, neither)")
     relabel: Literal["learned", "ground-truth"] = _f("learned", "relabel with the learned ensembles or the true "
                                                                 "reward function (ablation)")
     epochs: int = _f(1000, "training epochs", min=1)
@@ -93,14 +100,16 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class BaselinesConfig:
-    algos: tuple[str, ...] = _f((), f"multi-task baselines (Fig. 4) `mtrl run` trains, of: {', '.join(BASELINES)}")
+    algos: tuple[str, ...] = _f((), "multi-task baselines `mtrl run` trains (methods of the registry that "
+                                    "`train-baseline` trains: contextual-bcq, batch-pearl)")
     epochs: int = _f(1000, "training epochs", min=1)
     steps_per_epoch: int = _f(100, "training steps per epoch (Contextual BCQ: one pass over the K tasks, K updates "
                                    "per network)", min=1)
     eval_every: int = _f(0, "epochs between evaluations during training (0: only at the end)", min=0)
     checkpoint_every: int = _f(10, "epochs between resumable checkpoints", min=1)
-    contextual_bcq: ContextualBCQConfig = field(default_factory=ContextualBCQConfig)
-    batch_pearl: BatchPEARLConfig = field(default_factory=BatchPEARLConfig)
+    sections: dict[str, Any] = sections_field(
+        lambda: {m.name: m.config_type() for m in methods.methods("train-baseline")},
+        "one section per baseline method of the registry, named like it (baselines.<method>.<key>)")
 
 
 @dataclass(frozen=True)
@@ -171,12 +180,11 @@ def validate(config: Config) -> None:
     if config.env.family not in FAMILIES:
         raise ConfigError(f"config key 'env.family': unknown task family '{config.env.family}'; "
                           f"choose one of: {', '.join(FAMILIES)}")
-    bad = [v for v in config.distill.variants if v not in VARIANTS]
-    if bad:
-        raise ConfigError(f"config key 'distill.variants': '{bad[0]}' is not one of: {', '.join(VARIANTS)}")
-    bad = [a for a in config.baselines.algos if a not in BASELINES]
-    if bad:
-        raise ConfigError(f"config key 'baselines.algos': '{bad[0]}' is not one of: {', '.join(BASELINES)}")
+    for key, names, stage in (("distill.variants", config.distill.variants, "distill"),
+                              ("baselines.algos", config.baselines.algos, "train-baseline")):
+        bad = [name for name in names if name not in methods.names(stage)]
+        if bad:
+            raise ConfigError(f"config key '{key}': '{bad[0]}' is not one of: {', '.join(methods.names(stage))}")
     bad = [b for b in config.sac_init.baselines if b not in SAC_INIT_BASELINES]
     if bad:
         raise ConfigError(f"config key 'sac_init.baselines': '{bad[0]}' is not one of: "

@@ -2,8 +2,10 @@
 
 A config is a tree of frozen dataclasses. Field types say what a value may be (`int`, `float`, `bool`, `str`,
 `tuple[int, ...]`, `Literal[...]`, `X | None`, a nested dataclass); `field(metadata={"min", "max", "help"})`
-gives inclusive numeric ranges and a one-line description. Everything is checked before any work starts, and
-every error names the dotted key and what is allowed.
+gives inclusive numeric ranges and a one-line description. A field with `metadata={"sections": types}` (see
+`sections_field`) holds a set of named sections whose classes come from a registry at load time (the config of
+every registered baseline method): in YAML and in `to_dict` they are ordinary keys of the enclosing section.
+Everything is checked before any work starts, and every error names the dotted key and what is allowed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -22,21 +24,40 @@ from mtrl.errors import ConfigError
 PROFILES_KEY = "profiles"
 
 
+def sections_field(types: Callable[[], Mapping[str, type]], help: str) -> Any:
+    """A field holding one section per name of `types()` (name -> config dataclass), looked up when a config is
+    built, so a method registered at run time gets its section; the sections default to their classes' defaults."""
+    return dataclasses.field(default_factory=lambda: {name: tp() for name, tp in types().items()},
+                             metadata={"sections": types, "help": help})
+
+
+def _sections(fields: Mapping[str, dataclasses.Field]) -> dict[str, tuple[str, type]]:
+    """section name -> (the sections field holding it, its class), for every sections field of a class."""
+    return {key: (f.name, tp) for f in fields.values() if "sections" in f.metadata
+            for key, tp in f.metadata["sections"]().items()}
+
+
 def build(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> Any:
     """Construct dataclass `cls` from a plain mapping, validating every key and value."""
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    sections = _sections(fields)
+    keys = [name for name, f in fields.items() if "sections" not in f.metadata] + list(sections)
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(keys))
     if unknown:
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}'; valid keys{' under ' + repr(prefix[:-1]) if prefix else ''}: "
-            f"{', '.join(fields)}"
+            f"{', '.join(keys)}"
         )
-    values = {}
+    values: dict[str, Any] = {name: {} for name, f in fields.items() if "sections" in f.metadata}
+    for key, (holder, tp) in sections.items():
+        values[holder][key] = build(tp, data.get(key), f"{prefix}{key}.")
     for name, value in data.items():
+        if name in sections:
+            continue
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
             # A nested section overrides its field's default instance, not the nested class's bare defaults.
             value = deep_merge(to_dict(_default(fields[name])), value)
@@ -104,9 +125,14 @@ def _check_range(value: float, key: str, f: dataclasses.Field | None) -> float:
 
 
 def to_dict(obj: Any) -> Any:
-    """Dataclass tree → plain dict/list tree (tuples become lists), suitable for YAML and JSON."""
+    """Dataclass tree → plain dict/list tree (tuples become lists), suitable for YAML and JSON. The sections of
+    a sections field become keys of the enclosing mapping, as they are written in YAML."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            out |= {k: to_dict(v) for k, v in value.items()} if "sections" in f.metadata else {f.name: to_dict(value)}
+        return out
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
@@ -199,7 +225,10 @@ def field_help(cls: type, defaults: Any = None) -> list[tuple[str, str, Any]]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         value = _default(f) if defaults is None else getattr(defaults, f.name)
-        if dataclasses.is_dataclass(hints[f.name]):
+        if "sections" in f.metadata:
+            for key, section in value.items():
+                rows += [(f"{key}.{k}", h, d) for k, h, d in field_help(type(section), section)]
+        elif dataclasses.is_dataclass(hints[f.name]):
             rows += [(f"{f.name}.{k}", h, d) for k, h, d in field_help(hints[f.name], value)]
         else:
             rows.append((f.name, f.metadata.get("help", ""), to_dict(value)))

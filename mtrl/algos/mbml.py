@@ -40,7 +40,7 @@ Choices where the paper leaves room (and deviations), all following the referenc
 
 from __future__ import annotations
 
-import copy
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -60,9 +60,10 @@ from mtrl.algos.context import (
     product_of_gaussians,
     rsample,
 )
-from mtrl.nn import adam, mlp
+from mtrl.nn import AgentState, adam, mlp, seeded_generator
 
 Variant = Literal["mbml", "no-triplet", "no-relabel", "neither"]
+VARIANTS: tuple[str, ...] = typing.get_args(Variant)
 RELABEL_VARIANTS = ("mbml", "no-triplet")
 
 
@@ -70,10 +71,6 @@ RELABEL_VARIANTS = ("mbml", "no-triplet")
 class MBMLConfig:
     """Hyper-parameters of the distillation phase; defaults are the paper's (App. C, Tables 2, 5-7)."""
 
-    variant: Variant = field(
-        default="mbml",
-        metadata={"help": "mbml (full), no-triplet, no-relabel (hard-negative triplet, Eq. 11) or neither"},
-    )
     z_dim: int = field(default=20, metadata={"min": 1, "max": 4096, "help": "task embedding width"})
     encoder_hidden: tuple[int, ...] = field(
         default=(200, 200, 200), metadata={"help": "hidden widths of the context encoder q_phi (per row)"}
@@ -136,7 +133,7 @@ class TeacherTargets(NamedTuple):
     correction: torch.Tensor  # ξ_i(s, â) − â
 
 
-class MBML(InfersTasks):
+class MBML(InfersTasks, AgentState):
     """The multi-task policy of MBML and its distillation update.
 
     `teachers`: K objects with `.critic` (TwinCritic), `.vae` (ConditionalVAE), `.actor` (Perturbation), the
@@ -157,6 +154,10 @@ class MBML(InfersTasks):
                           are not confident are ignored (they may hold anything, NaN included)
     """
 
+    NETWORKS = ("encoder", "q_d", "g_d", "xi_d")  # checkpoints (`AgentState`); Q_D under "q_d"
+    TRAINING_PARTS = ("optimizer",)
+    SIZES = {"obs_dim": int, "act_dim": int, "max_action": float, "latent_dim": int}
+
     def __init__(
         self,
         cfg: MBMLConfig,
@@ -166,11 +167,14 @@ class MBML(InfersTasks):
         teachers: Sequence,
         device: torch.device | str,
         latent_dim: int | None = None,
+        variant: Variant = "mbml",
     ):
+        if variant not in VARIANTS:
+            raise ValueError(f"MBML variant must be one of {VARIANTS}, got {variant!r}")
         self.cfg, self.obs_dim, self.act_dim, self.max_action = cfg, obs_dim, act_dim, float(max_action)
+        self.variant = variant
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(torch.randint(2**62, ())))
+        self.generator = seeded_generator(self.device)
         self.teachers = [
             (t.critic.to(self.device), t.vae.to(self.device), t.actor.to(self.device)) for t in teachers
         ]
@@ -194,18 +198,10 @@ class MBML(InfersTasks):
         self.optimizer = adam(self.networks.parameters(), cfg.lr)
 
     @classmethod
-    def from_policy_state(cls, cfg: MBMLConfig, state: dict, device: torch.device | str) -> MBML:
+    def from_policy_state(cls, cfg: MBMLConfig, state: dict, device: torch.device | str = "cpu") -> MBML:
         """An acting-only MBML (no teachers) from `policy_state_dict()`."""
-        algo = cls(
-            cfg,
-            int(state["obs_dim"]),
-            int(state["act_dim"]),
-            float(state["max_action"]),
-            (),
-            device,
-            latent_dim=int(state["latent_dim"]),
-        )
-        algo.load_state_dict(state)
+        algo = cls(cfg, teachers=(), device=device, **cls.policy_sizes(state))
+        algo.load_policy_state(state)
         return algo
 
     def batch_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -215,11 +211,11 @@ class MBML(InfersTasks):
             "observations": (k, cfg.batch_size, self.obs_dim),
             "actions": (k, cfg.batch_size, self.act_dim),
         }
-        if cfg.variant in RELABEL_VARIANTS:
+        if self.variant in RELABEL_VARIANTS:
             shapes["context"] = (k, cfg.context_size, d)
             shapes["relabelled_context"] = (k, k, cfg.context_size, d)
             shapes["relabel_mask"] = (k, k, cfg.context_size)
-        elif cfg.variant == "no-relabel":
+        elif self.variant == "no-relabel":
             shapes["context"] = (k, cfg.hard_negative_sets, cfg.no_relabel_context_size, d)
         else:
             shapes["context"] = (k, cfg.neither_context_size, d)
@@ -254,10 +250,10 @@ class MBML(InfersTasks):
     def _infer_tasks(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Posterior (mean, var) [K, z] that z_i is drawn from, plus the triplet loss and its statistics."""
         cfg = self.cfg
-        if cfg.variant == "neither":
+        if self.variant == "neither":
             mean, var = self.encoder(batch["context"])
             return mean, var, {}
-        if cfg.variant == "no-relabel":
+        if self.variant == "no-relabel":
             mean, var = self.encoder(batch["context"])  # [K, sets, z]
             triplet, active = hard_negative_triplet_loss(mean, var, cfg.triplet_margin)
             return mean[:, 0], var[:, 0], {"triplet": triplet, "triplet_active": active}
@@ -275,7 +271,7 @@ class MBML(InfersTasks):
         union = torch.cat([torch.ones(k, n_context, dtype=torch.bool, device=self.device), chosen], 1)
         post_mean, post_var = product_of_gaussians(mean, var, union)  # q(z | {c_i, c̃_i}), Alg. 4 line 12
         stats = {"relabelled_rows": chosen.sum(1).float().mean()}
-        if cfg.variant == "no-triplet":
+        if self.variant == "no-triplet":
             return post_mean, post_var, stats
 
         own_mean, own_var = mean[:, :n_context], var[:, :n_context]
@@ -306,7 +302,7 @@ class MBML(InfersTasks):
             raise ValueError("MBML.update needs the per-task BCQ teachers")
         for key, shape in self.batch_shapes().items():
             if key not in batch:
-                raise ValueError(f"MBML ({self.cfg.variant}) needs batch[{key!r}] of shape {shape}")
+                raise ValueError(f"MBML ({self.variant}) needs batch[{key!r}] of shape {shape}")
             if tuple(batch[key].shape) != shape:
                 raise ValueError(f"batch[{key!r}] has shape {tuple(batch[key].shape)}, expected {shape}")
             if (batch[key].dtype == torch.bool) != (key == "relabel_mask"):
@@ -354,33 +350,6 @@ class MBML(InfersTasks):
         best = self.q_d(torch.cat([s, actions, z_t], -1)).squeeze(-1).argmax(-1)
         chosen = actions[torch.arange(s.shape[0], device=self.device), best]
         return chosen.reshape(*obs_t.shape[:-1], self.act_dim).cpu().numpy()
-
-    # ---------------------------------------------------------------- checkpoints
-    def policy_state_dict(self) -> dict:
-        """What acting needs: the four networks (copies) and the sizes to rebuild them; Q_D under "q_d"."""
-        state = {name: net.state_dict() for name, net in self.networks.items()}
-        sizes = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "max_action": self.max_action}
-        return copy.deepcopy(state) | sizes | {"latent_dim": self.latent_dim}
-
-    def state_dict(self) -> dict:
-        """Everything a resume needs: `policy_state_dict`, the optimiser state and the generator state."""
-        return self.policy_state_dict() | {
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "generator": self.generator.get_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Load a `state_dict`, or a `policy_state_dict` (leaving the optimiser and generator as they are)."""
-        mine = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "latent_dim": self.latent_dim}
-        theirs = {key: int(state[key]) for key in mine}
-        if theirs != mine:
-            raise ValueError(f"state is for sizes {theirs}, this MBML has {mine}")
-        for name, net in self.networks.items():
-            net.load_state_dict(state[name])
-        if "optimizer" in state:  # the optimiser adopts the given tensors and updates them in place: a copy
-            self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        if "generator" in state:
-            self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
 
 
 # ---------------------------------------------------------------- set sampling (Alg. 4) and triplet losses

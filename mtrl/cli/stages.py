@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
+from mtrl import methods
 from mtrl.cli import main
 from mtrl.cli.options import resolve, stage_options
-
-VARIANTS = ("mbml", "no-triplet", "no-relabel", "neither")
-BASELINES = ("contextual-bcq", "batch-pearl")
+from mtrl.pipeline.registry import PIPELINE
 
 
 def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | None = None, **opts) -> None:
@@ -75,7 +74,7 @@ def relabel(relabel: str | None, **opts) -> None:
 
 
 @main.command()
-@click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS),
+@click.option("--variant", "variants", multiple=True, type=click.Choice(methods.names("distill")),
               help="Variant(s) to train (default: config distill.variants).")
 @click.option("--triplet-margin", type=float, help="Triplet margin m (config distill.algo.triplet_margin).")
 @click.option("--kl-beta", type=float, help="KL weight beta (config distill.algo.kl_beta).")
@@ -93,7 +92,7 @@ def distill(variants, triplet_margin, kl_beta, epochs, relabel, **opts) -> None:
 
 
 @main.command("train-baseline")
-@click.option("--algo", "algos", multiple=True, type=click.Choice(BASELINES),
+@click.option("--algo", "algos", multiple=True, type=click.Choice(methods.names("train-baseline")),
               help="Baseline(s) to train (default: config baselines.algos).")
 @click.option("--epochs", type=int, help="Training epochs (config baselines.epochs).")
 @stage_options
@@ -126,14 +125,10 @@ def sac_init(**opts) -> None:
 
 
 @main.command("run")
-@click.option("--until", type=click.Choice(["tasks", "collect", "train-bcq", "fit-rewards", "fit-dynamics", "relabel",
-                                            "distill", "train-baseline", "evaluate", "sac-init"]),
-              help="Stop after this stage.")
+@click.option("--until", type=click.Choice(list(PIPELINE)), help="Stop after this stage.")
 @stage_options
 def run_pipeline(until: str | None, **opts) -> None:
     """Every stage in dependency order, skipping what is up to date: an interrupted run continues with the
     same command. The variants and baselines to train are listed in the config."""
-    from mtrl.pipeline.registry import PIPELINE
-
     names = list(PIPELINE)
     run_stages(names[: names.index(until) + 1] if until else names, **opts)

@@ -66,10 +66,16 @@ def task_key(index: int) -> str:
 
 
 class Stage:
-    """Base class. Subclasses set `name` and `sections` and implement `units` and `run_unit`."""
+    """Base class. Subclasses set `name` and `sections` and implement `units` and `run_unit`.
+
+    The fingerprint of a stage's outputs covers the run `seed` (unless `seeded` is False), the config `sections`,
+    minus the dotted keys of `not_covered` (e.g. lists of units to run, which are unit parameters instead).
+    """
 
     name: ClassVar[str]
     sections: ClassVar[tuple[str, ...]]  # config sections whose values determine the outputs
+    not_covered: ClassVar[tuple[str, ...]] = ()  # dotted keys inside `sections` that do not change an output
+    seeded: ClassVar[bool] = True  # whether the run seed changes the outputs
 
     def units(self, config: Config, run_dir: Path) -> list[Unit]:
         raise NotImplementedError
@@ -79,7 +85,18 @@ class Stage:
 
     def stage_config(self, config: Config) -> dict[str, Any]:
         """The part of the config that is fingerprinted and recorded in this stage's artifacts."""
-        return {"seed": config.seed, **{s: to_dict(getattr(config, s)) for s in self.sections}}
+        covered = {s: to_dict(getattr(config, s)) for s in self.sections}
+        for key in self.excluded_keys(config):
+            *parents, leaf = key.split(".")
+            section = covered
+            for part in parents:
+                section = section[part]
+            del section[leaf]
+        return ({"seed": config.seed} if self.seeded else {}) | covered
+
+    def excluded_keys(self, config: Config) -> tuple[str, ...]:
+        """`not_covered`; a stage whose excluded keys depend on the config (e.g. on the registry) extends it."""
+        return self.not_covered
 
 
 class Checkpointer:

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from mtrl import methods
+from mtrl.errors import ConfigError
 from mtrl.report.collect import RunResults
 
-ABLATIONS = ("mbml", "no-triplet", "no-relabel", "neither")  # MBML Fig. 6
 PER_TASK_COLUMNS = {  # Table 9 column -> how to read it from a run: {training task: value}
     "SAC final return": lambda run: run.sac_final,
     "BCQ best return": lambda run: {t: r["best"] for t, r in run.bcq_returns.items()},
@@ -113,13 +114,20 @@ class Summary:
     @property
     def methods(self) -> dict[str, Series]:
         """Fig. 4: MBML and the baselines. The ablations would crowd it and belong to Fig. 6."""
-        return {name: s for name, s in self.test_curves.items()
-                if name.removesuffix("-gt") == "mbml" or name.removesuffix("-gt") not in ABLATIONS}
+        return {name: s for name, s in self.test_curves.items() if role(name) in ("method", "baseline")}
 
     @property
     def ablations(self) -> dict[str, Series]:
-        """Fig. 6: the variants, and their ground-truth-relabelling ablations where trained."""
-        return {name: s for name, s in self.test_curves.items() if name.removesuffix("-gt") in ABLATIONS}
+        """Fig. 6: MBML and its ablations, and their ground-truth-relabelling versions where trained."""
+        return {name: s for name, s in self.test_curves.items() if role(name) in ("method", "ablation")}
+
+
+def role(name: str) -> str:
+    """The registry's role of a policy name; a name no longer registered is shown with the baselines."""
+    try:
+        return methods.get_method(name.removesuffix(methods.GROUND_TRUTH_SUFFIX)).role
+    except ConfigError:
+        return "baseline"
 
 
 def summarise(runs: list[RunResults]) -> Summary:
@@ -148,16 +156,17 @@ def _joined(values) -> str:
 
 
 def method_order(names) -> list[str]:
-    """MBML and its ablations first (paper order), then any other method alphabetically."""
-    rank = {name: i for i, name in enumerate(n + suffix for suffix in ("", "-gt") for n in ABLATIONS)}
+    """The registry's order (MBML, its ablations, the baselines), ground-truth versions after the learned ones,
+    then any unregistered name alphabetically."""
+    registered = methods.names()
+    ordered = [*registered, *(n + methods.GROUND_TRUTH_SUFFIX for n in methods.names("distill"))]
+    rank = {name: i for i, name in enumerate(ordered)}
     return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
 
 
 def _methods(summary: Summary, runs: dict[str, RunResults]) -> None:
-    from mtrl.stages.evaluate import PER_TASK_BASELINES
-
     names = {name for run in runs.values() for name in (*run.policy_curves, *run.eval_summaries)}
-    for method in method_order(names - set(PER_TASK_BASELINES)):
+    for method in method_order(names - set(methods.PER_TASK_BASELINES)):
         curves = {label: run.policy_curves[method] for label, run in runs.items() if method in run.policy_curves}
         if curves:
             summary.test_curves[method] = align({label: (c["epochs"], c["test_score"]) for label, c in curves.items()})

@@ -49,29 +49,28 @@ class RelabelledContexts:
         return context, relabelled, np.take_along_axis(self.mask, tt, 2)
 
 
-class BatchSampler:
-    """Draws one distillation batch (the keys of `MBML.batch_shapes`) with a NumPy generator."""
+def mbml_sampler(datasets: list[dict[str, np.ndarray]], cfg, variant: str, relabelled: RelabelledContexts | None):
+    """MBML's batches (the keys of `MBML.batch_shapes`): per task a training batch, and the variant's context
+    sets; the relabel variants add the context rows relabelled by every task's models (relabel.h5)."""
+    if variant in RELABEL_VARIANTS and relabelled is None:
+        raise ConfigError(f"variant {variant} needs relabel.h5; run `mtrl relabel` first")
 
-    def __init__(self, datasets: list[dict[str, np.ndarray]], cfg, relabelled: RelabelledContexts | None):
-        self.datasets, self.cfg, self.relabelled = datasets, cfg, relabelled
-        if cfg.variant in RELABEL_VARIANTS and relabelled is None:
-            raise ConfigError(f"variant {cfg.variant} needs relabel.h5; run `mtrl relabel` first")
-
-    def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        cfg = self.cfg
-        idx = [rng.integers(0, len(d["rewards"]), cfg.batch_size) for d in self.datasets]
+    def sample(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        idx = [rng.integers(0, len(d["rewards"]), cfg.batch_size) for d in datasets]
         batch = {
-            "observations": np.stack([d["observations"][i] for d, i in zip(self.datasets, idx, strict=True)]),
-            "actions": np.stack([d["actions"][i] for d, i in zip(self.datasets, idx, strict=True)]),
+            "observations": np.stack([d["observations"][i] for d, i in zip(datasets, idx, strict=True)]),
+            "actions": np.stack([d["actions"][i] for d, i in zip(datasets, idx, strict=True)]),
         }
-        if cfg.variant in RELABEL_VARIANTS:
-            context, relabelled, mask = self.relabelled.sample(rng, cfg.context_size)
-            batch |= {"context": context, "relabelled_context": relabelled, "relabel_mask": mask}
-        elif cfg.variant == "no-relabel":
-            batch["context"] = context_sets(self.datasets, rng, (cfg.hard_negative_sets, cfg.no_relabel_context_size))
+        if variant in RELABEL_VARIANTS:
+            context, relabelled_context, mask = relabelled.sample(rng, cfg.context_size)
+            batch |= {"context": context, "relabelled_context": relabelled_context, "relabel_mask": mask}
+        elif variant == "no-relabel":
+            batch["context"] = context_sets(datasets, rng, (cfg.hard_negative_sets, cfg.no_relabel_context_size))
         else:
-            batch["context"] = context_sets(self.datasets, rng, (cfg.neither_context_size,))
+            batch["context"] = context_sets(datasets, rng, (cfg.neither_context_size,))
         return batch
+
+    return sample
 
 
 def context_sets(datasets: list[dict[str, np.ndarray]], rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -84,11 +83,14 @@ def context_sets(datasets: list[dict[str, np.ndarray]], rng: np.random.Generator
     return np.stack(rows)
 
 
-def sample_batch(datasets: list[dict[str, np.ndarray]], rng: np.random.Generator, batch_size: int,
-                 context_size: int) -> dict[str, np.ndarray]:
-    """Per task, `batch_size` transitions and a context set of `context_size` rows, both uniform over its dataset
-    (Alg. 6 line 5, Alg. 7 lines 5-6): the keys the baselines' `update` reads, stacked over tasks."""
-    rows = [sample_rows(d, rng.integers(0, len(d["rewards"]), batch_size)) for d in datasets]
-    batch = {key: np.stack([r[key] for r in rows]) for key in rows[0]}
-    batch["context"] = context_sets(datasets, rng, (context_size,))
-    return batch
+def baseline_sampler(datasets: list[dict[str, np.ndarray]], cfg, variant: None = None, relabelled: None = None):
+    """The baselines' batches: per task, `cfg.batch_size` transitions and a context set of `cfg.context_size`
+    rows, both uniform over its dataset (Alg. 6 line 5, Alg. 7 lines 5-6), stacked over tasks."""
+
+    def sample(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        rows = [sample_rows(d, rng.integers(0, len(d["rewards"]), cfg.batch_size)) for d in datasets]
+        batch = {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+        batch["context"] = context_sets(datasets, rng, (cfg.context_size,))
+        return batch
+
+    return sample

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from mtrl.algos.context import context_rows
-from mtrl.configlib import to_dict
 from mtrl.rl.episodes import run_lockstep
 from mtrl.rl.policies import ContextPolicy
 from mtrl.seeding import derive_seed
@@ -44,14 +43,6 @@ def score(returns: np.ndarray, skip: int) -> np.ndarray:
 def evaluation_seed(config) -> int:
     """Episode reset seeds of a run's evaluations: shared by all its policies, so they meet the same starts."""
     return derive_seed(config.seed, "evaluation-episodes")
-
-
-def training_evaluation_config(config) -> dict:
-    """The evaluation settings that evaluation during training (distill, train-baseline) depends on: one run of
-    the protocol per evaluation, so `evaluate.repeats` is not among them."""
-    section = to_dict(config.evaluate)
-    del section["repeats"]
-    return section
 
 
 def evaluate_tasks(envs: list, policy: ContextPolicy, cfg, seed: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from mtrl.configlib import build
-from mtrl.nn import to_torch_tree
+from mtrl.nn import seeded_generator, to_torch_tree
 
 
 class ContextPolicy(Protocol):
@@ -30,11 +30,8 @@ class EmbeddingPolicy:
     stream untouched (a run is the same whether or not it is evaluated along the way)."""
 
     def __init__(self, algo, seed: int):
-        import torch
-
         self.algo = algo
-        self.generator = torch.Generator(device=algo.device)
-        self.generator.manual_seed(seed)
+        self.generator = seeded_generator(algo.device, seed)
 
     def infer(self, context: np.ndarray | None) -> np.ndarray:
         return self.algo.sample_z(context, generator=self.generator)
@@ -57,14 +54,9 @@ class ContextFreePolicy:
 
 
 def load_multitask_policy(art, device, seed: int) -> ContextPolicy:
-    """Build the policy stored in a policies/<name>.h5 artifact, whichever method wrote it."""
-    from mtrl.algos.batch_pearl import BatchPEARL, BatchPEARLConfig
-    from mtrl.algos.contextual_bcq import ContextualBCQ, ContextualBCQConfig
-    from mtrl.algos.mbml import MBML, MBMLConfig
+    """Build the policy stored in a policies/<name>.h5 artifact from the registry entry of the method that wrote it."""
+    from mtrl.methods import get_method
 
-    builders = {"mbml": (MBML, MBMLConfig), "contextual-bcq": (ContextualBCQ, ContextualBCQConfig),
-                "batch-pearl": (BatchPEARL, BatchPEARLConfig)}
-    algo_name = str(art.file.attrs["algo"])
-    cls, cfg_cls = builders[algo_name]
-    algo = cls.from_policy_state(build(cfg_cls, art.meta("algo_config")), to_torch_tree(art.tree("weights")), device)
-    return EmbeddingPolicy(algo, seed)
+    method = get_method(str(art.attrs["method"]))
+    cfg = build(method.config_type(), art.meta("algo_config"))
+    return EmbeddingPolicy(method.algo_class().from_policy_state(cfg, to_torch_tree(art.tree("weights")), device), seed)

@@ -23,13 +23,13 @@ class TrainingState:
 
 
 
-def train_policy(ctx: UnitContext, algo, sample, cfg, dist, algo_name: str, algo_cfg) -> None:
+def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cfg) -> None:
     """The epoch loop of the multi-task stages (distill, train-baseline), ending in the unit's "policy" output.
 
     `algo` has the multi-task face (update, state_dict, policy_state_dict, sample_z, act); `sample(rng)` draws one
     batch of NumPy arrays; `cfg` gives epochs, steps_per_epoch, eval_every and checkpoint_every. Resumes from the
     unit's checkpoint. The artifact holds the weights, per-epoch mean losses, the Alg. 5 scores of the periodic
-    evaluations, and attributes `algo` (which class `mtrl evaluate` builds) and `algo_config`.
+    evaluations, and attributes `method` (the registry entry `mtrl evaluate` builds it from) and `algo_config`.
     """
     rng = np.random.default_rng(ctx.seed)
     run = TrainingState()
@@ -67,7 +67,7 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, algo_name: str, algo
         w.tree("weights", to_numpy_tree(algo.policy_state_dict()))
         w.tree("losses", {key: np.array(values) for key, values in run.losses.items()})
         w.tree("eval_curve", {"epochs": curve[:, 0], "train_score": curve[:, 1], "test_score": curve[:, 2]})
-        w.attrs["algo"] = algo_name
+        w.attrs["method"] = method
         w.json("algo_config", to_dict(algo_cfg))
 
 

@@ -18,9 +18,7 @@ class SampleTasks(Stage):
 
     name = "tasks"
     sections = ("env",)
-
-    def stage_config(self, config):
-        return {"env": to_dict(config.env)}
+    seeded = False  # the split is drawn from env.task_seed, the same for every run seed
 
     def units(self, config, run_dir):
         return [Unit("all", {"tasks": Output(layout.tasks(run_dir), "tasks")})]

@@ -7,57 +7,51 @@ the same context rows relabelled by every other task's models, looked up in rela
 
 from __future__ import annotations
 
-import dataclasses
-
 from mtrl.algos.mbml import RELABEL_VARIANTS
-from mtrl.configlib import to_dict
+from mtrl.methods import GROUND_TRUTH_SUFFIX, get_method
 from mtrl.nn import to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
 from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
-from mtrl.rl.batches import BatchSampler, RelabelledContexts
-from mtrl.rl.evaluation import training_evaluation_config
+from mtrl.rl.batches import RelabelledContexts
 from mtrl.rl.training import train_policy
 from mtrl.stages.train_bcq import bcq_input
 
 
 def policy_name(variant: str, relabel: str) -> str:
     """Artifact name of a distilled policy: the variant, suffixed for the ground-truth relabelling ablation."""
-    return variant if relabel == "learned" or variant not in RELABEL_VARIANTS else f"{variant}-gt"
+    return variant if relabel == "learned" or variant not in RELABEL_VARIANTS else variant + GROUND_TRUTH_SUFFIX
 
 
 class Distill(Stage):
     name = "distill"
-    sections = ("distill",)
+    sections = ("distill", "evaluate")
+    # the variants to train are units; evaluation during training runs the protocol once (no repeats)
+    not_covered = ("distill.variants", "evaluate.repeats")
 
     def __init__(self, variants: tuple[str, ...] | None = None):
         self.variants = variants  # `mtrl distill --variant X` selects; None: the config's list
-
-    def stage_config(self, config):
-        section = to_dict(config.distill)
-        del section["variants"], section["algo"]["variant"]  # the variant is a unit parameter
-        return {"seed": config.seed, "distill": section, "evaluate": training_evaluation_config(config)}
 
     def units(self, config, run_dir):
         k, relabel = n_train_tasks(config), config.distill.relabel
         units = []
         for variant in self.variants or config.distill.variants:
+            method = get_method(variant)
             inputs = {"tasks": layout.tasks_input(run_dir)}
             inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i) for i in range(k)}
             inputs |= {f"bcq_{i}": bcq_input(run_dir, i) for i in range(k)}
-            if variant in RELABEL_VARIANTS:
+            if method.needs_relabel:
                 inputs["relabel"] = Input(layout.relabel(run_dir, relabel), "relabel", "relabel")
             name = policy_name(variant, relabel)
             units.append(Unit(name, {"policy": Output(layout.policy(run_dir, name), "policy")}, inputs,
-                              params={"variant": variant, "relabel": relabel if variant in RELABEL_VARIANTS else None}))
+                              params={"variant": variant, "relabel": relabel if method.needs_relabel else None}))
         return units
 
     def run_unit(self, ctx: UnitContext) -> None:
         from mtrl.algos.bcq import BCQPolicy
-        from mtrl.algos.mbml import MBML
 
-        cfg, variant = ctx.config.distill, ctx.unit.params["variant"]
-        algo_cfg = dataclasses.replace(cfg.algo, variant=variant)
+        method = get_method(ctx.unit.params["variant"])
+        cfg, algo_cfg = ctx.config.distill, method.config(ctx.config)
         dist = read_distribution(ctx.unit.inputs["tasks"].path)
         spec, k = dist.spec, len(dist.train_tasks)
         datasets = []
@@ -70,11 +64,9 @@ class Distill(Stage):
                 teachers.append(BCQPolicy.from_policy_state(
                     bcq_cfg, to_torch_tree(art.tree("weights")[ctx.config.bcq.snapshot]), ctx.device))
         relabelled = None
-        if variant in RELABEL_VARIANTS:
+        if method.needs_relabel:
             with ctx.read("relabel") as art:
                 relabelled = RelabelledContexts.load(art, datasets)
-        sampler = BatchSampler(datasets, algo_cfg, relabelled)
-        algo = MBML(algo_cfg, spec.obs_dim, spec.act_dim, spec.max_action, teachers, ctx.device)
-        train_policy(ctx, algo, sampler.sample, cfg, dist, "mbml", algo_cfg)
-
-
+        algo = method.algo_class()(algo_cfg, spec.obs_dim, spec.act_dim, spec.max_action, teachers, ctx.device,
+                                   variant=method.variant)
+        train_policy(ctx, algo, method.make_sampler(datasets, algo_cfg, relabelled), cfg, dist, method.name, algo_cfg)

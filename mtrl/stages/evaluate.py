@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtrl.methods import GROUND_TRUTH_SUFFIX, PER_TASK_BASELINES, get_method
 from mtrl.nn import to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
@@ -16,8 +17,7 @@ from mtrl.pipeline.run_data import env_spec, load_dataset, n_train_tasks, read_d
 from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed, run_evaluation, summary_of
 from mtrl.rl.policies import ContextFreePolicy, load_multitask_policy
 from mtrl.rl.probe import task_inference_probe
-
-PER_TASK_BASELINES = ("sac", "bcq")
+from mtrl.stages.distill import policy_name
 
 
 class Evaluate(Stage):
@@ -28,8 +28,6 @@ class Evaluate(Stage):
         self.policies = policies  # `mtrl evaluate --policy X`; None: every policy the config trains
 
     def units(self, config, run_dir):
-        from mtrl.config import BASELINES
-        from mtrl.stages.distill import policy_name
 
         names = self.policies or (*PER_TASK_BASELINES,
                                   *(policy_name(v, config.distill.relabel) for v in config.distill.variants),
@@ -44,7 +42,7 @@ class Evaluate(Stage):
                 inputs |= {f"task_{i}": Input(layout.bcq(run_dir, i), "bcq", "train-bcq")
                            for i in range(n_train_tasks(config))}
             else:
-                producer = "train-baseline" if name in BASELINES else "distill"
+                producer = get_method(name.removesuffix(GROUND_TRUTH_SUFFIX)).stage
                 inputs["policy"] = Input(layout.policy(run_dir, name), "policy", producer)
                 if env_spec(config).varies == "reward":  # the task-inference probe relabels with true rewards
                     inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i) for i in range(n_train_tasks(config))}

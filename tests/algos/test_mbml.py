@@ -51,8 +51,8 @@ def make_teachers(k=K):
 
 def make_algo(variant="mbml", seed=0, **overrides):
     torch.manual_seed(seed)
-    cfg = dataclasses.replace(TINY, variant=variant, **overrides)
-    return MBML(cfg, OBS, ACT, MAX_ACTION, make_teachers(), "cpu")
+    cfg = dataclasses.replace(TINY, **overrides)
+    return MBML(cfg, OBS, ACT, MAX_ACTION, make_teachers(), "cpu", variant=variant)
 
 
 def make_batch(algo, seed=1, confident=0.7):
@@ -269,6 +269,7 @@ def test_state_dict_resumes_exactly_and_policy_state_acts_identically():
         MAX_ACTION,
         [SimpleNamespace(critic=c, vae=v, actor=a) for c, v, a in algo.teachers],
         "cpu",
+        variant=algo.variant,
     )
     resumed.load_state_dict(to_torch_tree(stored))
     assert resumed.update(batch) == expected

@@ -57,7 +57,7 @@ def test_mbml_family_budgets(configs, family):
     assert config.collect.steps == collect  # Table 9 "Interactions"
     assert config.bcq.steps == bcq
     assert config.sac_init.steps == sac_init
-    bp = config.baselines.batch_pearl
+    bp = config.baselines.sections["batch-pearl"]
     assert (bp.context_size, bp.kl_beta, bp.reward_scale) == pearl
 
 
@@ -68,13 +68,14 @@ def test_humanoid_sac_init_budget_covers_the_section_5_3_claim(configs):
 
 @pytest.mark.parametrize("family", sorted(OTHER_PEARL))
 def test_other_families_batch_pearl(configs, family):
-    bp = configs[family].baselines.batch_pearl
+    bp = configs[family].baselines.sections["batch-pearl"]
     assert (bp.context_size, bp.kl_beta, bp.reward_scale) == OTHER_PEARL[family]
 
 
 def test_values_the_paper_states_hold_in_every_paper_profile(configs):
     for family, config in configs.items():
-        d, cb, bp = config.distill.algo, config.baselines.contextual_bcq, config.baselines.batch_pearl
+        d, sections = config.distill.algo, config.baselines.sections
+        cb, bp = sections["contextual-bcq"], sections["batch-pearl"]
         # Table 2 (and Tables 5-7 for the ablations' context sizes)
         assert (d.z_dim, d.num_candidates, d.lr, d.batch_size, d.context_size) == (20, 10, 3e-4, 128, 64), family
         assert (d.kl_beta, d.triplet_margin) == (0.1, 2.0), family

@@ -83,7 +83,7 @@ def test_report_of_the_smoke_run(smoke_run, tmp_path):
         times = []
         for kind in ("datasets", "sac"):
             with open_artifact(run_dir / kind / f"task_{task:02d}.h5") as art:
-                times.append(float(art.file.attrs["wall_seconds"]))
+                times.append(art.attrs["wall_seconds"])
         expected += max(times)
     mean, per_run = row(text, ("stage",), "collect")
     assert float(mean) == float(per_run) == pytest.approx(expected, rel=5e-3)
@@ -106,7 +106,8 @@ def test_two_runs_are_aggregated_as_mean_and_std(smoke_run, tmp_path):
     config_text = (second / "config.yaml").read_text()
     (second / "config.yaml").write_text(config_text.replace("seed: 0", "seed: 1").replace(
         "max_transitions: 500", "max_transitions: 400"))
-    edit_tree(second / "policies" / "mbml.h5", "eval_curve", lambda t: t | {"test_score": t["test_score"] + 2.0})
+    with h5py.File(second / "policies" / "mbml.h5", "a") as f:  # curves are stored by name: plain h5py edits them
+        f["eval_curve/test_score"][...] += 2.0
     with h5py.File(second / "eval" / "mbml.h5", "a") as f:
         summary = json.loads(f.attrs["summary"])
         f.attrs["summary"] = json.dumps(summary | {"test_score": summary["test_score"] + 1.0})

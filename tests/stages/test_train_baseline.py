@@ -45,8 +45,8 @@ def copy_data(run_dir, to):
 def test_policy_artifact_has_distills_layout_and_loads_for_evaluation(run, algo):
     config, run_dir = run
     with open_artifact(run_dir / "policies" / f"{algo}.h5", "policy") as art:
-        assert art.file.attrs["algo"] == algo
-        assert art.meta("algo_config") == to_dict(getattr(config.baselines, algo.replace("-", "_")))
+        assert art.attrs["method"] == algo
+        assert art.meta("algo_config") == to_dict(config.baselines.sections[algo])
         losses, curve = art.tree("losses"), art.tree("eval_curve")
         assert "critic_loss" in losses and all(len(v) == config.baselines.epochs for v in losses.values())
         assert all(np.isfinite(v).all() for v in losses.values())
@@ -54,7 +54,7 @@ def test_policy_artifact_has_distills_layout_and_loads_for_evaluation(run, algo)
         policy = load_multitask_policy(art, "cpu", seed=0)
     assert isinstance(policy.algo, ALGOS[algo])
     belief = policy.infer(None)
-    assert belief.shape == (getattr(config.baselines, algo.replace("-", "_")).z_dim,)
+    assert belief.shape == (config.baselines.sections[algo].z_dim,)
     actions = policy.act(np.zeros((3, 2), np.float32), np.stack([belief] * 3))
     assert actions.shape == (3, 2) and np.abs(actions).max() <= 1.0  # agents act in [-1, 1]
 
@@ -82,7 +82,7 @@ def test_each_baseline_is_fingerprinted_by_its_own_config(run):
         return {u.key: plan_unit(stage, cfg, u).up_to_date for u in stage.units(cfg, run_dir)}
 
     assert up_to_date(config) == {"contextual-bcq": True, "batch-pearl": True}
-    changed = smoke_config(*FAST_DATA, "baselines.batch_pearl.kl_beta=0.5")
+    changed = smoke_config(*FAST_DATA, "baselines.batch-pearl.kl_beta=0.5")
     assert up_to_date(changed) == {"contextual-bcq": True, "batch-pearl": False}
     assert up_to_date(smoke_config(*FAST_DATA, "baselines.epochs=5")) == {"contextual-bcq": False,
                                                                          "batch-pearl": False}
