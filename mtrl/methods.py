@@ -15,6 +15,7 @@ registry (the CLI does, to list choices) does not import torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,9 +29,11 @@ Role = Literal["method", "ablation", "baseline"]  # report: Fig. 4 shows method 
 class Method:
     """One multi-task method.
 
-    `algo` is the class ("module:Class"). A `train-baseline` method's class is built as
+    `algo` is the class (or "module:Class"). A `train-baseline` method's class is built as
     `cls(cfg, obs_dim, act_dim, max_action, device)`; every method's class has `from_policy_state(cfg, state,
-    device)` for acting and the multi-task face `update`, `state_dict`, `policy_state_dict`, `sample_z`, `act`.
+    device)` for acting, a `device`, and the multi-task face: `update(batch) -> metrics`, `state_dict`,
+    `load_state_dict`, `policy_state_dict`, `sample_z(context, generator)`, `act(obs, z, generator)` and
+    `posterior(context) -> (mean, var)` (the task-inference probe of `mtrl evaluate`).
     `batches` ("module:function") is `make_sampler(datasets, cfg, variant, relabelled) -> sample(rng) -> batch of
     NumPy arrays`, where `relabelled` is None unless `needs_relabel`. `variant` is passed to the algorithm
     (MBML's ablations are MBML with another variant).
@@ -38,9 +41,9 @@ class Method:
 
     name: str
     stage: TrainingStage
-    config_class: str  # "module:Class" of its config dataclass
-    algo: str
-    batches: str
+    config_class: str | type  # its config dataclass, or "module:Class"
+    algo: str | type
+    batches: str | Callable
     role: Role
     summary: str
     variant: str | None = None
@@ -65,8 +68,11 @@ class Method:
         return load(self.batches)(datasets, cfg, self.variant, relabelled)
 
 
-def load(path: str) -> Any:
-    module, _, attribute = path.partition(":")
+def load(target: str | Any) -> Any:
+    """The object a "module:attribute" string names (imported now); anything else as it is."""
+    if not isinstance(target, str):
+        return target
+    module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)
 
 

@@ -1,37 +1,6 @@
-"""The `mtrl` command: one subcommand per stage plus `status` and `inspect`."""
+"""The `mtrl` command: one subcommand per stage plus `status`, `inspect`, `config`, `report` and `export-dataset`."""
 
-from __future__ import annotations
+from mtrl.cli import stages, tools  # noqa: F401  (importing them registers their commands on `main`)
+from mtrl.cli.group import main
 
-import click
-
-from mtrl import __version__
-from mtrl.errors import MtrlError
-
-
-class MtrlGroup(click.Group):
-    """Turns user-facing errors into one line on stderr and exit status 2, without a traceback."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MtrlError as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(2)
-
-
-@click.group(cls=MtrlGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="mtrl")
-def main() -> None:
-    """Multi-task batch RL pipeline: MBML and its baselines on MuJoCo task distributions.
-
-    Every stage reads and writes HDF5 artifacts under one run directory and is skipped when its outputs are
-    up to date. Typical use:
-
-    \b
-      mtrl collect --config configs/point_goal_arc.yaml --profile smoke --run-dir runs/demo
-      mtrl status runs/demo
-    """
-
-
-from mtrl.cli import stages as _stages  # noqa: E402,F401  (registers the stage commands)
-from mtrl.cli import tools as _tools  # noqa: E402,F401  (registers status and inspect)
+__all__ = ["main"]

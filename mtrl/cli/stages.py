@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mtrl import methods
-from mtrl.cli import main
+from mtrl.cli.group import main
 from mtrl.cli.options import resolve, stage_options
 from mtrl.pipeline.registry import PIPELINE
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mtrl.cli import main
+from mtrl.cli.group import main
 
 
 @main.command()

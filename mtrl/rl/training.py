@@ -16,7 +16,9 @@ from mtrl.rl.policies import EmbeddingPolicy
 
 
 @dataclass
-class TrainingState:
+class EpochProgress:
+    """Where a multi-task training run stands (checkpointed): epochs done, mean losses, evaluation curve."""
+
     epoch: int = 0
     losses: dict[str, list[float]] = field(default_factory=dict)  # metric -> mean per epoch
     eval_curve: list[list[float]] = field(default_factory=list)  # [epoch, train score, test score]
@@ -32,12 +34,12 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
     evaluations, and attributes `method` (the registry entry `mtrl evaluate` builds it from) and `algo_config`.
     """
     rng = np.random.default_rng(ctx.seed)
-    run = TrainingState()
+    run = EpochProgress()
     saved = ctx.checkpointer.load()
     if saved is not None:
         algo.load_state_dict(to_torch_tree(saved["algo"], ctx.device))
         rng.bit_generator.state = saved["rng"]
-        run = TrainingState(**saved["run"])
+        run = EpochProgress(**saved["run"])
         ctx.log.info(f"{ctx.stage.name} {ctx.unit.key}: resuming at epoch {run.epoch}")
 
     bar = ctx.progress(cfg.epochs * cfg.steps_per_epoch, unit="update", initial=run.epoch * cfg.steps_per_epoch)

@@ -18,7 +18,9 @@ from mtrl.seeding import BCQ_EVAL_SEED
 
 
 @dataclass
-class TrainingState:
+class BCQProgress:
+    """Where a per-task BCQ run stands (checkpointed): steps done, its evaluation curve and best return so far."""
+
     step: int = 0
     curve: list[list[float]] = field(default_factory=list)  # [step, mean return, std] per evaluation
     best_return: float = -np.inf
@@ -48,12 +50,12 @@ class TrainBCQ(Stage):
         env = dist.make_env(dist.train_tasks[i])
         agent = BCQ(cfg.algo, spec.obs_dim, spec.act_dim, spec.max_action, ctx.device)
         rng = np.random.default_rng(ctx.seed)
-        run, best = TrainingState(), None
+        run, best = BCQProgress(), None
         saved = ctx.checkpointer.load()
         if saved is not None:
             agent.load_state_dict(to_torch_tree(saved["agent"], ctx.device))
             rng.bit_generator.state = saved["rng"]
-            run, best = TrainingState(**saved["run"]), saved["best"]
+            run, best = BCQProgress(**saved["run"]), saved["best"]
             ctx.log.info(f"train-bcq {ctx.unit.key}: resuming at step {run.step}")
 
         bar = ctx.progress(cfg.steps, unit="update", initial=run.step)
