@@ -118,7 +118,7 @@ class EvaluateConfig:
     skip_episodes: int = _f(2, "leading episodes not counted in the return (PEARL/MBML protocol)", min=0)
     repeats: int = _f(1, "independent runs of the protocol per task, averaged (the paper: one; more reduce the "
                          "noise of sampled beliefs); evaluation during training always runs it once", min=1)
-    probe_sets: int = _f(20, "context sets per task pair in the task-inference probe (mtrl/stages/probe.py)", min=1)
+    probe_sets: int = _f(20, "context sets per task pair in the task-inference probe (mtrl/rl/probe.py)", min=1)
     probe_context_size: int = _f(64, "transitions per probe context set", min=1)
 
 
