@@ -19,35 +19,35 @@ import numpy as np
 
 from mtrl.artifacts import open_artifact
 from mtrl.config import load_run_config
-from mtrl.envs.point import MAX_ACTION
 from mtrl.pipeline.run_data import read_distribution
 from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed
 
 
-def optimal_return(goal: np.ndarray, horizon: int) -> float:
+def optimal_return(goal: np.ndarray, horizon: int, raw_max_action: float) -> float:
     """Return of heading straight for `goal` from the origin at the box's top speed in that direction."""
     distance = float(np.linalg.norm(goal))
-    speed = MAX_ACTION / np.abs(goal / distance).max()
+    speed = raw_max_action / np.abs(goal / distance).max()
     return -sum(max(0.0, distance - k * speed) for k in range(1, horizon + 1))
 
 
 class HeadFor:
-    """Context-free policy moving towards a fixed target per task row (the protocol runs tasks in lockstep)."""
+    """Context-free policy moving towards a fixed target per task row (the protocol runs tasks in lockstep), as
+    fast as the raw box allows; it acts in [-1, 1] like every agent (the env scales by `raw_max_action`)."""
 
-    def __init__(self, targets: np.ndarray):
-        self.targets = np.asarray(targets, np.float32)
+    def __init__(self, targets: np.ndarray, raw_max_action: float):
+        self.targets, self.scale = np.asarray(targets, np.float32), raw_max_action
 
     def infer(self, context: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.float32)
 
     def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
-        return np.clip(self.targets - obs, -MAX_ACTION, MAX_ACTION)
+        return np.clip((self.targets - obs) / self.scale, -1.0, 1.0)
 
 
 def protocol_score(dist, config, tasks, targets) -> float:
     envs = [dist.make_env(task) for task in tasks]
-    _, scores = evaluate_tasks(envs, HeadFor(targets), config.evaluate, evaluation_seed(config),
-                               config.evaluate.repeats)
+    policy = HeadFor(targets, dist.spec.raw_max_action)
+    _, scores = evaluate_tasks(envs, policy, config.evaluate, evaluation_seed(config), config.evaluate.repeats)
     return float(scores.mean())
 
 
@@ -60,7 +60,7 @@ def main(run_dir: Path) -> None:
     for i, goal in enumerate(train):
         with open_artifact(run_dir / "sac" / f"task_{i:02d}.h5", "sac") as art:
             sac.append(float(art.tree("curve")["return_mean"][-1]))
-        optimum.append(optimal_return(goal, dist.spec.horizon))
+        optimum.append(optimal_return(goal, dist.spec.horizon, dist.spec.raw_max_action))
         print(f"task {i}: goal {np.round(goal, 3)}  SAC final {sac[-1]:.2f}  optimum {optimum[-1]:.2f}")
     print(f"mean over training tasks: SAC final {np.mean(sac):.2f}, optimum {np.mean(optimum):.2f}")
 
