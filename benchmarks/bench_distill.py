@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtrl.algos.bcq import ConditionalVAE, Perturbation, TwinCritic
-from mtrl.algos.mbml import MBML, MBMLConfig
+from mtrl.algos.mbml import MBML, VARIANTS, MBMLConfig
 
 OBS, ACT = 27, 8  # AntDir
 
@@ -48,14 +48,14 @@ def main() -> None:
     )
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--steps", type=int, default=5, help="timed rounds (after 2 warm-up updates)")
-    parser.add_argument("--variant", default="mbml", choices=["mbml", "no-triplet", "no-relabel", "neither"])
+    parser.add_argument("--variant", default="mbml", choices=VARIANTS)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    cfg = MBMLConfig(variant=args.variant)
+    cfg = MBMLConfig()
     teachers = [  # BCQ reference sizes: actor / critic 400-300, VAE 750-750 with latent 2·act_dim
         SimpleNamespace(
             critic=TwinCritic(OBS, ACT, (400, 300)),
@@ -64,7 +64,7 @@ def main() -> None:
         )
         for _ in range(args.tasks)
     ]
-    algo = MBML(cfg, OBS, ACT, 1.0, teachers, "cpu")
+    algo = MBML(cfg, OBS, ACT, 1.0, teachers, "cpu", variant=args.variant)
     batch = {key: torch.randn(shape) for key, shape in algo.batch_shapes().items()}
     if "relabel_mask" in batch:
         batch["relabel_mask"] = batch["relabel_mask"] > -1.0  # ~84% confident
