@@ -87,8 +87,8 @@ class RelabelConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    variants: tuple[str, ...] = _f(("mbml",), "MBML variants `mtrl run` trains (methods of the registry that "
-                                              "`distill` trains: mbml, no-triplet, no-relabel, neither)")
+    variants: tuple[str, ...] = _f(("mbml",), "MBML variants `mtrl run` trains (registry methods trained by "
+                                              f"distill: {', '.join(methods.names('distill'))})")
     relabel: Literal["learned", "ground-truth"] = _f("learned", "relabel with the learned ensembles or the true "
                                                                 "reward function (ablation)")
     epochs: int = _f(1000, "training epochs", min=1)
@@ -100,8 +100,8 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class BaselinesConfig:
-    algos: tuple[str, ...] = _f((), "multi-task baselines `mtrl run` trains (methods of the registry that "
-                                    "`train-baseline` trains: contextual-bcq, batch-pearl)")
+    algos: tuple[str, ...] = _f((), "multi-task baselines `mtrl run` trains (registry methods trained by "
+                                    f"train-baseline: {', '.join(methods.names('train-baseline'))})")
     epochs: int = _f(1000, "training epochs", min=1)
     steps_per_epoch: int = _f(100, "training steps per epoch (Contextual BCQ: one pass over the K tasks, K updates "
                                    "per network)", min=1)

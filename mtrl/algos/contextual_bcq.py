@@ -133,12 +133,8 @@ class ContextualBCQ(InfersTasks, AgentState):
         if not self.cfg.per_task_updates:
             return self._step(batch)
         k = batch["observations"].shape[0]
-        sums: dict[str, float] = {}
-        for m in range(k):
-            metrics = self._step({key: value[m:m + 1] for key, value in batch.items()})
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-        return {key: total / k for key, total in sums.items()}
+        per_task = [self._step({key: value[m:m + 1] for key, value in batch.items()}) for m in range(k)]
+        return {key: sum(metrics[key] for metrics in per_task) / k for key in per_task[0]}
 
     def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One step of every network on the rows of the batch's tasks [K', N, ·] together."""

@@ -7,7 +7,6 @@ the same context rows relabelled by every other task's models, looked up in rela
 
 from __future__ import annotations
 
-from mtrl.algos.mbml import RELABEL_VARIANTS
 from mtrl.methods import GROUND_TRUTH_SUFFIX, get_method
 from mtrl.nn import to_torch_tree
 from mtrl.pipeline import layout
@@ -20,7 +19,7 @@ from mtrl.stages.train_bcq import bcq_input
 
 def policy_name(variant: str, relabel: str) -> str:
     """Artifact name of a distilled policy: the variant, suffixed for the ground-truth relabelling ablation."""
-    return variant if relabel == "learned" or variant not in RELABEL_VARIANTS else variant + GROUND_TRUTH_SUFFIX
+    return variant if relabel == "learned" or not get_method(variant).needs_relabel else variant + GROUND_TRUTH_SUFFIX
 
 
 class Distill(Stage):

@@ -28,7 +28,7 @@ from mtrl.data import TransitionBuffer
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
 from mtrl.pipeline.run_data import n_test_tasks, read_distribution
-from mtrl.rl.evaluation import run_lockstep
+from mtrl.rl.episodes import run_lockstep
 from mtrl.rl.online import Schedule, train_online
 from mtrl.rl.policies import load_multitask_policy
 

@@ -79,3 +79,15 @@ def test_corrupt_input_is_reported(tmp_path):
         f.attrs["complete"] = False
     with pytest.raises(StageError, match="cannot read its input: .*task_02.h5: incomplete artifact"):
         run_stage(SummariseToy(), ToyConfig(), RunOptions(tmp_path))
+
+
+def test_outputs_of_one_unit_must_share_a_schema_version(tmp_path):
+    """A unit has one fingerprint, made with one schema version: outputs of kinds with different versions would
+    be stale forever (collect's dataset and sac outputs once were), so planning such a unit is refused."""
+    from mtrl.artifacts import schema_for
+    from mtrl.pipeline.base import Output, Unit
+
+    assert schema_for("eval").version != schema_for("dataset").version
+    unit = Unit("all", {"a": Output(tmp_path / "a.h5", "eval"), "b": Output(tmp_path / "b.h5", "dataset")})
+    with pytest.raises(RuntimeError, match="must share a schema version"):
+        plan_unit(SummariseToy(), ToyConfig(), unit)
