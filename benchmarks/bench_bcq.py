@@ -167,12 +167,13 @@ def main() -> None:
     cfg = BCQConfig()
     batches = [{k: v[idx] for k, v in data.items()} for idx in torch.randint(N_DATA, (args.updates, cfg.batch_size))]
     learners = {"mtrl BCQ": BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu"), "reference": RefBCQ(OBS, ACT, MAX_ACTION)}
+    task_axis = [{k: v[None] for k, v in batch.items()} for batch in batches]  # mtrl's BCQ: one task
 
     best = dict.fromkeys(learners, float("inf"))
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for name, learner in learners.items():
             start = clock()
-            for batch in batches:
+            for batch in task_axis if name == "mtrl BCQ" else batches:
                 learner.update(batch)
             if round_:
                 best[name] = min(best[name], (clock() - start) / len(batches))

@@ -41,7 +41,7 @@ def unit_context() -> SimpleNamespace:
     return SimpleNamespace(checkpointer=NoCheckpoints(), seed=0, device=torch.device("cpu"),
                            log=logging.getLogger("bench"), stage=SimpleNamespace(name="bench"),
                            unit=SimpleNamespace(key="task_00"),
-                           progress=lambda total, unit, initial: _NullBar())
+                           progress=lambda total, unit, initial, name=None: _NullBar())
 
 
 class _NullBar:
@@ -75,13 +75,13 @@ def loop_rate(dist, steps: int, act: bool) -> float:
     env, eval_env = dist.make_env(dist.train_tasks[0]), dist.make_env(dist.train_tasks[0])
     schedule = Schedule(steps, 0 if act else steps, eval_every=10**9, eval_episodes=1, checkpoint_every=10**9)
     start = time.perf_counter()
-    train_online(unit_context(), agent, env, eval_env, buffer, schedule)
+    train_online([unit_context()], agent, [env], [eval_env], [buffer], schedule)
     return steps / (time.perf_counter() - start)
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    online.evaluate_returns = lambda *args: np.zeros(1)  # time the collection loop, not its final evaluation
+    online.evaluate_lockstep = lambda envs, *args: np.zeros((len(envs), 1))  # time the loop, not its evaluation
     print(f"{'family':16s} {'raw env':>10s} {'loop random':>12s} {'ratio':>6s} {'loop + act':>11s} {'ratio':>6s}")
     for family, steps in STEPS.items():
         dist = make_distribution(family, 1, 1, 0)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mtrl.algos.bcq import ConditionalVAE, Perturbation, TwinCritic
-from mtrl.algos.mbml import MBML, VARIANTS, MBMLConfig
+from mtrl.algos.bcq import BCQConfig, BCQPolicy
+from mtrl.algos.mbml import MBML, VARIANTS, MBMLConfig, TeacherTargets
 
 OBS, ACT = 27, 8  # AntDir
 
@@ -56,14 +55,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     cfg = MBMLConfig()
-    teachers = [  # BCQ reference sizes: actor / critic 400-300, VAE 750-750 with latent 2·act_dim
-        SimpleNamespace(
-            critic=TwinCritic(OBS, ACT, (400, 300)),
-            vae=ConditionalVAE(OBS, ACT, (750, 750), 1.0, 2 * ACT),
-            actor=Perturbation(OBS, ACT, (400, 300), 1.0, 0.05),
-        )
-        for _ in range(args.tasks)
-    ]
+    # BCQ reference sizes (actor / critic 400-300, VAE 750-750, latent 2·act_dim), K tasks as one batched model
+    teachers = BCQPolicy(BCQConfig(), OBS, ACT, 1.0, "cpu", tasks=args.tasks, seeds=list(range(args.tasks)))
     algo = MBML(cfg, OBS, ACT, 1.0, teachers, "cpu", variant=args.variant)
     batch = {key: torch.randn(shape) for key, shape in algo.batch_shapes().items()}
     if "relabel_mask" in batch:
@@ -111,6 +104,38 @@ def main() -> None:
     print(f"  achieved:                {flops / seconds / 1e9:.1f} GFLOP/s")
     print(f"  torch.mm peak:           {peak / 1e9:.1f} GFLOP/s ([{rows}, 1024] x [1024, 1024])")
     print(f"  ratio achieved / peak:   {ratio:.0%} (median over rounds; goal >= 50%)")
+    compare_teachers(algo, batch, args.steps)
+
+
+def looped_teacher_targets(singles: list[BCQPolicy], latent_dim: int, obs, actions) -> TeacherTargets:
+    """The teachers as distill queried them before the task axis: one single-task BCQ after another."""
+    latent = torch.randn(*obs.shape[:2], latent_dim).clamp(-0.5, 0.5)
+    q, candidate, correction = [], [], []
+    for i, teacher in enumerate(singles):
+        q.append(teacher.critic.q1(obs[i : i + 1], actions[i : i + 1])[0])
+        a_hat = teacher.vae.decode(obs[i : i + 1], latent[i : i + 1])
+        candidate.append(a_hat[0])
+        correction.append((teacher.actor(obs[i : i + 1], a_hat) - a_hat)[0])
+    return TeacherTargets(latent, torch.stack(q), torch.stack(candidate), torch.stack(correction))
+
+
+@torch.no_grad()
+def compare_teachers(algo: MBML, batch: dict, rounds: int) -> None:
+    """The frozen teachers' targets for one update: one K-task model vs a loop over K single-task models (the
+    same weights), alternating rounds, medians reported."""
+    states = algo.teachers.task_policy_states()
+    singles = [BCQPolicy.from_policy_state(algo.teachers.cfg, state) for state in states]
+    obs, actions = batch["observations"], batch["actions"]
+    times: dict[str, list[float]] = {"batched": [], "looped": []}
+    for _ in range(max(rounds, 3) * 4):
+        for name, run in (("batched", lambda: algo._teacher_targets(obs, actions)),
+                          ("looped", lambda: looped_teacher_targets(singles, algo.latent_dim, obs, actions))):
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    batched, looped = statistics.median(times["batched"]), statistics.median(times["looped"])
+    print(f"  teacher targets (K={algo.tasks}): batched {batched * 1e3:.1f} ms, looped {looped * 1e3:.1f} ms, "
+          f"speed-up {looped / batched:.2f}x")
 
 
 if __name__ == "__main__":

@@ -123,24 +123,26 @@ def main() -> None:
     cfg = SACConfig()
     ours, plain = SAC(cfg, OBS_DIM, ACT_DIM, 1.0, "cpu"), PlainSAC(cfg)
     batch = make_batch(cfg.batch_size)
+    task_batch = {k: v[None] for k, v in batch.items()}  # ours: one task on the task axis
     obs = np.random.default_rng(0).standard_normal(OBS_DIM).astype(np.float32)
     for n in sorted({threads, 1}, reverse=True):
         torch.set_num_threads(n)
         print(f"-- {n} torch thread(s)")
-        compare("update, 2x256, batch 256", lambda: ours.update(batch), lambda: plain.update(batch), 20)
+        compare("update, 2x256, batch 256", lambda: ours.update(task_batch), lambda: plain.update(batch), 20)
         for det in (True, False):
             compare(
                 f"act, batch 1, deterministic={det}",
-                lambda d=det: ours.act(obs, d),
+                lambda d=det: ours.act(obs[None], d),
                 lambda d=det: plain.act(obs, d),
                 500,
             )
     torch.set_num_threads(threads)
 
     app_j = SACConfig(separate_critic_batches=True, identical_critic_init=True, target_policy=True)
-    j_sac, batch2 = SAC(app_j, OBS_DIM, ACT_DIM, 1.0, "cpu"), make_batch(cfg.batch_size)
-    rate(lambda: j_sac.update(batch, batch2), 5)
-    j_rate = statistics.median(rate(lambda: j_sac.update(batch, batch2), 20) for _ in range(ROUNDS))
+    j_sac = SAC(app_j, OBS_DIM, ACT_DIM, 1.0, "cpu")
+    batch2 = {k: v[None] for k, v in make_batch(cfg.batch_size).items()}
+    rate(lambda: j_sac.update(task_batch, batch2), 5)
+    j_rate = statistics.median(rate(lambda: j_sac.update(task_batch, batch2), 20) for _ in range(ROUNDS))
     print(f"{'update, App. J options on (2 batches)':<44} ours {j_rate:9.1f}/s")
 
 

@@ -32,22 +32,38 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Mo
 class EnsembleLinear(nn.Module):
     """`members` independent linear layers evaluated as one batched matmul.
 
-    Input [members, batch, in] → output [members, batch, out]. Each member is initialised like `nn.Linear`
-    (its own draw), so members differ only by initialisation, as the reward ensembles of MBML require.
+    Input [members, ..., in] → output [members, ..., out]. Each member is initialised like `nn.Linear`
+    (its own draw). With `generators` (G of them, members divisible by G), the members split into G equal
+    consecutive blocks and block g draws its weights from generators[g]: a task-batched network then starts
+    exactly where G separately built networks with those generators would (`mtrl.nn` "task axis").
     """
 
-    def __init__(self, members: int, in_dim: int, out_dim: int):
+    def __init__(self, members: int, in_dim: int, out_dim: int, generators: Sequence[torch.Generator] = ()):
         super().__init__()
         self.members, self.in_dim, self.out_dim = members, in_dim, out_dim
-        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.empty(members, 1, out_dim))
+        device = generators[0].device if generators else None  # a CUDA generator initialises CUDA tensors only
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim, device=device))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_dim, device=device))
         bound = 1.0 / math.sqrt(in_dim)
         # kaiming_uniform(a=sqrt(5)) as nn.Linear uses reduces to U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        if not generators:
+            nn.init.uniform_(self.weight, -bound, bound)
+            nn.init.uniform_(self.bias, -bound, bound)
+            return
+        if members % len(generators):
+            raise ValueError(f"{members} members cannot be split between {len(generators)} generators")
+        block = members // len(generators)
+        with torch.no_grad():
+            for g, generator in enumerate(generators):
+                rows = slice(g * block, (g + 1) * block)
+                nn.init.uniform_(self.weight[rows], -bound, bound, generator=generator)
+                nn.init.uniform_(self.bias[rows], -bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        if x.dim() == 3:
+            return torch.baddbmm(self.bias, x, self.weight)
+        flat = torch.baddbmm(self.bias, x.reshape(self.members, -1, self.in_dim), self.weight)
+        return flat.reshape(*x.shape[:-1], self.out_dim)
 
     def extra_repr(self) -> str:
         return f"members={self.members}, in_dim={self.in_dim}, out_dim={self.out_dim}"
@@ -56,15 +72,17 @@ class EnsembleLinear(nn.Module):
 class EnsembleMLP(nn.Module):
     """An ensemble of identically shaped MLPs computed together (CORL-style vectorised ensemble).
 
-    `forward` takes [batch, in] (the same inputs for every member) or [members, batch, in] and returns
-    [members, batch, out].
+    `forward` takes [batch, in] (the same inputs for every member) or [members, ..., in] and returns
+    [members, ..., out]. `generators`: see `EnsembleLinear` (one per block of members, e.g. per task).
     """
 
-    def __init__(self, members: int, in_dim: int, hidden: Sequence[int], out_dim: int):
+    def __init__(self, members: int, in_dim: int, hidden: Sequence[int], out_dim: int,
+                 generators: Sequence[torch.Generator] = ()):
         super().__init__()
         self.members = members
         widths = [in_dim, *hidden, out_dim]
-        self.layers = nn.ModuleList(EnsembleLinear(members, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.layers = nn.ModuleList(EnsembleLinear(members, a, b, generators)
+                                    for a, b in zip(widths[:-1], widths[1:], strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -72,6 +90,15 @@ class EnsembleMLP(nn.Module):
         for layer in self.layers[:-1]:
             x = F.relu(layer(x), inplace=True)  # safe on baddbmm's fresh output; ~1.3× faster relabelling
         return self.layers[-1](x)
+
+
+def task_randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device | str,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape` = [tasks, ...]: row t drawn from generators[t], so task t's noise is
+    what a single-task agent with that generator would draw."""
+    if shape[0] != len(generators):
+        raise ValueError(f"noise for {shape[0]} tasks needs as many generators, got {len(generators)}")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generators])
 
 
 class TanhGaussianSample(NamedTuple):
@@ -89,11 +116,22 @@ class TanhGaussianActor(nn.Module):
 
     `cond_dim` extra inputs (e.g. a task embedding z) are concatenated to the observation. `sample` is the one
     place where a squashed Gaussian is drawn and scored: SAC, Batch PEARL and acting all go through it.
+
+    With `generators` (one per task) the actor is task-batched: one network per task in an `EnsembleMLP`, task
+    t's initialised from generators[t], inputs [tasks, ..., obs] (or [batch, obs], the same for every task),
+    outputs [tasks, ...]; `sample` then takes one generator per task and draws task t's noise from its own
+    (`task_randn`). The generators are used, not kept: pass them to `sample` (a deep copy, e.g. a target
+    network, must not fork them). Without, a single `mlp` (Batch PEARL, the policy `imitate` fits).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], max_action: float = 1.0, cond_dim: int = 0):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], max_action: float = 1.0, cond_dim: int = 0,
+                 generators: Sequence[torch.Generator] = ()):
         super().__init__()
-        self.net = mlp(obs_dim + cond_dim, hidden, 2 * act_dim)
+        self.tasks = len(generators) or None
+        if generators:
+            self.net: nn.Module = EnsembleMLP(len(generators), obs_dim + cond_dim, hidden, 2 * act_dim, generators)
+        else:
+            self.net = mlp(obs_dim + cond_dim, hidden, 2 * act_dim)
         self.max_action = max_action
 
     def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,22 +142,30 @@ class TanhGaussianActor(nn.Module):
     def sample(
         self,
         obs: torch.Tensor,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         deterministic: bool = False,
         with_log_prob: bool = True,
     ) -> TanhGaussianSample:
         """A reparameterised action tanh(mean + std·ε)·max_action, ε ~ N(0, I) from `generator` (None: torch's
-        global one), or tanh(mean)·max_action if `deterministic`; with its log-probability under the squashed
-        distribution unless `with_log_prob` is off (acting needs none)."""
+        global one; a task-batched actor takes one per task, row t of ε drawn from the t-th), or
+        tanh(mean)·max_action if `deterministic`; with its log-probability under the squashed distribution
+        unless `with_log_prob` is off (acting needs none)."""
         mean, std = self.distribution(obs)
         pre_tanh = mean
         if not deterministic:
-            pre_tanh = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            if generator is not None and not isinstance(generator, torch.Generator):
+                noise = task_randn(generator, mean.shape, mean.device, mean.dtype)
+            else:
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            pre_tanh = mean + std * noise
         log_prob = gaussian_log_prob(pre_tanh, mean, std) - tanh_log_det(pre_tanh) if with_log_prob else None
         return TanhGaussianSample(torch.tanh(pre_tanh) * self.max_action, log_prob, mean, std)
 
     def forward(
-        self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised action and its log-probability under the squashed distribution (see `sample`)."""
         action, log_prob, _, _ = self.sample(obs, generator, deterministic)
@@ -157,6 +203,19 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr)
+
+
+def task_adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam for task-batched agents: on a CPU the foreach implementation, which updates every element with the
+    same arithmetic wherever it sits in its tensor, so task t's slice is updated bit for bit as a single-task
+    agent's tensor whatever the group size. (`adam`'s fused CPU kernel rounds a tensor's last numel mod SIMD-width
+    elements in a scalar loop: a task's slice of a small tensor, an output bias or log α, would round differently
+    in another group, and artifacts would depend on --group-size, --workers and --tasks. Costs 5-15 % per CPU
+    update.) On a GPU, the fused kernel: one launch per step."""
+    params = list(params)
+    if params and params[0].device.type == "cuda":
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 def seeded_generator(device: torch.device | str, seed: int | None = None) -> torch.Generator:
@@ -225,6 +284,96 @@ class AgentState:
             else:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
                 part.load_state_dict(copy.deepcopy(state[name]))
         self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
+
+
+class TaskBatchedState(AgentState):
+    """`AgentState` of T independent agents computed as one (the task axis): every parameter, buffer, optimiser
+    moment and plain tensor has a leading axis of size `tasks`, and task t owns `generators[t]`.
+
+    Task t's slice behaves exactly as a single-task agent (tasks = 1) built with the same seed: its own
+    initialisation, noise, optimiser state and losses (summed over tasks, so no gradient crosses tasks; Adam
+    is element-wise). `task_states`/`load_task_states` split a checkpoint into per-task ones and join them
+    again, `task_policy_states`/`stack_policy_states` do the same for the policy (e.g. the per-task
+    artifacts of a task-batched unit, or K frozen teachers evaluated as one model).
+    """
+
+    SIZES: dict[str, type] = {"obs_dim": int, "act_dim": int, "max_action": float, "tasks": int}
+    generators: list[torch.Generator]
+
+    @property
+    def generator(self) -> torch.Generator:
+        if len(self.generators) != 1:
+            raise AttributeError("a task-batched agent has one generator per task: use .generators")
+        return self.generators[0]
+
+    def state_dict(self) -> dict:
+        parts = self._parts((*self.NETWORKS, *self.TRAINING_PARTS))
+        state = {name: part.detach().clone() if isinstance(part, torch.Tensor) else part.state_dict()
+                 for name, part in parts.items()}
+        generators = torch.stack([g.get_state() for g in self.generators])
+        return copy.deepcopy({**state, "generators": generators})
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, part in self._parts((*self.NETWORKS, *self.TRAINING_PARTS)).items():
+            if isinstance(part, torch.Tensor):
+                with torch.no_grad():
+                    part.copy_(torch.as_tensor(state[name]).reshape(part.shape))
+            else:
+                part.load_state_dict(copy.deepcopy(state[name]))
+        for generator, saved in zip(self.generators, torch.as_tensor(state["generators"]).cpu(), strict=True):
+            generator.set_state(saved.clone())  # a row view would hand set_state the wrong bytes
+
+    def task_states(self) -> list[dict]:
+        """The checkpoint state of every task, each that of a single-task agent."""
+        return split_tasks(self.state_dict(), len(self.generators))
+
+    def load_task_states(self, states: Sequence[dict]) -> None:
+        self.load_state_dict(stack_tasks(states))
+
+    def task_policy_states(self) -> list[dict]:
+        return [state | {"tasks": 1} for state in split_tasks(self.policy_state_dict(), len(self.generators))]
+
+    @staticmethod
+    def stack_policy_states(states: Sequence[dict]) -> dict:
+        """One policy state with a task axis from per-task (or smaller task-batched) ones, in order."""
+        return stack_tasks(states) | {"tasks": sum(int(state["tasks"]) for state in states)}
+
+
+def task_generators(device: torch.device | str, tasks: int, seeds: Sequence[int] | None) -> list[torch.Generator]:
+    """One generator per task: seeded with `seeds` (one per task), or each from torch's global generator."""
+    if seeds is not None and len(seeds) != tasks:
+        raise ValueError(f"{tasks} tasks need {tasks} seeds, got {len(seeds)}")
+    return [seeded_generator(device, None if seeds is None else seeds[t]) for t in range(tasks)]
+
+
+def split_tasks(tree, tasks: int) -> list:
+    """Split a nested state along the task axis: arrays with a leading axis become `tasks` slices of length 1;
+    scalars and 0-d arrays (e.g. Adam's shared step count) are repeated."""
+    if hasattr(tree, "ndim") and tree.ndim >= 1:
+        if tree.shape[0] != tasks:
+            raise ValueError(f"expected a leading task axis of {tasks}, got shape {tuple(tree.shape)}")
+        return [tree[t : t + 1] for t in range(tasks)]
+    if isinstance(tree, dict):
+        parts = {k: split_tasks(v, tasks) for k, v in tree.items()}
+        return [{k: v[t] for k, v in parts.items()} for t in range(tasks)]
+    if isinstance(tree, (list, tuple)):
+        parts = [split_tasks(v, tasks) for v in tree]
+        return [type(tree)(p[t] for p in parts) for t in range(tasks)]
+    return [tree] * tasks
+
+
+def stack_tasks(trees: Sequence):
+    """Inverse of `split_tasks`: join along the task axis; scalars and 0-d arrays are taken from the first."""
+    first = trees[0]
+    if isinstance(first, torch.Tensor) and first.ndim >= 1:
+        return torch.cat(list(trees))
+    if isinstance(first, np.ndarray) and first.ndim >= 1:
+        return np.concatenate(trees)
+    if isinstance(first, dict):
+        return {k: stack_tasks([t[k] for t in trees]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(stack_tasks([t[i] for t in trees]) for i in range(len(first)))
+    return first
 
 
 def resolve_device(name: str) -> torch.device:

@@ -115,9 +115,13 @@ class ContextualBCQ(InfersTasks, AgentState):
         state_dim = obs_dim + cfg.z_dim  # every BCQ network sees [s, z]
         latent_dim = 2 * act_dim if cfg.latent_dim is None else cfg.latent_dim
         self.encoder = ContextEncoder(self.context_dim, cfg.z_dim, cfg.encoder_hidden).to(self.device)
-        self.actor = Perturbation(state_dim, act_dim, cfg.actor_hidden, self.max_action, cfg.phi).to(self.device)
-        self.critic = TwinCritic(state_dim, act_dim, cfg.critic_hidden).to(self.device)
-        self.vae = ConditionalVAE(state_dim, act_dim, cfg.vae_hidden, self.max_action, latent_dim).to(self.device)
+        # BCQ's networks with a task axis of 1: one network for every task, told apart by z.
+        gens = [self.generator]
+        self.actor = Perturbation(state_dim, act_dim, cfg.actor_hidden, self.max_action, cfg.phi, gens)
+        self.critic = TwinCritic(state_dim, act_dim, cfg.critic_hidden, gens)
+        self.vae = ConditionalVAE(state_dim, act_dim, cfg.vae_hidden, self.max_action, latent_dim, gens)
+        for net in (self.actor, self.critic, self.vae):
+            net.to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = adam(self.actor.parameters(), cfg.lr)
@@ -141,11 +145,14 @@ class ContextualBCQ(InfersTasks, AgentState):
         k, b = batch["observations"].shape[:2]
         # Alg. 7 line 7: one reparameterised z_m per task, shared by that task's transitions.
         z = rsample(*self.encoder(batch["context"]), self.generator)[:, None].expand(k, b, -1)
-        state = torch.cat([batch["observations"], z], -1).flatten(0, 1)  # [K'·N, obs + z]; ψ's only gradient path
-        next_state = torch.cat([batch["next_observations"], z.detach()], -1).flatten(0, 1)
+        # [1, K'·N, obs + z]: all tasks' rows on BCQ's task axis of 1; z is ψ's only gradient path
+        state = torch.cat([batch["observations"], z], -1).flatten(0, 1)[None]
+        next_state = torch.cat([batch["next_observations"], z.detach()], -1).flatten(0, 1)[None]
         # Eq. 19-21 are BCQ's steps on [s, z]; only the critic step (Eq. 20) sees z attached to ψ.
-        return bcq_step(self, state.detach(), batch["actions"].flatten(0, 1), batch["rewards"].flatten(),
-                        next_state, batch["terminals"].flatten(), critic_obs=state)
+        metrics = bcq_step(self, state.detach(), batch["actions"].flatten(0, 1)[None], batch["rewards"].flatten()[None],
+                           next_state, batch["terminals"].flatten()[None], critic_obs=state)
+        values = torch.cat(list(metrics.values())).tolist()  # one device sync
+        return dict(zip(metrics, values, strict=True))
 
     # ---------------------------------------------------------------- acting
     @torch.inference_mode()
@@ -154,9 +161,10 @@ class ContextualBCQ(InfersTasks, AgentState):
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         s = obs_t.reshape(-1, self.obs_dim)
         z_t = torch.as_tensor(z, dtype=torch.float32, device=self.device).reshape(-1, self.cfg.z_dim)
-        state = torch.cat([s, z_t.expand(len(s), -1)], -1)[:, None].expand(-1, self.cfg.num_candidates, -1)
+        state = torch.cat([s, z_t.expand(len(s), -1)], -1)[None, :, None].expand(1, -1, self.cfg.num_candidates, -1)
         generator = self.generator if generator is None else generator
-        candidates = self.actor(state, self.vae.decode(state, generator=generator))  # [B, n, act]
-        best = self.critic.q1(state, candidates).argmax(-1)
+        latent = self.vae.sample_latent(state.shape[:-1], self.device, [generator])
+        candidates = self.actor(state, self.vae.decode(state, latent))[0]  # [B, n, act]
+        best = self.critic.q1(state[0:1], candidates[None])[0].argmax(-1)
         chosen = candidates[torch.arange(len(s), device=self.device), best]
         return chosen.reshape(*obs_t.shape[:-1], self.act_dim).cpu().numpy()

@@ -5,6 +5,18 @@ weights [members, in, out], one batched matmul per layer for all members (≈5×
 each member drawn from its own initialisation. Their disagreement, the standard deviation of the members'
 predictions, is the epistemic uncertainty that Alg. 3 thresholds (`relabel_with_ensemble`).
 
+Task axis: one `EnsembleRegressor` holds the ensembles of `tasks` training tasks (`mtrl.nn.TaskBatchedState`),
+tasks × members members in one `EnsembleMLP` (task t's members are the t-th consecutive block), so a group of
+tasks trains with one batched matmul per layer (fewer, larger kernels: what a GPU needs; on a CPU it is no
+faster than one model per task, `benchmarks/bench_ensemble.py`), and K per-task ensembles stack into one model
+(`stack_policy_states`). Everything else stays per task, so task t ends where a single-task ensemble with the
+same seed would: its initialisation, holdout split and mini-batch indices (from its own generator, drawn as a
+single-task fit draws them), its data, its standardisation statistics, its losses (each member's mean, summed
+over members and tasks: no gradient crosses tasks) and its metrics. Forward and backward passes match a
+single-task model bit for bit; fused Adam rounds a task's block that does not start on a SIMD-vector boundary
+differently, so weights agree to float rounding (~1e-7), not bitwise. States store the member axis after the task
+axis ([tasks, members, ...]) so that `task_states`/`task_policy_states` split them per task.
+
 Choices (the paper leaves them open):
 - Every member sees the same mini-batch each step: the reference code's members "differ only by
   initialisation", so the spread measures disagreement that the data leave open, not resampling noise; one
@@ -29,10 +41,12 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from mtrl.nn import AgentState, EnsembleMLP, adam, seeded_generator
+from mtrl.nn import EnsembleMLP, TaskBatchedState, task_adam, task_generators
 
 MIN_STD = 1e-6  # floor of the standardisation scale, for constant input or target columns
+INDEX_BLOCK = 1024  # `fit` draws the mini-batch indices of this many steps at once (same stream as step by step)
 
 
 @dataclass(frozen=True)
@@ -55,117 +69,235 @@ class EnsembleConfig:
 
 
 class StandardizedEnsemble(nn.Module):
-    """An `EnsembleMLP` between input and target standardisation, whose statistics are buffers."""
+    """`tasks` ensembles of `members` MLPs (one `EnsembleMLP` of tasks × members members, task t's members the
+    t-th block, initialised from generators[t]) between per-task input and target standardisation, whose
+    statistics are buffers [tasks, dim]."""
 
-    def __init__(self, members: int, in_dim: int, hidden: Sequence[int], out_dim: int, predict_delta: bool):
+    def __init__(self, tasks: int, members: int, in_dim: int, hidden: Sequence[int], out_dim: int,
+                 predict_delta: bool, generators: Sequence[torch.Generator] = ()):
         super().__init__()
-        self.net = EnsembleMLP(members, in_dim, hidden, out_dim)
-        self.out_dim, self.predict_delta = out_dim, predict_delta
-        self.register_buffer("input_mean", torch.zeros(in_dim))
-        self.register_buffer("input_std", torch.ones(in_dim))
-        self.register_buffer("target_mean", torch.zeros(out_dim))
-        self.register_buffer("target_std", torch.ones(out_dim))
+        self.net = EnsembleMLP(tasks * members, in_dim, hidden, out_dim, generators)
+        self.tasks, self.members = tasks, members
+        self.in_dim, self.out_dim, self.predict_delta = in_dim, out_dim, predict_delta
+        self.register_buffer("input_mean", torch.zeros(tasks, in_dim))
+        self.register_buffer("input_std", torch.ones(tasks, in_dim))
+        self.register_buffer("target_mean", torch.zeros(tasks, out_dim))
+        self.register_buffer("target_std", torch.ones(tasks, out_dim))
 
     def _raw_targets(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """What the members regress on before standardisation: the target, or target − s."""
-        return targets - inputs[:, : self.out_dim] if self.predict_delta else targets
+        return targets - inputs[..., : self.out_dim] if self.predict_delta else targets
 
     @torch.no_grad()
-    def set_statistics(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+    def set_statistics(self, task: int, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Task `task`'s standardisation from its (training) data, inputs [N, in_dim], targets [N, out_dim]."""
         raw = self._raw_targets(inputs, targets)
-        self.input_mean.copy_(inputs.mean(0))
-        self.input_std.copy_(inputs.std(0).clamp_min(MIN_STD))
-        self.target_mean.copy_(raw.mean(0))
-        self.target_std.copy_(raw.std(0).clamp_min(MIN_STD))
+        self.input_mean[task].copy_(inputs.mean(0))
+        self.input_std[task].copy_(inputs.std(0).clamp_min(MIN_STD))
+        self.target_mean[task].copy_(raw.mean(0))
+        self.target_std[task].copy_(raw.std(0).clamp_min(MIN_STD))
+
+    def _per_task(self, inputs: torch.Tensor) -> torch.Tensor:
+        """[N, in] (the same rows for every task) or [tasks, N, in] → [tasks, N, in]."""
+        if inputs.dim() == 2:
+            return inputs.expand(self.tasks, *inputs.shape)
+        if inputs.dim() != 3 or inputs.shape[0] != self.tasks:
+            raise ValueError(f"expected inputs [N, {self.in_dim}] or [{self.tasks}, N, {self.in_dim}], "
+                             f"got {tuple(inputs.shape)}")
+        return inputs
+
+    def _members(self, standardized: torch.Tensor) -> torch.Tensor:
+        """Every member on its task's standardised inputs [tasks, N, in] → [tasks, members, N, out_dim]."""
+        tasks, n, in_dim = standardized.shape
+        x = standardized.unsqueeze(1).expand(tasks, self.members, n, in_dim).reshape(-1, n, in_dim)
+        return self.net(x).view(tasks, self.members, n, self.out_dim)
 
     def standardized_error(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Each member's squared error in standardised units, [members, N, out_dim]."""
-        target = (self._raw_targets(inputs, targets) - self.target_mean) / self.target_std
-        return (self.net((inputs - self.input_mean) / self.input_std) - target).pow(2)
+        """Each member's squared error in standardised units on its task's rows: inputs [tasks, N, in], targets
+        [tasks, N, out] → [tasks, members, N, out_dim]."""
+        target = (self._raw_targets(inputs, targets) - self.target_mean[:, None]) / self.target_std[:, None]
+        standardized = (inputs - self.input_mean[:, None]) / self.input_std[:, None]
+        return (self._members(standardized) - target.unsqueeze(1)).pow(2)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Every member's prediction in the original units, [members, N, out_dim]."""
-        out = self.net((inputs - self.input_mean) / self.input_std) * self.target_std + self.target_mean
+        """Every member's prediction in the original units, [tasks, members, N, out_dim]; inputs [N, in] (each
+        task's ensemble on the same rows) or [tasks, N, in]."""
+        inputs = self._per_task(inputs)
+        standardized = (inputs - self.input_mean[:, None]) / self.input_std[:, None]
+        out = self._members(standardized) * self.target_std[:, None, None] + self.target_mean[:, None, None]
+        return out + inputs[:, None, :, : self.out_dim] if self.predict_delta else out
+
+    def task_forward(self, task: int, inputs: torch.Tensor) -> torch.Tensor:
+        """Task `task`'s members alone on inputs [N, in] → [members, N, out_dim] in original units (its rows of
+        every layer: the same computation whatever the other tasks are)."""
+        rows = slice(task * self.members, (task + 1) * self.members)
+        x = ((inputs - self.input_mean[task]) / self.input_std[task]).expand(self.members, *inputs.shape)
+        layers = self.net.layers
+        for i, layer in enumerate(layers):
+            x = torch.baddbmm(layer.bias[rows], x, layer.weight[rows])
+            if i < len(layers) - 1:
+                x = F.relu(x)
+        out = x * self.target_std[task] + self.target_mean[task]
         return out + inputs[:, : self.out_dim] if self.predict_delta else out
 
 
-class EnsembleRegressor(AgentState):
-    """`members` MLP regressors trained together on the same data, predicting mean and spread (Alg. 2, 3).
+class EnsembleRegressor(TaskBatchedState):
+    """`members` MLP regressors per task trained together on the task's data, predicting mean and spread
+    (Alg. 2, 3); `tasks` such ensembles computed as one (see the module docstring).
 
-    Inputs are [N, in_dim] tensors; targets [N, out_dim] (or [N] when out_dim is 1), in original units.
-    Checkpoints (`AgentState`): the weights with the standardisation buffers, the optimiser and the generator.
+    Per-task data are sequences of `tasks` tensors (a single tensor: one task's), inputs [N_t, in_dim] and
+    targets [N_t, out_dim] (or [N_t] when out_dim is 1), in original units; N_t may differ between tasks.
+    Task t's networks are initialised from `seeds[t]` (default: draws from torch's global generator).
+    Checkpoints (`TaskBatchedState`): the weights with the standardisation buffers, the optimiser and the
+    generators, member-major tensors stored as [tasks, members, ...].
     """
 
     NETWORKS = ("model",)
     TRAINING_PARTS = ("optimizer",)
-    SIZES = {"in_dim": int, "out_dim": int}
+    SIZES = {"in_dim": int, "out_dim": int, "tasks": int}
 
-    def __init__(self, cfg: EnsembleConfig, in_dim: int, out_dim: int, device: torch.device | str):
+    def __init__(self, cfg: EnsembleConfig, in_dim: int, out_dim: int, device: torch.device | str,
+                 tasks: int = 1, seeds: Sequence[int] | None = None):
         if cfg.predict_delta and out_dim > in_dim:
             raise ValueError(f"predict_delta needs inputs that start with the state, got {in_dim=} < {out_dim=}")
-        self.cfg, self.in_dim, self.out_dim = cfg, in_dim, out_dim
+        self.cfg, self.in_dim, self.out_dim, self.tasks = cfg, in_dim, out_dim, tasks
         self.device = torch.device(device)
-        self.generator = seeded_generator(self.device)
-        self.model = StandardizedEnsemble(cfg.members, in_dim, cfg.hidden, out_dim, cfg.predict_delta)
+        self.generators = task_generators(self.device, tasks, seeds)
+        self.model = StandardizedEnsemble(tasks, cfg.members, in_dim, cfg.hidden, out_dim, cfg.predict_delta,
+                                          self.generators)
         self.model.to(self.device)
-        self.optimizer = adam(self.model.parameters(), cfg.lr)
+        self.optimizer = task_adam(self.model.parameters(), cfg.lr)
 
-    def set_normalizer(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        """Standardise with these (training) data's statistics; call before training (`fit` does)."""
-        self.model.set_statistics(inputs, targets.reshape(len(targets), self.out_dim))
+    # --- states: the member axis [tasks · members, ...] stored as [tasks, members, ...] ------------------------
+
+    def _task_major(self, tree):
+        """Every tensor of the member-batched network (and its Adam moments), [tasks · members, a, b], as
+        [tasks, members, a, b]; buffers ([tasks, dim]), step counts (0-d) and other leaves unchanged."""
+        if isinstance(tree, torch.Tensor):
+            if tree.ndim == 3 and tree.shape[0] == self.tasks * self.cfg.members:
+                return tree.view(self.tasks, self.cfg.members, *tree.shape[1:])
+            return tree
+        if isinstance(tree, dict):
+            return {k: self._task_major(v) for k, v in tree.items()}
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(self._task_major(v) for v in tree)
+        return tree
+
+    @staticmethod
+    def _member_major(tree):
+        """Inverse of `_task_major` (on tensors or arrays): [tasks, members, a, b] → [tasks · members, a, b]."""
+        if hasattr(tree, "ndim"):
+            return tree.reshape(-1, *tree.shape[2:]) if tree.ndim == 4 else tree
+        if isinstance(tree, dict):
+            return {k: EnsembleRegressor._member_major(v) for k, v in tree.items()}
+        if isinstance(tree, (list, tuple)):
+            return type(tree)(EnsembleRegressor._member_major(v) for v in tree)
+        return tree
+
+    def policy_state_dict(self) -> dict:
+        state = super().policy_state_dict()
+        return state | {"model": self._task_major(state["model"])}
+
+    def load_policy_state(self, state: dict) -> None:
+        self.model.load_state_dict(self._member_major(state["model"]))
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        return state | {name: self._task_major(state[name]) for name in ("model", "optimizer")}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state | {name: self._member_major(state[name]) for name in ("model", "optimizer")})
+
+    # --- training ----------------------------------------------------------------------------------------------
+
+    def _task_data(self, inputs, targets) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-task lists of inputs [N_t, in_dim] and targets [N_t, out_dim]; a tensor is one task's data."""
+        inputs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+        targets = [targets] if isinstance(targets, torch.Tensor) else list(targets)
+        if len(inputs) != self.tasks or len(targets) != self.tasks:
+            raise ValueError(f"{self.tasks} task(s) need as many input and target tensors, got "
+                             f"{len(inputs)} and {len(targets)}")
+        return inputs, [y.reshape(len(y), self.out_dim) for y in targets]
+
+    def set_normalizer(self, inputs, targets) -> None:
+        """Standardise every task with its own (training) data's statistics; call before training (`fit` does)."""
+        for t, (x, y) in enumerate(zip(*self._task_data(inputs, targets), strict=True)):
+            self.model.set_statistics(t, x, y)
 
     def _step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """One Adam step of all members on one shared mini-batch; returns each member's loss, [members]."""
-        errors = self.model.standardized_error(inputs, targets.reshape(len(targets), self.out_dim))
-        losses = errors.mean((1, 2))
+        """One Adam step of all members of all tasks, each task on its own mini-batch (inputs [tasks, B, in],
+        targets [tasks, B, out]); returns each member's loss, [tasks, members]."""
+        losses = self.model.standardized_error(inputs, targets).mean((2, 3))
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.optimizer.step()
         return losses.detach()
 
-    def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """One gradient step on a mini-batch; returns the members' mean and largest standardised MSE."""
-        losses = self._step(inputs, targets)
-        mean, largest = torch.stack([losses.mean(), losses.max()]).tolist()
-        return {"loss": mean, "loss_max": largest}
+    def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One gradient step on one mini-batch per task, inputs [tasks, B, in_dim] and targets [tasks, B(,
+        out_dim)]; returns per task [tasks] (on the device) the members' mean and largest standardised MSE."""
+        losses = self._step(inputs, targets.reshape(*inputs.shape[:2], self.out_dim))
+        return {"loss": losses.mean(1), "loss_max": losses.amax(1)}
 
-    def fit(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Alg. 2 for every member at once: hold out a random `holdout_fraction`, standardise with the rest,
-        take `steps` steps on uniformly sampled mini-batches, report the training loss and held-out MSE."""
-        cfg, g, n = self.cfg, self.generator, len(inputs)
-        order = torch.randperm(n, generator=g, device=self.device)
-        n_holdout = int(n * cfg.holdout_fraction)
-        holdout, train = order[:n_holdout], order[n_holdout:]
-        self.set_normalizer(inputs[train], targets[train])
-        losses = torch.zeros(cfg.steps, device=self.device)
-        for step in range(cfg.steps):
-            idx = train[torch.randint(len(train), (cfg.batch_size,), generator=g, device=self.device)]
-            losses[step] = self._step(inputs[idx], targets[idx]).mean()
-        tail = losses[-max(1, cfg.steps // 10) :]  # the last 10% of the steps
-        metrics = {"train_loss": tail.mean().item()}
-        if n_holdout:
-            holdout_metrics = self.evaluate(inputs[holdout], targets[holdout])
-            metrics |= {f"holdout_{k}": v for k, v in holdout_metrics.items()}
+    def fit(self, inputs, targets) -> list[dict[str, float]]:
+        """Alg. 2 for every member of every task at once: each task holds out a random `holdout_fraction` of its
+        data, is standardised with the rest and takes `steps` steps on uniformly sampled mini-batches of it (split
+        and indices from its own generator); returns per task the training loss and held-out MSE."""
+        cfg, device = self.cfg, self.device
+        inputs, targets = self._task_data(inputs, targets)
+        train_rows, holdouts, start = [], [], 0
+        for t, (x, y, g) in enumerate(zip(inputs, targets, self.generators, strict=True)):
+            order = torch.randperm(len(x), generator=g, device=device)
+            n_holdout = int(len(x) * cfg.holdout_fraction)
+            holdout, train = order[:n_holdout], order[n_holdout:]
+            self.model.set_statistics(t, x[train], y[train])
+            holdouts.append(holdout)
+            train_rows.append(train + start)  # rows of the joined data below
+            start += len(x)
+        joined_x, joined_y = torch.cat(inputs), torch.cat(targets)  # one gather per step for every task
+        losses = torch.zeros(self.tasks, cfg.steps, device=device)
+        for first in range(0, cfg.steps, INDEX_BLOCK):
+            block = min(INDEX_BLOCK, cfg.steps - first)
+            index = torch.stack([rows[torch.randint(len(rows), (block, cfg.batch_size), generator=g, device=device)]
+                                 for rows, g in zip(train_rows, self.generators, strict=True)], 1)  # [block, T, B]
+            for step in range(block):
+                losses[:, first + step] = self._step(joined_x[index[step]], joined_y[index[step]]).mean(1)
+        tail = max(1, cfg.steps // 10)  # the last 10% of the steps
+        metrics = [{"train_loss": losses[t, -tail:].mean().item()} for t in range(self.tasks)]
+        held = [(x[h], y[h]) for x, y, h in zip(inputs, targets, holdouts, strict=True)]
+        if any(len(h) for h in holdouts):
+            for task_metrics, holdout_metrics in zip(metrics, self.evaluate(*zip(*held, strict=True)), strict=True):
+                if holdout_metrics:
+                    task_metrics |= {f"holdout_{k}": v for k, v in holdout_metrics.items()}
         return metrics
+
+    # --- prediction --------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std over members, each [N, out_dim]; std is the epistemic uncertainty of Alg. 3."""
+        """Mean and std over members, each [tasks, N, out_dim], of every task's ensemble on inputs [N, in_dim]
+        (the same rows for all) or [tasks, N, in_dim]; std is the epistemic uncertainty of Alg. 3."""
         members = self.model(inputs)
-        return members.mean(0), members.std(0, correction=0)
+        return members.mean(1), members.std(1, correction=0)
 
     @torch.no_grad()
-    def evaluate(self, inputs: torch.Tensor, targets: torch.Tensor, chunk_size: int = 8192) -> dict[str, float]:
-        """MSE in original units of the ensemble mean (`mse`) and of the members on average (`member_mse`)."""
-        targets = targets.reshape(len(targets), self.out_dim)
-        sums = torch.zeros(2, device=self.device)
-        for start in range(0, len(inputs), chunk_size):
-            members = self.model(inputs[start : start + chunk_size])
-            target = targets[start : start + chunk_size]
-            sums[0] += (members.mean(0) - target).pow(2).sum()
-            sums[1] += (members - target).pow(2).sum() / len(members)
-        mse, member_mse = (sums / targets.numel()).tolist()
-        return {"mse": mse, "member_mse": member_mse}
+    def evaluate(self, inputs, targets, chunk_size: int = 8192) -> list[dict[str, float]]:
+        """Per task, on its own data: MSE in original units of the ensemble mean (`mse`) and of the members on
+        average (`member_mse`); an empty dict for a task without rows."""
+        results = []
+        for t, (x, y) in enumerate(zip(*self._task_data(inputs, targets), strict=True)):
+            if not len(x):
+                results.append({})
+                continue
+            sums = torch.zeros(2, device=self.device)
+            for start in range(0, len(x), chunk_size):
+                members = self.model.task_forward(t, x[start : start + chunk_size])
+                target = y[start : start + chunk_size]
+                sums[0] += (members.mean(0) - target).pow(2).sum()
+                sums[1] += (members - target).pow(2).sum() / len(members)
+            mse, member_mse = (sums / y.numel()).tolist()
+            results.append({"mse": mse, "member_mse": member_mse})
+        return results
 
 
 def relabel_with_ensemble(
@@ -175,30 +307,33 @@ def relabel_with_ensemble(
     statistic: Literal["mean", "max"] = "max",
     chunk_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Alg. 3 on a whole dataset, `chunk_size` rows at a time so millions of transitions fit in memory.
+    """Alg. 3 on a whole dataset for every task's ensemble, `chunk_size` rows at a time so millions of
+    transitions fit in memory.
 
     `inputs` is [N, in_dim], or a sequence of arrays joined along the last axis chunk by chunk (e.g.
-    (observations, actions)), so the joined copy is never built. Returns the members' mean [N, out_dim]
-    (the relabelled values), their std [N, out_dim], and the confidence mask [N]: the `statistic` over the
-    output dimensions of the std (`row_std`) below `threshold`. `chunk_size` None: 256 rows on a CPU
-    (activations that stay in cache: ~1.7× the throughput of 4096 rows), 65536 on a GPU.
+    (observations, actions)), so the joined copy is never built; every task's ensemble sees the same rows.
+    Returns the members' mean [tasks, N, out_dim] (the relabelled values), their std [tasks, N, out_dim], and
+    the confidence mask [tasks, N]: the `statistic` over the output dimensions of the std (`row_std`) below
+    `threshold`. `chunk_size` None: 256 rows on a CPU (activations that stay in cache: ~1.7× the throughput of
+    4096 rows), 65536 on a GPU, each divided by the number of tasks (at least 64 and 1024 rows).
     """
+    tasks = ensemble.tasks
     if chunk_size is None:
-        chunk_size = 256 if ensemble.device.type == "cpu" else 65536
+        chunk_size = max(64, 256 // tasks) if ensemble.device.type == "cpu" else max(1024, 65536 // tasks)
     parts = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
     n = len(parts[0])
-    mean = np.empty((n, ensemble.out_dim), dtype=np.float32)
-    std = np.empty((n, ensemble.out_dim), dtype=np.float32)
+    mean = np.empty((tasks, n, ensemble.out_dim), dtype=np.float32)
+    std = np.empty((tasks, n, ensemble.out_dim), dtype=np.float32)
     for start in range(0, n, chunk_size):
         rows = slice(start, start + chunk_size)
         chunk = np.concatenate([p[rows] for p in parts], axis=-1, dtype=np.float32)
         m, s = ensemble.predict(torch.from_numpy(chunk).to(ensemble.device))
-        mean[rows], std[rows] = m.cpu().numpy(), s.cpu().numpy()
+        mean[:, rows], std[:, rows] = m.cpu().numpy(), s.cpu().numpy()
     return mean, std, row_std(std, statistic) < threshold
 
 
 def row_std(std: np.ndarray, statistic: Literal["mean", "max"]) -> np.ndarray:
-    """One uncertainty per row from the members' std [N, out_dim]: its mean over the output dimensions (the
+    """One uncertainty per row from the members' std [..., N, out_dim]: its mean over the output dimensions (the
     reference's next-state rule) or its max (every dimension confident). Equal for a scalar output."""
     if statistic not in ("mean", "max"):
         raise ValueError(f"statistic must be 'mean' or 'max', got {statistic!r}")

@@ -41,7 +41,6 @@ Choices where the paper leaves room (and deviations), all following the referenc
 from __future__ import annotations
 
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -50,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.algos.bcq import DECODE_LATENT_CLIP
+from mtrl.algos.bcq import DECODE_LATENT_CLIP, BCQPolicy
 from mtrl.algos.context import (
     ContextEncoder,
     InfersTasks,
@@ -136,8 +135,8 @@ class TeacherTargets(NamedTuple):
 class MBML(InfersTasks, AgentState):
     """The multi-task policy of MBML and its distillation update.
 
-    `teachers`: K objects with `.critic` (TwinCritic), `.vae` (ConditionalVAE), `.actor` (Perturbation), the
-    frozen BCQ networks of the K training tasks, in task order (moved to `device`). Without teachers the
+    `teachers`: the frozen BCQ networks of the K training tasks as one task-batched `BCQPolicy` (tasks = K, in
+    task order; `BCQPolicy.stack_policy_states`), evaluated in one batched pass per network. Without teachers the
     instance can only act (pass `latent_dim`, or build it with `from_policy_state`).
 
     `update(batch)` takes a dict of float32 tensors on `device` (`batch_shapes()` gives the exact shapes),
@@ -164,7 +163,7 @@ class MBML(InfersTasks, AgentState):
         obs_dim: int,
         act_dim: int,
         max_action: float,
-        teachers: Sequence,
+        teachers: BCQPolicy | None,
         device: torch.device | str,
         latent_dim: int | None = None,
         variant: Variant = "mbml",
@@ -175,11 +174,10 @@ class MBML(InfersTasks, AgentState):
         self.variant = variant
         self.device = torch.device(device)
         self.generator = seeded_generator(self.device)
-        self.teachers = [
-            (t.critic.to(self.device), t.vae.to(self.device), t.actor.to(self.device)) for t in teachers
-        ]
+        self.teachers = teachers
+        self.tasks = 0 if teachers is None else teachers.tasks
         # G_D's noise input has the teachers' VAE latent width; without teachers, latent_dim must say it.
-        latents = {vae.latent_dim for _, vae, _ in self.teachers} | ({latent_dim} - {None})
+        latents = ({teachers.vae.latent_dim} if teachers is not None else set()) | ({latent_dim} - {None})
         if len(latents) != 1:
             raise ValueError(
                 f"G_D's noise width is undetermined: teacher VAE latents / latent_dim give {latents}"
@@ -200,13 +198,13 @@ class MBML(InfersTasks, AgentState):
     @classmethod
     def from_policy_state(cls, cfg: MBMLConfig, state: dict, device: torch.device | str = "cpu") -> MBML:
         """An acting-only MBML (no teachers) from `policy_state_dict()`."""
-        algo = cls(cfg, teachers=(), device=device, **cls.policy_sizes(state))
+        algo = cls(cfg, teachers=None, device=device, **cls.policy_sizes(state))
         algo.load_policy_state(state)
         return algo
 
     def batch_shapes(self) -> dict[str, tuple[int, ...]]:
         """The keys `update` reads for this variant and their exact shapes (see the class docstring)."""
-        cfg, k, d = self.cfg, len(self.teachers), self.context_dim
+        cfg, k, d = self.cfg, self.tasks, self.context_dim
         shapes = {
             "observations": (k, cfg.batch_size, self.obs_dim),
             "actions": (k, cfg.batch_size, self.act_dim),
@@ -239,13 +237,10 @@ class MBML(InfersTasks, AgentState):
     @torch.no_grad()
     def _teacher_targets(self, obs: torch.Tensor, actions: torch.Tensor) -> TeacherTargets:
         latent = self._latent(obs.shape[:2], self.generator)
-        q, candidate, correction = [], [], []
-        for i, (critic, vae, actor) in enumerate(self.teachers):  # K small networks: a loop is cheap
-            q.append(critic.q1(obs[i], actions[i]))
-            a_hat = vae.decode(obs[i], latent[i])
-            candidate.append(a_hat)
-            correction.append(actor(obs[i], a_hat) - a_hat)
-        return TeacherTargets(latent, torch.stack(q), torch.stack(candidate), torch.stack(correction))
+        teachers = self.teachers  # task i's rows go through teacher i: one batched matmul per layer
+        candidate = teachers.vae.decode(obs, latent)
+        correction = teachers.actor(obs, candidate) - candidate
+        return TeacherTargets(latent, teachers.critic.q1(obs, actions), candidate, correction)
 
     def _infer_tasks(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Posterior (mean, var) [K, z] that z_i is drawn from, plus the triplet loss and its statistics."""
@@ -298,7 +293,7 @@ class MBML(InfersTasks, AgentState):
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every term of Eq. 10 (scalars): q, kl (unweighted), g, xi, triplet, total, plus statistics."""
-        if not self.teachers:
+        if self.teachers is None:
             raise ValueError("MBML.update needs the per-task BCQ teachers")
         for key, shape in self.batch_shapes().items():
             if key not in batch:

@@ -6,7 +6,9 @@ stage unit share one fingerprint, so they must share a version (collect writes d
 
 History: v2 of tasks, dataset and sac: actions in [-1, 1]. v3 of sac (with dataset, its unit's other output) and
 v2 of bcq, ensemble, relabel, policy, eval, sac_init and checkpoint: trees stored under their keys' names
-(`curve/return_mean`, see `mtrl.artifacts.tree`) instead of positions (`curve/0`).
+(`curve/return_mean`, see `mtrl.artifacts.tree`) instead of positions (`curve/0`). v4 of sac (with dataset), v3
+of bcq, ensemble, policy and checkpoint: network weights with a leading task axis (`mtrl.nn.TaskBatchedState`);
+v3 of sac_init: its SAC runs initialised from per-task generators (new random streams).
 """
 
 from __future__ import annotations
@@ -30,16 +32,16 @@ SCHEMAS: dict[str, Schema] = {
     s.kind: s
     for s in (
         Schema("tasks", 2, ("train_tasks", "test_tasks"), "train/test task parameters of a distribution"),
-        Schema("dataset", 3, D4RL_KEYS, "one task's transitions, D4RL key layout, actions in [-1, 1]"),
-        Schema("sac", 3, ("weights", "curve"), "final SAC weights and learning curve of one collection run"),
-        Schema("bcq", 2, ("weights", "curve"), "one task's BCQ networks (best and final) and evaluation curve"),
-        Schema("ensemble", 2, ("weights",), "one task's reward or next-state ensemble"),
+        Schema("dataset", 4, D4RL_KEYS, "one task's transitions, D4RL key layout, actions in [-1, 1]"),
+        Schema("sac", 4, ("weights", "curve"), "final SAC weights and learning curve of one collection run"),
+        Schema("bcq", 3, ("weights", "curve"), "one task's BCQ networks (best and final) and evaluation curve"),
+        Schema("ensemble", 3, ("weights",), "one task's reward or next-state ensemble"),
         Schema("relabel", 2, ("indices", "rewards", "reward_mask"),
                "relabelled values and confidence masks per ordered task pair"),
-        Schema("policy", 2, ("weights", "losses"), "a multi-task policy and its training curves"),
+        Schema("policy", 3, ("weights", "losses"), "a multi-task policy and its training curves"),
         Schema("eval", 2, ("returns",), "per-task, per-episode evaluation returns"),
-        Schema("sac_init", 2, ("curves",), "SAC learning curves on one test task, initialised and baselines"),
-        Schema("checkpoint", 2, ("state",), "resumable training state of one unit of work"),
+        Schema("sac_init", 3, ("curves",), "SAC learning curves on one test task, initialised and baselines"),
+        Schema("checkpoint", 3, ("state",), "resumable training state of one unit of work"),
     )
 }
 

@@ -44,6 +44,10 @@ def stage_options(fn):
         click.option("--threads", type=click.IntRange(min=1),
                      help="Torch threads per worker (default: the cores split between workers; tiny networks "
                           "are fastest on 1)."),
+        click.option("--group-size", type=click.IntRange(min=1),
+                     help="Tasks trained together as one task-batched model by collect, train-bcq, fit-rewards, "
+                          "fit-dynamics and sac-init (default: the tasks split evenly between workers; 1: one "
+                          "model per task). Each task's results are those of its own model, up to float rounding."),
         click.option("--tasks", help="Only these training tasks, e.g. 0-3 or 3,4 (cluster sharding)."),
         click.option("--force", is_flag=True, help="Recompute even when outputs are up to date."),
     ]
@@ -51,8 +55,8 @@ def stage_options(fn):
 
 
 def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overrides: tuple[str, ...],
-            seed: int | None, device: str, workers: int, threads: int | None, tasks: str | None, force: bool,
-            extra: tuple[str, ...] = ()):
+            seed: int | None, device: str, workers: int, threads: int | None, group_size: int | None,
+            tasks: str | None, force: bool, extra: tuple[str, ...] = ()):
     """Load and validate the config, write it into the run directory, set up logging; return (config, options)."""
     from mtrl.config import load_config, load_run_config, save_config
     from mtrl.pipeline.base import RunOptions
@@ -71,7 +75,7 @@ def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overri
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu or auto")
     options = RunOptions(run_dir=run_dir, device=device, workers=workers, tasks=parse_tasks(tasks), force=force,
-                         threads=threads)
+                         threads=threads, group_size=group_size)
     source = f"from {config_path}" + (f" profile {profile}" if profile else "") if config_path else "from run dir"
     save_config(config, run_dir, header=f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})")
     setup_logging(run_dir)

@@ -59,10 +59,16 @@ class RunOptions:
     tasks: tuple[int, ...] | None = None
     force: bool = False
     threads: int | None = None  # torch threads per worker; None: the cores split evenly between workers
+    group_size: int | None = None  # tasks per task-batched group; None: the tasks split evenly between workers
 
 
 def task_key(index: int) -> str:
     return f"task_{index:02d}"
+
+
+def group_key(units: list[Unit]) -> str:
+    """How logs name a group of units run together: the unit's key, or the first and last key and the count."""
+    return units[0].key if len(units) == 1 else f"{units[0].key}..{units[-1].key} ({len(units)} tasks)"
 
 
 class Stage:
@@ -76,12 +82,20 @@ class Stage:
     sections: ClassVar[tuple[str, ...]]  # config sections whose values determine the outputs
     not_covered: ClassVar[tuple[str, ...]] = ()  # dotted keys inside `sections` that do not change an output
     seeded: ClassVar[bool] = True  # whether the run seed changes the outputs
+    # Task-batched stages train a group of task units as one model with a task axis (`run_group`); each
+    # task's outputs are exactly those it would get alone, so grouping is a matter of speed only.
+    task_batched: ClassVar[bool] = False
 
     def units(self, config: Config, run_dir: Path) -> list[Unit]:
         raise NotImplementedError
 
     def run_unit(self, ctx: UnitContext) -> None:
         raise NotImplementedError
+
+    def run_group(self, ctxs: list[UnitContext]) -> None:
+        """Run these units together (task-batched stages override this); by default one after another."""
+        for ctx in ctxs:
+            self.run_unit(ctx)
 
     def stage_config(self, config: Config) -> dict[str, Any]:
         """The part of the config that is fingerprinted and recorded in this stage's artifacts."""
@@ -122,6 +136,19 @@ class Checkpointer:
         self.path.unlink(missing_ok=True)
 
 
+def load_group_checkpoints(ctxs: list[UnitContext]) -> list[Any] | None:
+    """The checkpoints of a task-batched group, one per task, when every task has one at the same `step`;
+    None otherwise (the group starts afresh: tasks saved by another grouping at other steps cannot be joined)."""
+    saved = [ctx.checkpointer.load() for ctx in ctxs]
+    present = [s for s in saved if s is not None]
+    if len(present) == len(saved) and len({int(s["step"]) for s in present}) == 1:
+        return saved
+    if present:
+        ctxs[0].log.info(f"{ctxs[0].stage.name} {group_key([c.unit for c in ctxs])}: its tasks' checkpoints are "
+                         "not all at one step; starting the group afresh")
+    return None
+
+
 @dataclass
 class UnitContext:
     """Everything `Stage.run_unit` needs; built by the runner in the process that runs the unit."""
@@ -134,6 +161,7 @@ class UnitContext:
     seed: int
     log: logging.Logger
     started: float = field(default_factory=time.perf_counter)
+    group_size: int = 1  # units trained together with this one (task-batched stages), sharing its wall time
 
     @property
     def run_dir(self) -> Path:
@@ -153,7 +181,9 @@ class UnitContext:
         """Writer for one of the unit's declared outputs, with provenance and fingerprint filled in."""
         out = self.unit.outputs[output]
         meta = self.meta(out.kind)
-        meta.attrs["wall_seconds"] = time.perf_counter() - self.started  # the unit's time so far: for reports
+        # the unit's time so far (its share of its group's), for reports that sum units into stage times
+        meta.attrs["wall_seconds"] = (time.perf_counter() - self.started) / self.group_size
+        meta.attrs["group_size"] = self.group_size
         return ArtifactWriter(out.path, meta)
 
     def read(self, name: str) -> Artifact:
@@ -165,7 +195,8 @@ class UnitContext:
         path = self.run_dir / "checkpoints" / self.stage.name / f"{self.unit.key}.h5"
         return Checkpointer(path, self.meta("checkpoint"))
 
-    def progress(self, total: int, unit: str = "it", initial: int = 0) -> tqdm.tqdm:
-        """A progress bar on this worker's row; hidden automatically when stderr is not a terminal."""
-        return tqdm.tqdm(total=total, initial=initial, unit=unit, desc=f"{self.stage.name} {self.unit.key}",
+    def progress(self, total: int, unit: str = "it", initial: int = 0, name: str | None = None) -> tqdm.tqdm:
+        """A progress bar on this worker's row (labelled `name`, default the unit's key); hidden automatically
+        when stderr is not a terminal."""
+        return tqdm.tqdm(total=total, initial=initial, unit=unit, desc=f"{self.stage.name} {name or self.unit.key}",
                          position=current_slot(), leave=False, dynamic_ncols=True, disable=None, mininterval=0.5)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from mtrl.artifacts import SchemaVersionError, fingerprint, open_artifact, schema_for
 from mtrl.errors import ArtifactError, StageError
 from mtrl.launch.local import JobResult, run_jobs
-from mtrl.pipeline.base import RunOptions, Stage, Unit, UnitContext
+from mtrl.pipeline.base import RunOptions, Stage, Unit, UnitContext, group_key
 from mtrl.runlog import log, setup_logging
 from mtrl.seeding import derive_seed, seed_everything
 
@@ -86,25 +86,43 @@ class _Job:
     stage: Stage
     config: Config
     options: RunOptions
-    plan: UnitPlan
+    plans: tuple[UnitPlan, ...]  # one unit, or a group of task units for a task-batched stage
+
+
+def group_plans(stage: Stage, plans: list[UnitPlan], options: RunOptions) -> list[list[UnitPlan]]:
+    """Units to run together: every unit alone, or for a task-batched stage consecutive groups of
+    `options.group_size` tasks (default: the tasks split as evenly as possible between the workers)."""
+    if not stage.task_batched:
+        return [[p] for p in plans]
+    if options.group_size:
+        groups = -(-len(plans) // options.group_size)  # groups of at most group_size tasks
+    else:
+        groups = min(options.workers, len(plans))
+    size, extra = divmod(len(plans), groups)
+    bounds = [g * size + min(g, extra) for g in range(groups + 1)]
+    return [plans[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _execute(job: _Job) -> None:
-    """Run one unit (in this process or a worker): seed, call the stage, drop its checkpoint when done."""
-    stage, unit = job.stage, job.plan.unit
-    seed = derive_seed(job.config.seed, stage.name, unit.key)
-    seed_everything(seed)
-    ctx = UnitContext(stage, job.config, unit, job.options, job.plan.input_fingerprints, seed, log)
+    """Run one unit or group (in this process or a worker): seed, call the stage, drop checkpoints when done."""
+    stage, units = job.stage, [p.unit for p in job.plans]
+    ctxs = [UnitContext(stage, job.config, p.unit, job.options, p.input_fingerprints,
+                        derive_seed(job.config.seed, stage.name, p.unit.key), log, group_size=len(job.plans))
+            for p in job.plans]
+    seed_everything(ctxs[0].seed)  # task-batched agents take every task's seed explicitly
     if job.options.force:
-        ctx.checkpointer.clear()
+        for ctx in ctxs:
+            ctx.checkpointer.clear()
     start = time.perf_counter()
-    stage.run_unit(ctx)
-    missing = [name for name, out in unit.outputs.items() if output_state(out.path, out.kind, job.plan.fingerprint)
-               != "up to date"]
-    if missing:
-        raise RuntimeError(f"stage {stage.name} did not write {', '.join(missing)} for {unit.key}")
-    ctx.checkpointer.clear()
-    log.info(f"{stage.name} {unit.key}: done in {time.perf_counter() - start:.1f}s")
+    stage.run_group(ctxs)
+    for plan in job.plans:
+        missing = [name for name, out in plan.unit.outputs.items()
+                   if output_state(out.path, out.kind, plan.fingerprint) != "up to date"]
+        if missing:
+            raise RuntimeError(f"stage {stage.name} did not write {', '.join(missing)} for {plan.unit.key}")
+    for ctx in ctxs:
+        ctx.checkpointer.clear()
+    log.info(f"{stage.name} {group_key(units)}: done in {time.perf_counter() - start:.1f}s")
 
 
 def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResult]:
@@ -120,7 +138,8 @@ def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResu
     log.info(f"{stage.name}: {len(todo)} to run, {skipped} up to date" + (" (--force)" if options.force else ""))
     if not todo:
         return []
-    jobs = [(p.unit.key, _Job(stage, config, options, p)) for p in todo]
+    jobs = [(group_key([p.unit for p in group]), _Job(stage, config, options, tuple(group)))
+            for group in group_plans(stage, todo, options)]
 
     def report(result: JobResult) -> None:
         if result.error:
@@ -133,6 +152,7 @@ def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResu
     failed = [r for r in results if r.error]
     if failed:
         first = failed[0]
-        raise StageError(f"{stage.name}: {len(failed)} of {len(results)} units failed; {first.key}: {first.error}"
+        what = "groups" if stage.task_batched else "units"
+        raise StageError(f"{stage.name}: {len(failed)} of {len(results)} {what} failed; {first.key}: {first.error}"
                          + (f" (details in {options.run_dir / 'logs' / 'mtrl.log'})" if first.detail else ""))
     return results

@@ -34,8 +34,34 @@ def run_lockstep(envs: Sequence, act, seed: int) -> list[tuple[np.ndarray, ...]]
     return episodes
 
 
+def evaluate_lockstep(envs: Sequence, make_act: Callable[[int], Callable[[np.ndarray], np.ndarray]], episodes: int,
+                      seed: int) -> np.ndarray:
+    """Returns [len(envs), episodes] of a task-batched policy, env t being task t: episode k of every env resets
+    with seed + k (the same for every evaluation of a run) and all envs step together. `make_act(k)` gives
+    episode k's policy, act(obs [tasks, obs_dim]) -> [tasks, act_dim]; rows of finished episodes hold their
+    last observation and their actions are dropped."""
+    returns = np.empty((len(envs), episodes))
+    for k in range(episodes):
+        for t, episode in enumerate(run_lockstep(envs, _on_active_rows(make_act(k), len(envs)), seed + k)):
+            returns[t, k] = episode[2].sum()
+    return returns
+
+
+def _on_active_rows(act: Callable[[np.ndarray], np.ndarray], tasks: int):
+    """`run_lockstep`'s act(obs[active], active) from a policy that takes one observation per task."""
+    latest: np.ndarray | None = None
+
+    def act_active(obs: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        nonlocal latest
+        if latest is None:
+            latest = np.zeros((tasks, obs.shape[1]), np.float32)
+        latest[idx] = obs
+        return act(latest)[idx]
+
+    return act_active
+
+
 def evaluate_returns(env, act: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int) -> np.ndarray:
     """Returns of `episodes` episodes of a single-observation policy `act(obs) -> action`, reset seeds seed,
     seed+1, ... (the same for every evaluation of a run)."""
-    return np.array([run_lockstep([env], lambda obs, _: act(obs[0])[None], seed + k)[0][2].sum()
-                     for k in range(episodes)])
+    return evaluate_lockstep([env], lambda _: lambda obs: act(obs[0])[None], episodes, seed)[0]

@@ -53,15 +53,15 @@ class Distill(Stage):
         cfg, algo_cfg = ctx.config.distill, method.config(ctx.config)
         dist = read_distribution(ctx.unit.inputs["tasks"].path)
         spec, k = dist.spec, len(dist.train_tasks)
-        datasets = []
-        teachers = []
+        datasets, teacher_states = [], []
         for i in range(k):
             with ctx.read(f"dataset_{i}") as art:
                 datasets.append(load_dataset(art))
             with ctx.read(f"bcq_{i}") as art:
-                bcq_cfg = ctx.config.bcq.algo
-                teachers.append(BCQPolicy.from_policy_state(
-                    bcq_cfg, to_torch_tree(art.tree("weights")[ctx.config.bcq.snapshot]), ctx.device))
+                teacher_states.append(art.tree("weights")[ctx.config.bcq.snapshot])
+        # the K frozen teachers as one task-batched BCQ: one batched pass per network and update
+        teachers = BCQPolicy.from_policy_state(
+            ctx.config.bcq.algo, to_torch_tree(BCQPolicy.stack_policy_states(teacher_states)), ctx.device)
         relabelled = None
         if method.needs_relabel:
             with ctx.read("relabel") as art:

@@ -101,9 +101,10 @@ class Evaluate(Stage):
         if ctx.unit.key == "bcq":
             from mtrl.algos.bcq import BCQPolicy
 
-            return BCQPolicy.from_policy_state(ctx.config.bcq.algo, weights[ctx.config.bcq.snapshot], ctx.device).act
+            policy = BCQPolicy.from_policy_state(ctx.config.bcq.algo, weights[ctx.config.bcq.snapshot], ctx.device)
+            return lambda obs: policy.act(obs[None])[0]  # one task: its rows on the task axis
         from mtrl.algos.sac import SAC
 
-        agent = SAC(ctx.config.collect.sac, spec.obs_dim, spec.act_dim, spec.max_action, ctx.device)
+        agent = SAC(ctx.config.collect.sac, spec.obs_dim, spec.act_dim, spec.max_action, ctx.device, tasks=1)
         agent.load_state_dict(weights)
-        return lambda obs: agent.act(obs, deterministic=True)
+        return lambda obs: agent.act(obs[None], deterministic=True)[0]  # one task: its rows on the task axis

@@ -98,16 +98,15 @@ class Relabel(Stage):
         scalar = target == "rewards"
         cfg = getattr(ctx.config, target)
         values, stds, masks = [], [], []
-        for i in range(len(subsets)):
+        for i in range(len(subsets)):  # one model at a time: all K as one task-batched model is no faster on a CPU
             with ctx.read(f"{target}_{i}") as art:
-                ensemble = EnsembleRegressor(cfg, int(art.attrs["in_dim"]), int(art.attrs["out_dim"]),
-                                             ctx.device)
-                ensemble.load_state_dict(to_torch_tree(art.tree("weights"), ctx.device))
+                state = to_torch_tree(art.tree("weights"), ctx.device)
+            ensemble = EnsembleRegressor.from_policy_state(cfg, state, ctx.device)
             row = [relabel_with_ensemble(ensemble, (s["observations"], s["actions"]), threshold, statistic)
-                   for s in subsets]
-            values.append([v[..., 0] if scalar else v for v, _, _ in row])
-            stds.append([row_std(sd, statistic) for _, sd, _ in row])
-            masks.append([mask for _, _, mask in row])
+                   for s in subsets]  # task axis of 1: [0] below
+            values.append([v[0, :, 0] if scalar else v[0] for v, _, _ in row])
+            stds.append([row_std(sd[0], statistic) for _, sd, _ in row])
+            masks.append([mask[0] for _, _, mask in row])
         return {"rewards": np.array(values, np.float32), "reward_std": np.array(stds, np.float32),
                 "reward_mask": np.array(masks, bool)}
 

@@ -13,6 +13,11 @@ SAC (identically initialised critics on separate mini-batches, the damped target
 initialisation, with random-action warm-up. All use the critic size of Q_D (Table 8). Curves are returns
 against SAC's own interactions (warm-up included); the rollout's `rollout_steps` interactions come on top for
 the initialised run.
+
+Task-batched (`--group-size`): units are (run, test task), listed run-major; the test tasks of one run in a group
+train as one SAC with a task axis, one env per task in lockstep (`mtrl.rl.online`), each with its unit's seed,
+so each task's curves are those of its own SAC. A task's initialisation (rollout, imitation) reseeds the global
+generators with its unit's seed first, so it does not depend on the group either.
 """
 
 from __future__ import annotations
@@ -26,22 +31,24 @@ from mtrl.algos.context import context_rows
 from mtrl.config import SAC_INIT_BASELINES
 from mtrl.data import TransitionBuffer
 from mtrl.pipeline import layout
-from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
+from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, load_group_checkpoints, task_key
 from mtrl.pipeline.run_data import n_test_tasks, read_distribution
 from mtrl.rl.episodes import run_lockstep
 from mtrl.rl.online import Schedule, train_online
 from mtrl.rl.policies import load_multitask_policy
+from mtrl.seeding import derive_seed, seed_everything
 
 
 class SacInit(Stage):
     name = "sac-init"
     sections = ("sac_init",)
+    task_batched = True  # the test tasks of one run (initialised or baseline) train as one task-batched SAC
 
     def units(self, config, run_dir):
         cfg = config.sac_init
         units = []
-        for t in range(n_test_tasks(config)):
-            for run in (*cfg.baselines, *cfg.policies):
+        for run in (*cfg.baselines, *cfg.policies):  # run-major: a group of consecutive units shares its run
+            for t in range(n_test_tasks(config)):
                 inputs = {"tasks": layout.tasks_input(run_dir)}
                 if run not in SAC_INIT_BASELINES:
                     inputs["policy"] = Input(layout.policy(run_dir, run), "policy", "distill")
@@ -50,41 +57,57 @@ class SacInit(Stage):
                                   params={"run": run, "test_task": t}, task=t))
         return units
 
-    def run_unit(self, ctx: UnitContext) -> None:
+    def run_group(self, ctxs: list[UnitContext]) -> None:
+        """The group's units of each run (a group may straddle two) as one task-batched SAC per run."""
+        runs = list(dict.fromkeys(ctx.unit.params["run"] for ctx in ctxs))
+        for run_name in runs:
+            self._run_tasks([ctx for ctx in ctxs if ctx.unit.params["run"] == run_name])
+
+    def _run_tasks(self, ctxs: list[UnitContext]) -> None:
+        """One run (initialised or baseline) on the test tasks of `ctxs`; each task's curves are those of its
+        own SAC with its unit's seed."""
         from mtrl.algos.sac import SAC
 
-        cfg, run_name, t = ctx.config.sac_init, ctx.unit.params["run"], ctx.unit.params["test_task"]
-        dist = read_distribution(ctx.unit.inputs["tasks"].path)
-        spec, task = dist.spec, dist.test_tasks[t]
+        ctx0 = ctxs[0]
+        cfg, run_name = ctx0.config.sac_init, ctx0.unit.params["run"]
+        dist = read_distribution(ctx0.unit.inputs["tasks"].path)
+        spec, tasks = dist.spec, [dist.test_tasks[ctx.unit.params["test_task"]] for ctx in ctxs]
         sac_cfg = cfg.sac
         if run_name == "random":  # the reference SAC: independently initialised critics, one shared batch
             sac_cfg = dataclasses.replace(sac_cfg, separate_critic_batches=False, identical_critic_init=False,
                                           target_policy=False, damped_policy=False)
-        saved = ctx.checkpointer.load()
-        init, networks = None, None
+        saved = load_group_checkpoints(ctxs)
+        inits, networks = [None] * len(ctxs), None
         if run_name not in SAC_INIT_BASELINES:
-            init = saved["extra"] if saved is not None else None
-            if init is None:
-                init, networks = self._initialise(ctx, dist, task, sac_cfg)
-        condition = None if init is None else torch.as_tensor(init["z"], dtype=torch.float32)
-        agent = SAC(sac_cfg, spec.obs_dim, spec.act_dim, spec.max_action, ctx.device, critic_condition=condition)
+            if saved is not None:
+                inits = [s["extra"] for s in saved]
+            else:
+                inits, networks = zip(*(self._initialise(ctx, dist, task, sac_cfg)
+                                        for ctx, task in zip(ctxs, tasks, strict=True)), strict=True)
+        condition = None
+        if inits[0] is not None:
+            condition = torch.stack([torch.as_tensor(init["z"], dtype=torch.float32) for init in inits])
+        agent = SAC(sac_cfg, spec.obs_dim, spec.act_dim, spec.max_action, ctx0.device, critic_condition=condition,
+                    tasks=len(ctxs), seeds=[ctx.seed for ctx in ctxs])
         if networks is not None:
-            agent.init_critics_from(networks["q_d"])
-            agent.init_actor_from(networks["actor"])
-        if init is None:
+            agent.init_critics_from([n["q_d"] for n in networks])
+            agent.init_actor_from([n["actor"] for n in networks])
+        if inits[0] is None:
             schedule = Schedule(cfg.steps, sac_cfg.random_steps, cfg.eval_every, cfg.eval_episodes,
                                 cfg.checkpoint_every)
         else:
             schedule = Schedule(cfg.steps, cfg.warmup_steps, cfg.eval_every, cfg.eval_episodes, cfg.checkpoint_every,
                                 random_warmup=False)
-        buffer = TransitionBuffer(cfg.steps, spec.obs_dim, spec.act_dim)
-        run = train_online(ctx, agent, dist.make_env(task), dist.make_env(task), buffer, schedule, extra=init)
-        with ctx.writer("curves") as w:
-            w.tree("curves", run.curve_tree())
-            if init is not None:
-                w.tree("initialisation", init)
-            w.attrs["run"] = run_name
-            w.attrs["test_task"] = t
+        buffers = [TransitionBuffer(cfg.steps, spec.obs_dim, spec.act_dim) for _ in ctxs]
+        envs, eval_envs = ([dist.make_env(task) for task in tasks] for _ in range(2))
+        runs = train_online(ctxs, agent, envs, eval_envs, buffers, schedule, saved, inits)
+        for ctx, run, init in zip(ctxs, runs, inits, strict=True):
+            with ctx.writer("curves") as w:
+                w.tree("curves", run.curve_tree())
+                if init is not None:
+                    w.tree("initialisation", init)
+                w.attrs["run"] = run_name
+                w.attrs["test_task"] = ctx.unit.params["test_task"]
 
     def _initialise(self, ctx: UnitContext, dist, task, sac_cfg) -> tuple[dict, dict]:
         """Alg. 8: roll out the multi-task policy, infer z, imitate its actions with a fresh Gaussian policy."""
@@ -92,6 +115,7 @@ class SacInit(Stage):
         from mtrl.nn import TanhGaussianActor, seeded_generator
 
         cfg, spec = ctx.config.sac_init, dist.spec
+        seed_everything(ctx.seed)  # the imitated actor's initialisation: the task's own, whatever its group
         with ctx.read("policy") as art:
             policy = load_multitask_policy(art, ctx.device, ctx.seed)
         env, rows, returns = dist.make_env(task), [], []
@@ -110,7 +134,7 @@ class SacInit(Stage):
         observations = torch.as_tensor(context[:, :obs_dim], device=ctx.device)
         actions = torch.as_tensor(context[:, obs_dim: obs_dim + act_dim], device=ctx.device)
         actor = TanhGaussianActor(obs_dim, act_dim, sac_cfg.actor_hidden, spec.max_action).to(ctx.device)
-        generator = seeded_generator(ctx.device, ctx.seed)
+        generator = seeded_generator(ctx.device, derive_seed(ctx.seed, "imitation"))  # not the SAC's stream
         losses = imitate(actor, observations, actions, cfg.imitation_steps, cfg.imitation_batch, sac_cfg.actor_lr,
                          generator)
         init = {"z": z, "imitation_losses": np.array(losses), "rollout_returns": np.array(returns)}

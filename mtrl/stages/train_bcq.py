@@ -11,9 +11,9 @@ import numpy as np
 from mtrl.data import sample_rows, to_torch
 from mtrl.nn import to_numpy_tree, to_torch_tree
 from mtrl.pipeline import layout
-from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
+from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, group_key, load_group_checkpoints, task_key
 from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
-from mtrl.rl.episodes import evaluate_returns
+from mtrl.rl.episodes import evaluate_lockstep
 from mtrl.seeding import BCQ_EVAL_SEED
 
 
@@ -29,6 +29,7 @@ class BCQProgress:
 class TrainBCQ(Stage):
     name = "train-bcq"
     sections = ("bcq",)
+    task_batched = True
 
     def units(self, config, run_dir):
         return [
@@ -38,48 +39,66 @@ class TrainBCQ(Stage):
             for i in range(n_train_tasks(config))
         ]
 
-    def run_unit(self, ctx: UnitContext) -> None:
+    def run_group(self, ctxs: list[UnitContext]) -> None:
+        """Train the group's tasks as one task-batched BCQ; each task's artifact is what it would get alone."""
         from mtrl.algos.bcq import BCQ
+        from mtrl.nn import seeded_generator
 
-        cfg, i = ctx.config.bcq, ctx.unit.task
-        dist = read_distribution(ctx.unit.inputs["tasks"].path)
+        ctx0 = ctxs[0]
+        cfg, device, batch_size = ctx0.config.bcq, ctx0.device, ctx0.config.bcq.algo.batch_size
+        dist = read_distribution(ctx0.unit.inputs["tasks"].path)
         spec = dist.spec
-        with ctx.read("dataset") as art:
-            data = load_dataset(art)
-        n = len(data["rewards"])
-        env = dist.make_env(dist.train_tasks[i])
-        agent = BCQ(cfg.algo, spec.obs_dim, spec.act_dim, spec.max_action, ctx.device)
-        rng = np.random.default_rng(ctx.seed)
-        run, best = BCQProgress(), None
-        saved = ctx.checkpointer.load()
+        data = []
+        for ctx in ctxs:
+            with ctx.read("dataset") as art:
+                data.append(load_dataset(art))
+        envs = [dist.make_env(dist.train_tasks[ctx.unit.task]) for ctx in ctxs]
+        agent = BCQ(cfg.algo, spec.obs_dim, spec.act_dim, spec.max_action, device, len(ctxs), [c.seed for c in ctxs])
+        rngs = [np.random.default_rng(ctx.seed) for ctx in ctxs]
+        runs, best = [BCQProgress() for _ in ctxs], [None] * len(ctxs)
+        saved = load_group_checkpoints(ctxs)
         if saved is not None:
-            agent.load_state_dict(to_torch_tree(saved["agent"], ctx.device))
-            rng.bit_generator.state = saved["rng"]
-            run, best = BCQProgress(**saved["run"]), saved["best"]
-            ctx.log.info(f"train-bcq {ctx.unit.key}: resuming at step {run.step}")
+            agent.load_task_states([to_torch_tree(s["agent"], device) for s in saved])
+            for rng, s in zip(rngs, saved, strict=True):
+                rng.bit_generator.state = s["rng"]
+            runs, best = [BCQProgress(**s["run"]) for s in saved], [s["best"] for s in saved]
+            ctx0.log.info(f"train-bcq {group_key([c.unit for c in ctxs])}: resuming at step {runs[0].step}")
 
-        bar = ctx.progress(cfg.steps, unit="update", initial=run.step)
-        while run.step < cfg.steps:
-            agent.update(to_torch(sample_rows(data, rng.integers(0, n, cfg.algo.batch_size)), ctx.device))
-            run.step += 1
+        def evaluation_policy(episode: int):  # its own noise per episode: training's streams stay untouched
+            generators = [seeded_generator(device, BCQ_EVAL_SEED + episode) for _ in ctxs]
+            return lambda obs: agent.act(obs, generators)
+
+        step = runs[0].step
+        bar = ctx0.progress(cfg.steps, unit="update", initial=step, name=group_key([c.unit for c in ctxs]))
+        while step < cfg.steps:
+            rows = [sample_rows(d, rng.integers(0, len(d["rewards"]), batch_size))
+                    for d, rng in zip(data, rngs, strict=True)]
+            agent.update(to_torch({key: np.stack([r[key] for r in rows]) for key in rows[0]}, device))
+            step += 1
             bar.update(1)
-            if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
-                returns = evaluate_returns(env, agent.act, cfg.eval_episodes, BCQ_EVAL_SEED)
-                run.curve.append([run.step, float(returns.mean()), float(returns.std())])
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                returns = evaluate_lockstep(envs, evaluation_policy, cfg.eval_episodes, BCQ_EVAL_SEED)
+                policies = None
+                for t, (run, task_returns) in enumerate(zip(runs, returns, strict=True)):
+                    run.curve.append([step, float(task_returns.mean()), float(task_returns.std())])
+                    if task_returns.mean() > run.best_return:
+                        policies = policies or agent.task_policy_states()
+                        run.best_return, best[t] = float(task_returns.mean()), to_numpy_tree(policies[t])
                 bar.set_postfix(eval_return=f"{returns.mean():.1f}")
-                if returns.mean() > run.best_return:
-                    run.best_return, best = float(returns.mean()), to_numpy_tree(agent.policy_state_dict())
-            if run.step % cfg.checkpoint_every == 0 and run.step < cfg.steps:
-                ctx.checkpointer.save({"agent": to_numpy_tree(agent.state_dict()), "rng": rng.bit_generator.state,
-                                       "run": asdict(run), "best": best})
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                for ctx, state, rng, run, task_best in zip(ctxs, agent.task_states(), rngs, runs, best, strict=True):
+                    run.step = step
+                    ctx.checkpointer.save({"step": step, "agent": to_numpy_tree(state), "rng": rng.bit_generator.state,
+                                           "run": asdict(run), "best": task_best})
         bar.close()
 
-        curve = np.array(run.curve, dtype=np.float64).reshape(-1, 3)
-        with ctx.writer("bcq") as w:
-            w.tree("weights", {"best": best, "final": to_numpy_tree(agent.policy_state_dict())})
-            w.tree("curve", {"steps": curve[:, 0], "return_mean": curve[:, 1], "return_std": curve[:, 2]})
-            w.attrs["best_return"] = run.best_return
-            w.attrs["final_return"] = curve[-1, 1]
+        for ctx, run, task_best, final in zip(ctxs, runs, best, agent.task_policy_states(), strict=True):
+            curve = np.array(run.curve, dtype=np.float64).reshape(-1, 3)
+            with ctx.writer("bcq") as w:
+                w.tree("weights", {"best": task_best, "final": to_numpy_tree(final)})
+                w.tree("curve", {"steps": curve[:, 0], "return_mean": curve[:, 1], "return_std": curve[:, 2]})
+                w.attrs["best_return"] = run.best_return
+                w.attrs["final_return"] = curve[-1, 1]
 
 
 def bcq_input(run_dir, task: int) -> Input:

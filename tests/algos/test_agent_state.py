@@ -13,7 +13,15 @@ from mtrl.algos.contextual_bcq import ContextualBCQ, ContextualBCQConfig
 from mtrl.algos.ensemble import EnsembleConfig, EnsembleRegressor
 from mtrl.algos.mbml import MBML, MBMLConfig
 from mtrl.algos.sac import SAC, SACConfig
-from mtrl.nn import TanhGaussianActor, seeded_generator, to_numpy_tree, to_torch_tree
+from mtrl.nn import (
+    TanhGaussianActor,
+    TaskBatchedState,
+    seeded_generator,
+    split_tasks,
+    stack_tasks,
+    to_numpy_tree,
+    to_torch_tree,
+)
 
 OBS, ACT, MAX_ACTION = 3, 2, 1.0
 H = (8,)
@@ -33,7 +41,7 @@ def make(name: str, seed: int):
     torch.manual_seed(seed)
     cfg = CONFIGS[name]
     if name == "mbml":
-        return MBML(cfg, OBS, ACT, MAX_ACTION, [BCQPolicy(BCQ_CFG, OBS, ACT, MAX_ACTION, "cpu")], "cpu")
+        return MBML(cfg, OBS, ACT, MAX_ACTION, BCQPolicy(BCQ_CFG, OBS, ACT, MAX_ACTION, "cpu"), "cpu")
     if name == "ensemble":
         return EnsembleRegressor(cfg, OBS + ACT, 1, "cpu")
     cls = {"bcq": BCQ, "contextual-bcq": ContextualBCQ, "batch-pearl": BatchPEARL, "sac": SAC, "sac-app-j": SAC}[name]
@@ -50,7 +58,8 @@ def optimiser_steps(agent, steps: int = 2) -> None:
                 opt.zero_grad(set_to_none=True)
                 sum((p - 0.1).pow(2).sum() for p in params).backward()
                 opt.step()
-    torch.randn(3, generator=agent.generator)  # and the generator
+    for generator in agent.generators if isinstance(agent, TaskBatchedState) else [agent.generator]:
+        torch.randn(3, generator=generator)  # and the generator(s)
 
 
 ALGOS = list(CONFIGS)
@@ -62,12 +71,13 @@ def test_state_dict_is_the_declared_parts_and_the_generator_as_copies(name):
     optimiser_steps(agent)
     state = agent.state_dict()
     declared = [n for n in (*agent.NETWORKS, *agent.TRAINING_PARTS) if getattr(agent, n) is not None]
-    assert list(state) == [*declared, "generator"]
+    generator_key = "generators" if isinstance(agent, TaskBatchedState) else "generator"
+    assert list(state) == [*declared, generator_key]
     assert any(isinstance(getattr(agent, n), torch.optim.Optimizer) for n in declared)  # optimisers are in
     before = to_numpy_tree(state)
     optimiser_steps(agent)
     after = to_numpy_tree(state)  # the agent moved on; the state it gave out did not
-    np.testing.assert_array_equal(after["generator"], before["generator"])
+    np.testing.assert_array_equal(after[generator_key], before[generator_key])
     for net in agent.NETWORKS:
         for key, value in before[net].items():
             np.testing.assert_array_equal(after[net][key], value)
@@ -97,6 +107,33 @@ def test_policy_state_rebuilds_the_acting_networks(name):
     for net in agent.NETWORKS:
         mine, theirs = getattr(agent, net).state_dict(), getattr(policy, net).state_dict()
         assert all(torch.equal(mine[k], theirs[k]) for k in mine), net
+
+
+def test_task_states_split_and_join_a_task_batched_agent(same_state):
+    """Per-task checkpoints of a 2-task agent, loaded in swapped order, swap the tasks: every tensor (weights,
+    targets, Adam moments, generators) was split on its task axis and nothing else."""
+    agent = BCQ(BCQ_CFG, OBS, ACT, MAX_ACTION, "cpu", tasks=2, seeds=[1, 2])
+    optimiser_steps(agent)
+    first, second = agent.task_states()
+    swapped = BCQ(BCQ_CFG, OBS, ACT, MAX_ACTION, "cpu", tasks=2, seeds=[3, 4])
+    swapped.load_task_states([to_torch_tree(to_numpy_tree(second)), to_torch_tree(to_numpy_tree(first))])
+    single = BCQ(BCQ_CFG, OBS, ACT, MAX_ACTION, "cpu", seeds=[5])
+    single.load_state_dict(swapped.task_states()[1])
+    alone = BCQ(BCQ_CFG, OBS, ACT, MAX_ACTION, "cpu", seeds=[6])
+    alone.load_state_dict(first)
+    assert same_state(single, alone)
+    assert not torch.equal(swapped.actor.net.layers[0].weight[0], agent.actor.net.layers[0].weight[0])
+
+
+def test_split_and_stack_tasks_are_inverse_and_keep_shared_scalars():
+    tree = {"w": torch.arange(6.0).reshape(3, 2), "step": torch.tensor(4.0), "lr": 0.1, "groups": [np.ones((3, 1))]}
+    parts = split_tasks(tree, 3)
+    assert [p["w"].tolist() for p in parts] == [[[0.0, 1.0]], [[2.0, 3.0]], [[4.0, 5.0]]]
+    assert all(p["step"] == 4.0 and p["lr"] == 0.1 and p["groups"][0].shape == (1, 1) for p in parts)
+    joined = stack_tasks(parts)
+    assert torch.equal(joined["w"], tree["w"]) and joined["groups"][0].shape == (3, 1)
+    with pytest.raises(ValueError, match="task axis of 2"):
+        split_tasks(tree, 2)
 
 
 def test_seeded_generator_from_a_seed_or_from_torchs_global_generator():

@@ -1,4 +1,5 @@
-"""BCQ: Eq. 1 acting, learning on a fixed small dataset, checkpoints, and the teacher interface MBML uses."""
+"""BCQ: Eq. 1 acting, learning on a fixed small dataset, checkpoints, the teacher interface MBML uses, and the
+task axis (T tasks trained as one model = T independent single-task BCQs)."""
 
 import dataclasses
 
@@ -28,20 +29,21 @@ def make_data(n=256, seed=0):
 
 
 def batches(data, steps, batch_size, seed=1):
+    """Mini-batches of one task, on a task axis of 1: [1, batch_size, ...]."""
     g = torch.Generator().manual_seed(seed)
     n = len(data["observations"])
     for _ in range(steps):
         idx = torch.randint(n, (batch_size,), generator=g)
-        yield {k: v[idx] for k, v in data.items()}
+        yield {k: v[idx][None] for k, v in data.items()}
 
 
 def train(algo, data, steps, seed=1):
-    return [algo.update(b) for b in batches(data, steps, algo.cfg.batch_size, seed)]
+    """`steps` updates; the metrics as floats (task 0's)."""
+    return [{k: v.item() for k, v in algo.update(b).items()} for b in batches(data, steps, algo.cfg.batch_size, seed)]
 
 
 def make_bcq(cfg=TINY, seed=0):
-    torch.manual_seed(seed)
-    return BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu")
+    return BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu", seeds=[seed])
 
 
 def test_defaults_are_the_reference_hyper_parameters():
@@ -58,7 +60,7 @@ def test_act_is_eq1_within_bounds_and_near_a_candidate(batch):
     cfg = dataclasses.replace(TINY, phi=0.3)  # a large Φ, so that the bound on the correction is tested
     algo = make_bcq(cfg)
     train(algo, make_data(), 50)
-    obs = np.random.default_rng(0).normal(size=(5, OBS) if batch else (OBS,)).astype(np.float32) * 3
+    obs = np.random.default_rng(0).normal(size=(1, 5, OBS) if batch else (1, OBS)).astype(np.float32) * 3
 
     before = algo.generator.get_state()
     action = algo.act(obs)
@@ -68,21 +70,23 @@ def test_act_is_eq1_within_bounds_and_near_a_candidate(batch):
     # Replay the same draws: n decoder candidates per state, each perturbed; the chosen one has the top Q1.
     algo.generator.set_state(before)
     with torch.no_grad():
-        states = torch.as_tensor(obs).reshape(-1, 1, OBS).expand(-1, cfg.num_candidates, OBS)
-        candidates = algo.vae.decode(states, generator=algo.generator)
-        perturbed = algo.actor(states, candidates)
-        q1 = algo.critic.q1(states, perturbed)
+        states = torch.as_tensor(obs).reshape(1, -1, 1, OBS).expand(1, -1, cfg.num_candidates, OBS)
+        candidates = algo.vae.decode(states)
+        perturbed = algo.actor(states, candidates)[0]
+        q1 = algo.critic.q1(states[0:1], perturbed[None])[0]
+        candidates = candidates[0]
     assert torch.all((perturbed - candidates).abs() <= cfg.phi * MAX_ACTION + 1e-6)
     assert (perturbed - candidates).abs().max() > 0.1 * cfg.phi * MAX_ACTION  # ξ does correct
-    chosen = perturbed[torch.arange(len(states)), q1.argmax(-1)]
+    chosen = perturbed[torch.arange(len(perturbed)), q1.argmax(-1)]
+    assert not torch.equal(chosen, perturbed[torch.arange(len(perturbed)), q1.argmin(-1)])  # the rule matters
     np.testing.assert_allclose(action.reshape(-1, ACT), chosen.numpy(), rtol=0, atol=1e-6)
 
 
 def test_q1_is_the_first_of_the_twin_critics():
     critic = make_bcq().critic
-    obs, act = torch.randn(4, 7, OBS), torch.randn(4, 7, ACT)
+    obs, act = torch.randn(1, 4, 7, OBS), torch.randn(1, 4, 7, ACT)
     q1, q2 = critic(obs, act)
-    assert q1.shape == q2.shape == (4, 7)
+    assert q1.shape == q2.shape == (1, 4, 7)
     torch.testing.assert_close(critic.q1(obs, act), q1)
     assert not torch.allclose(q1, q2)  # two independently initialised critics
 
@@ -98,7 +102,7 @@ def test_learning_on_a_fixed_dataset():
     assert all(np.isfinite(v) for m in metrics for v in m.values())
 
     with torch.no_grad():
-        obs = data["observations"]
+        obs = data["observations"][None]
         candidates = algo.vae.decode(obs)
         gain = algo.critic.q1(obs, algo.actor(obs, candidates)) - algo.critic.q1(obs, candidates)
     assert gain.mean() > 0, gain.mean()
@@ -112,7 +116,7 @@ def test_state_dict_round_trip_resumes_bit_identically(same_state):
     stored = to_numpy_tree(state)  # as an artifact keeps it: arrays and plain values
     (batch,) = batches(data, 1, TINY.batch_size, seed=7)
     expected = algo.update(batch)
-    assert expected != algo.update(batch)  # training moves on; `state` must not have moved with it
+    assert not torch.equal(expected["critic_loss"], algo.update(batch)["critic_loss"])  # training moves on
 
     resumed = make_bcq(seed=123)  # different initial weights and generator
     resumed.load_state_dict(to_torch_tree(stored))
@@ -128,11 +132,11 @@ def test_policy_state_builds_an_acting_only_teacher():
     algo = make_bcq()
     train(algo, make_data(), 20)
     state = to_torch_tree(to_numpy_tree(algo.policy_state_dict()))
-    assert set(state) == {"obs_dim", "act_dim", "max_action", "actor", "critic", "vae"}
+    assert set(state) == {"obs_dim", "act_dim", "max_action", "tasks", "actor", "critic", "vae"}
 
     policy = BCQPolicy.from_policy_state(TINY, state)
     assert not hasattr(policy, "update") and not any(p.requires_grad for p in policy.critic.parameters())
-    obs = np.random.default_rng(1).normal(size=(4, OBS)).astype(np.float32)
+    obs = np.random.default_rng(1).normal(size=(1, 4, OBS)).astype(np.float32)
     policy.generator.set_state(algo.generator.get_state())
     np.testing.assert_array_equal(policy.act(obs), algo.act(obs))
 
@@ -152,9 +156,48 @@ def test_vae_uses_its_latent_on_the_normalised_actions_of_a_small_raw_box():
     actions = modes * torch.as_tensor(env.action_space.high) * 0.9
     data = {"observations": obs, "actions": actions, "rewards": torch.zeros(n), "next_observations": obs,
             "terminals": torch.zeros(n)}
-    torch.manual_seed(0)
     algo = BCQ(dataclasses.replace(TINY, vae_hidden=(64, 64), batch_size=128), spec.obs_dim, spec.act_dim,
-               spec.max_action, "cpu")
+               spec.max_action, "cpu", seeds=[0])
     metrics = train(algo, data, 300)
     kl_per_row = np.mean([m["kl_loss"] for m in metrics[-50:]]) * algo.vae.latent_dim
     assert kl_per_row > 0.5
+
+
+def test_two_tasks_in_one_model_train_as_two_independent_bcqs():
+    """The task axis: a 2-task BCQ fed task 0's and task 1's batches ends where two single-task BCQs with the same
+    seeds and batches end: weights, targets, Adam moments, generators and metrics (to float tolerance: the batched
+    matmul may round differently from a 1-task one). Tasks that shared a gradient, a noise draw or a seed fail."""
+    data = [make_data(seed=0), make_data(seed=5)]
+    singles = [make_bcq(seed=11), make_bcq(seed=22)]
+    metrics = [train(algo, d, 6, seed=3 + t) for t, (algo, d) in enumerate(zip(singles, data, strict=True))]
+
+    both = BCQ(TINY, OBS, ACT, MAX_ACTION, "cpu", tasks=2, seeds=[11, 22])
+    stacked = zip(batches(data[0], 6, TINY.batch_size, seed=3), batches(data[1], 6, TINY.batch_size, seed=4),
+                  strict=True)
+    joint = [both.update({k: torch.cat([a[k], b[k]]) for k in a}) for a, b in stacked]
+
+    for t, single in enumerate(singles):
+        torch.testing.assert_close(to_torch_tree(to_numpy_tree(both.task_states()[t])),
+                                   to_torch_tree(to_numpy_tree(single.state_dict())), rtol=1e-5, atol=1e-6)
+        for step, m in enumerate(joint):
+            for key, value in m.items():
+                assert value.shape == (2,)
+                np.testing.assert_allclose(value[t].item(), metrics[t][step][key], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(both.actor.net.layers[0].weight[0], both.actor.net.layers[0].weight[1])
+
+
+def test_per_task_policies_stack_into_a_batched_teacher():
+    """K per-task policy states stack into one K-task policy whose task t acts exactly as policy t alone."""
+    algos = [make_bcq(seed=s) for s in (1, 2, 3)]
+    for s, algo in enumerate(algos):
+        train(algo, make_data(seed=s), 5)
+    states = [to_numpy_tree(a.policy_state_dict()) for a in algos]
+    teacher = BCQPolicy.from_policy_state(TINY, to_torch_tree(BCQPolicy.stack_policy_states(states)))
+    assert teacher.tasks == 3
+    obs = np.random.default_rng(2).normal(size=(3, 6, OBS)).astype(np.float32)
+    generators = [torch.Generator().manual_seed(9) for _ in algos]
+    together = teacher.act(obs, generators)
+    for t, algo in enumerate(algos):
+        alone = algo.act(obs[t:t + 1], [torch.Generator().manual_seed(9)])
+        np.testing.assert_allclose(together[t], alone[0], rtol=1e-5, atol=1e-6)
+    assert teacher.task_policy_states()[1]["tasks"] == 1

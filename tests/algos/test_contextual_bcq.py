@@ -55,7 +55,7 @@ def test_defaults_are_the_papers():
     assert all(f.metadata.get("help") for f in dataclasses.fields(ContextualBCQConfig))
     algo = make_algo()
     assert algo.vae.latent_dim == 2 * ACT
-    assert algo.critic.q1_net[0].in_features == OBS + TINY.z_dim + ACT  # every network sees z
+    assert algo.critic.q1_net.layers[0].in_dim == OBS + TINY.z_dim + ACT  # every network sees z
 
 
 def test_act_is_eq1_given_z_within_bounds():
@@ -72,10 +72,11 @@ def test_act_is_eq1_given_z_within_bounds():
     # Replay the same draws: n decoded candidates per [s, z], each perturbed; the chosen one has the top Q1.
     with torch.no_grad():
         state = torch.cat([torch.as_tensor(obs), torch.as_tensor(z).expand(5, -1)], -1)
-        state = state[:, None].expand(-1, cfg.num_candidates, -1)
-        candidates = algo.vae.decode(state, generator=torch.Generator().manual_seed(7))
+        state = state[None, :, None].expand(1, -1, cfg.num_candidates, -1)  # on BCQ's task axis of 1
+        latent = algo.vae.sample_latent(state.shape[:-1], algo.device, [torch.Generator().manual_seed(7)])
+        candidates = algo.vae.decode(state, latent)
         perturbed = algo.actor(state, candidates)
-        chosen = perturbed[torch.arange(5), algo.critic.q1(state, perturbed).argmax(-1)]
+        chosen = perturbed[0, torch.arange(5), algo.critic.q1(state, perturbed)[0].argmax(-1)]
     assert torch.all((perturbed - candidates).abs() <= cfg.phi * MAX_ACTION + 1e-6)
     np.testing.assert_allclose(action, chosen.numpy(), rtol=0, atol=1e-6)
     other = algo.act(obs, z + 3.0, generator=torch.Generator().manual_seed(7))

@@ -1,13 +1,12 @@
 """MBML distillation: losses, gradient routing, Alg. 4 sets, Eq. 11, variants, acting, checkpoints."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from mtrl.algos.bcq import ConditionalVAE, Perturbation, TwinCritic
+from mtrl.algos.bcq import BCQConfig, BCQPolicy
 from mtrl.algos.context import gaussian_kl
 from mtrl.algos.mbml import (
     MBML,
@@ -38,15 +37,10 @@ TINY = MBMLConfig(
 
 
 def make_teachers(k=K):
+    """K frozen BCQ teachers as one task-batched policy, as distill builds them."""
     hidden = (16, 16)
-    return [
-        SimpleNamespace(
-            critic=TwinCritic(OBS, ACT, hidden),
-            vae=ConditionalVAE(OBS, ACT, hidden, MAX_ACTION, LATENT),
-            actor=Perturbation(OBS, ACT, hidden, MAX_ACTION, 0.05),
-        )
-        for _ in range(k)
-    ]
+    cfg = BCQConfig(actor_hidden=hidden, critic_hidden=hidden, vae_hidden=hidden, latent_dim=LATENT)
+    return BCQPolicy(cfg, OBS, ACT, MAX_ACTION, "cpu", tasks=k, seeds=list(range(k)))
 
 
 def make_algo(variant="mbml", seed=0, **overrides):
@@ -267,7 +261,7 @@ def test_state_dict_resumes_exactly_and_policy_state_acts_identically():
         OBS,
         ACT,
         MAX_ACTION,
-        [SimpleNamespace(critic=c, vae=v, actor=a) for c, v, a in algo.teachers],
+        algo.teachers,
         "cpu",
         variant=algo.variant,
     )

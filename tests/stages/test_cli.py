@@ -65,7 +65,7 @@ def test_inspect_shows_provenance_and_shapes(smoke_run):
     _, run_dir = smoke_run
     code, output = invoke("inspect", run_dir / "datasets" / "task_00.h5")
     assert code == 0
-    assert "dataset (schema v3)" in output and "mujoco 4.0.0" in output
+    assert "dataset (schema v4)" in output and "mujoco 4.0.0" in output
     assert "observations" in output and "(1000, 2)" in output
 
 
@@ -97,8 +97,8 @@ def test_artifact_of_an_older_schema_is_stale_and_named_in_one_line(smoke_run, t
     states = {row.split()[1]: " ".join(row.split()[2:-1]) for row in output.splitlines()[1:-2]}
     assert states["datasets/task_00.h5"] == "stale" and states["datasets/task_01.h5"] == "up to date"
     code, output = invoke("train-bcq", "--run-dir", run, "--tasks", "0")
-    assert_one_line_error(code, output, "datasets/task_00.h5: 'dataset' schema version 2 was written by an older "
-                          "mtrl (this one reads version 3); rerun stage 'collect'", "--force")
+    assert_one_line_error(code, output, "datasets/task_00.h5: 'dataset' schema version 3 was written by an older "
+                          "mtrl (this one reads version 4); rerun stage 'collect'", "--force")
 
 
 @pytest.mark.parametrize("args, fragments", [

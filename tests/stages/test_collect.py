@@ -5,11 +5,15 @@ import sys
 import time
 
 import numpy as np
+import pytest
+import torch
 from smoke import SMOKE_CONFIG, run_stages, smoke_config
 
 from mtrl.artifacts import open_artifact
 from mtrl.config import load_config
 from mtrl.data import episode_ends
+from mtrl.errors import StageError
+from mtrl.pipeline.base import Checkpointer
 from mtrl.pipeline.run_data import load_dataset
 
 
@@ -90,8 +94,96 @@ def test_tasks_are_shared_across_run_seeds(smoke_run, tmp_path):
         assert a.fingerprint == b.fingerprint
 
 
-RESUME_OPTIONS = ["--profile", "smoke", "--tasks", "0", "--threads", "1",
-                  "--set", "collect.steps=1200", "--set", "collect.checkpoint_every=200"]
+# ---------------------------------------------------------------- task-batched collect: groups and resume
+
+# Small and quick; checkpoints at steps 130 and 260, mid-episode (the point robots' episodes are 20 steps), so a
+# resume replays the current episodes. batch_size × act_dim = 64 per task (`mtrl.algos.sac`: bitwise groups).
+GROUP_OVERRIDES = ("collect.steps=300", "collect.eval_every=150", "collect.checkpoint_every=130",
+                   "collect.sac.random_steps=100", "collect.sac.actor_hidden=[32]", "collect.sac.critic_hidden=[32]",
+                   "collect.sac.batch_size=32")
+
+
+def read_unit(run_dir, task):
+    """A collect unit's artifacts as arrays: its dataset, and its SAC weights and curve."""
+    data, _ = read(run_dir / "datasets" / f"task_{task:02d}.h5")
+    with open_artifact(run_dir / "sac" / f"task_{task:02d}.h5", "sac") as art:
+        return data, art.tree("weights"), art.tree("curve")
+
+
+def assert_same_units(run_a, run_b, tasks=(0, 1)):
+    """The collect artifacts of `tasks` in two run directories are the same, bit for bit."""
+    rtol = atol = 0.0
+    for task in tasks:
+        (data_a, weights_a, curve_a), (data_b, weights_b, curve_b) = read_unit(run_a, task), read_unit(run_b, task)
+        assert data_a.keys() == data_b.keys()
+        for key in data_a:
+            np.testing.assert_allclose(data_a[key], data_b[key], rtol=rtol, atol=atol, err_msg=f"task {task} {key}")
+        torch.testing.assert_close(weights_a, weights_b, rtol=rtol, atol=atol, check_dtype=True)
+        torch.testing.assert_close(curve_a, curve_b, rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def group_runs(tmp_path_factory):
+    """collect on tasks 0 and 1 with `GROUP_OVERRIDES`: as one group of two, and as two groups of one."""
+    root = tmp_path_factory.mktemp("groups")
+    config = smoke_config(*GROUP_OVERRIDES)
+    for size in (2, 1):
+        run_stages(config, root / f"size{size}", ["tasks", "collect"], tasks=(0, 1), group_size=size)
+    return config, root
+
+
+def test_a_group_of_two_writes_what_each_task_writes_alone(group_runs):
+    """Datasets, SAC weights (optimiser moments and generator included) and curves of a task are the same, bit for
+    bit, whether it trained alone or in a group of two (one task-batched SAC, envs in lockstep)."""
+    _, root = group_runs
+    assert "collect task_00..task_01 (2 tasks): done" in (root / "size2" / "logs" / "mtrl.log").read_text()
+    assert_same_units(root / "size2", root / "size1")
+    first, second = read_unit(root / "size2", 0)[0], read_unit(root / "size2", 1)[0]
+    assert not np.array_equal(first["actions"], second["actions"])  # two runs, not one run written twice
+    with open_artifact(root / "size2" / "sac" / "task_00.h5") as art:
+        assert art.tree("weights")["log_alpha"].shape == (1,)  # a single-task SAC's state, as evaluate loads it
+
+
+def test_tasks_option_runs_only_the_named_task(group_runs, tmp_path):
+    """`--tasks 1` (here with room for a group of two) writes task 1's artifacts only, the same as in the group."""
+    config, root = group_runs
+    run_stages(config, tmp_path, ["tasks", "collect"], tasks=(1,), group_size=2)
+    assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == ["task_01.h5"]
+    assert sorted(p.name for p in (tmp_path / "sac").iterdir()) == ["task_01.h5"]
+    assert_same_units(tmp_path, root / "size2", tasks=(1,))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_group_resumes_to_the_identical_artifacts(group_runs, tmp_path, monkeypatch):
+    """A group killed right after its checkpoint at step 130 (both tasks mid-episode) resumes from it and writes
+    what the uninterrupted group wrote."""
+    config, root = group_runs
+    save = Checkpointer.save
+
+    def save_then_die(self, state):
+        save(self, state)
+        if self.path.name == "task_01.h5" and state["step"] == 130:  # the group's last checkpoint of that step
+            raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "save", save_then_die)
+        with pytest.raises(StageError, match="Killed"):
+            run_stages(config, tmp_path, ["tasks", "collect"], tasks=(0, 1), group_size=2)
+    checkpoints = tmp_path / "checkpoints" / "collect"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["task_00.h5", "task_01.h5"]
+    assert not (tmp_path / "datasets" / "task_00.h5").exists()
+    run_stages(config, tmp_path, ["collect"], tasks=(0, 1), group_size=2)
+    assert "collect task_00..task_01 (2 tasks): resuming at step 130" in (tmp_path / "logs" / "mtrl.log").read_text()
+    assert_same_units(tmp_path, root / "size2")
+    assert not list(checkpoints.iterdir())  # removed once the group finished
+
+
+RESUME_OPTIONS = ["--profile", "smoke", "--tasks", "0,1", "--group-size", "2", "--threads", "1",
+                  "--set", "collect.steps=700", "--set", "collect.checkpoint_every=250",
+                  "--set", "collect.sac.actor_hidden=[64]", "--set", "collect.sac.critic_hidden=[64]"]
 
 
 def mtrl(*args):
@@ -99,24 +191,26 @@ def mtrl(*args):
 
 
 def test_collect_resumes_after_sigkill_to_the_identical_dataset(tmp_path):
+    """A real kill of a task-batched group (two tasks), after its checkpoint at step 250 (mid-episode)."""
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen(mtrl("collect", "--config", SMOKE_CONFIG, "--run-dir", killed, *RESUME_OPTIONS),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = killed / "checkpoints" / "collect" / "task_00.h5"
+    checkpoints = [killed / "checkpoints" / "collect" / f"task_{t:02d}.h5" for t in (0, 1)]
     deadline = time.time() + 120
-    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+    while not all(c.exists() for c in checkpoints) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert checkpoint.exists(), "no checkpoint was written before the run ended"
+    assert all(c.exists() for c in checkpoints), "no checkpoint was written before the run ended"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "datasets" / "task_00.h5").exists()
     subprocess.run(mtrl("collect", "--config", SMOKE_CONFIG, "--run-dir", killed, *RESUME_OPTIONS), check=True,
                    capture_output=True)
-    assert "resuming at step" in (killed / "logs" / "mtrl.log").read_text()
+    assert "resuming at step 250" in (killed / "logs" / "mtrl.log").read_text()
     subprocess.run(mtrl("collect", "--config", SMOKE_CONFIG, "--run-dir", clean, *RESUME_OPTIONS), check=True,
                    capture_output=True)
-    resumed, _ = read(killed / "datasets" / "task_00.h5")
-    uninterrupted, _ = read(clean / "datasets" / "task_00.h5")
-    for key in uninterrupted:
-        assert np.array_equal(resumed[key], uninterrupted[key]), key
-    assert not checkpoint.exists()  # removed once the unit finished
+    for task in (0, 1):
+        resumed, _ = read(killed / "datasets" / f"task_{task:02d}.h5")
+        uninterrupted, _ = read(clean / "datasets" / f"task_{task:02d}.h5")
+        for key in uninterrupted:
+            assert np.array_equal(resumed[key], uninterrupted[key]), key
+    assert not any(c.exists() for c in checkpoints)  # removed once the group finished
