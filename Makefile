@@ -15,7 +15,7 @@ DEVICE ?= auto
 SEEDS ?= 0 1 2
 WORKERS ?= 4
 
-.PHONY: install test demo lint bench clean reproduce-toy reproduce-fig4
+.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-fig4
 
 install: $(STAMP)
 
@@ -35,17 +35,27 @@ demo: $(STAMP)
 # MBML's claim checked on a CPU: the full pipeline on PointGoalArc (cpu profile) for 3 seeds, then one report.
 # The seeds run at the same time, so both cores stay busy while one seed waits on the slowest unit of a stage;
 # each seed logs to runs/toy_s<seed>.log. Rerunning resumes every seed where it stopped.
-reproduce-toy: $(STAMP)
+# $(call reproduce,NAME,CONFIG,OPTIONS): the `cpu` profile of CONFIG for every seed at once on this machine,
+# logs in runs/NAME_s<seed>.log, then one report over the seeds; rerunning resumes where a seed stopped.
+define reproduce
 	@mkdir -p runs; pids=""; \
 	for seed in $(SEEDS); do \
-	  echo "seed $$seed: runs/toy_s$$seed, log runs/toy_s$$seed.log"; \
-	  $(BIN)/mtrl run --config configs/point_goal_arc.yaml --profile cpu --run-dir runs/toy_s$$seed --seed $$seed \
-	    --workers 2 --threads 1 > runs/toy_s$$seed.log 2>&1 & pids="$$pids $$!"; \
+	  echo "seed $$seed: runs/$(1)_s$$seed, log runs/$(1)_s$$seed.log"; \
+	  $(BIN)/mtrl run --config $(2) --profile cpu --run-dir runs/$(1)_s$$seed --seed $$seed \
+	    $(3) > runs/$(1)_s$$seed.log 2>&1 & pids="$$pids $$!"; \
 	done; \
 	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
-	if [ $$failed = 1 ]; then tail -n 2 $(foreach seed,$(SEEDS),runs/toy_s$(seed).log); \
-	  echo "reproduce-toy: a seed failed (logs above); rerun to resume"; exit 1; fi
-	$(BIN)/mtrl report $(foreach seed,$(SEEDS),runs/toy_s$(seed)) --out runs/toy_report
+	if [ $$failed = 1 ]; then tail -n 2 $(foreach seed,$(SEEDS),runs/$(1)_s$(seed).log); \
+	  echo "reproduce-$(1): a seed failed (logs above); rerun to resume"; exit 1; fi
+	$(BIN)/mtrl report $(foreach seed,$(SEEDS),runs/$(1)_s$(seed)) --out runs/$(1)_report
+endef
+
+reproduce-toy: $(STAMP)
+	$(call reproduce,toy,configs/point_goal_arc.yaml,--workers 2 --threads 1)
+
+# HalfCheetahVel on 2 CPU cores: each seed one process, its 10 tasks trained as one task-batched model.
+reproduce-cheetah: $(STAMP)
+	$(call reproduce,cheetah,configs/half_cheetah_vel.yaml,--workers 1 --threads 1)
 
 # Paper scale for one distribution (default HalfCheetahVel) on a GPU box: make reproduce-fig4 ENV=AntDir DEVICE=cuda
 FIG4_CONFIG = $(shell grep -l "^  family: $(ENV)$$" configs/*.yaml | head -n 1)
