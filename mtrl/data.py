@@ -5,7 +5,7 @@ Sampling happens in NumPy on arrays held in memory (reading random rows from HDF
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -75,6 +75,12 @@ def sample_rows(data: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np
 def episode_ends(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
     """Indices of the last transition of every episode."""
     return np.flatnonzero(np.logical_or(terminals, timeouts))
+
+
+def stack_task_batches(rows: Sequence[Mapping[str, np.ndarray]], device) -> dict:
+    """One mini-batch per task, stacked on a leading task axis [tasks, B, ...], as tensors on `device`: the batch
+    a task-batched agent's update takes."""
+    return to_torch({key: np.stack([r[key] for r in rows]) for key in rows[0]}, device)
 
 
 def to_torch(batch: Mapping[str, np.ndarray], device) -> dict:

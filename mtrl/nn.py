@@ -274,7 +274,7 @@ class AgentState:
         parts = self._parts((*self.NETWORKS, *self.TRAINING_PARTS))
         state = {name: part.detach().clone() if isinstance(part, torch.Tensor) else part.state_dict()
                  for name, part in parts.items()}
-        return copy.deepcopy({**state, "generator": self.generator.get_state()})  # not views of live tensors
+        return copy.deepcopy({**state, **self._generator_state()})  # not views of live tensors
 
     def load_state_dict(self, state: dict) -> None:
         for name, part in self._parts((*self.NETWORKS, *self.TRAINING_PARTS)).items():
@@ -283,6 +283,12 @@ class AgentState:
                     part.copy_(torch.as_tensor(state[name]).reshape(part.shape))
             else:  # copies: torch's optimisers would otherwise adopt (and mutate) `state`
                 part.load_state_dict(copy.deepcopy(state[name]))
+        self._load_generator_state(state)
+
+    def _generator_state(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def _load_generator_state(self, state: dict) -> None:
         self.generator.set_state(torch.as_tensor(state["generator"]).cpu())
 
 
@@ -306,20 +312,10 @@ class TaskBatchedState(AgentState):
             raise AttributeError("a task-batched agent has one generator per task: use .generators")
         return self.generators[0]
 
-    def state_dict(self) -> dict:
-        parts = self._parts((*self.NETWORKS, *self.TRAINING_PARTS))
-        state = {name: part.detach().clone() if isinstance(part, torch.Tensor) else part.state_dict()
-                 for name, part in parts.items()}
-        generators = torch.stack([g.get_state() for g in self.generators])
-        return copy.deepcopy({**state, "generators": generators})
+    def _generator_state(self) -> dict:
+        return {"generators": torch.stack([g.get_state() for g in self.generators])}  # [tasks, state bytes]
 
-    def load_state_dict(self, state: dict) -> None:
-        for name, part in self._parts((*self.NETWORKS, *self.TRAINING_PARTS)).items():
-            if isinstance(part, torch.Tensor):
-                with torch.no_grad():
-                    part.copy_(torch.as_tensor(state[name]).reshape(part.shape))
-            else:
-                part.load_state_dict(copy.deepcopy(state[name]))
+    def _load_generator_state(self, state: dict) -> None:
         for generator, saved in zip(self.generators, torch.as_tensor(state["generators"]).cpu(), strict=True):
             generator.set_state(saved.clone())  # a row view would hand set_state the wrong bytes
 

@@ -41,7 +41,6 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from mtrl.nn import EnsembleMLP, TaskBatchedState, task_adam, task_generators
 
@@ -126,19 +125,6 @@ class StandardizedEnsemble(nn.Module):
         standardized = (inputs - self.input_mean[:, None]) / self.input_std[:, None]
         out = self._members(standardized) * self.target_std[:, None, None] + self.target_mean[:, None, None]
         return out + inputs[:, None, :, : self.out_dim] if self.predict_delta else out
-
-    def task_forward(self, task: int, inputs: torch.Tensor) -> torch.Tensor:
-        """Task `task`'s members alone on inputs [N, in] → [members, N, out_dim] in original units (its rows of
-        every layer: the same computation whatever the other tasks are)."""
-        rows = slice(task * self.members, (task + 1) * self.members)
-        x = ((inputs - self.input_mean[task]) / self.input_std[task]).expand(self.members, *inputs.shape)
-        layers = self.net.layers
-        for i, layer in enumerate(layers):
-            x = torch.baddbmm(layer.bias[rows], x, layer.weight[rows])
-            if i < len(layers) - 1:
-                x = F.relu(x)
-        out = x * self.target_std[task] + self.target_mean[task]
-        return out + inputs[:, : self.out_dim] if self.predict_delta else out
 
 
 class EnsembleRegressor(TaskBatchedState):
@@ -291,7 +277,7 @@ class EnsembleRegressor(TaskBatchedState):
                 continue
             sums = torch.zeros(2, device=self.device)
             for start in range(0, len(x), chunk_size):
-                members = self.model.task_forward(t, x[start : start + chunk_size])
+                members = self.model(x[start : start + chunk_size])[t]  # every task's rows are computed alike
                 target = y[start : start + chunk_size]
                 sums[0] += (members.mean(0) - target).pow(2).sum()
                 sums[1] += (members - target).pow(2).sum() / len(members)

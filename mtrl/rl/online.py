@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mtrl.data import TransitionBuffer, to_torch
+from mtrl.data import TransitionBuffer, stack_task_batches
 from mtrl.nn import to_numpy_tree, to_torch_tree
 from mtrl.pipeline.base import UnitContext, group_key
 from mtrl.rl.episodes import evaluate_lockstep
@@ -142,8 +142,8 @@ def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: 
 def stacked_batch(buffers: Sequence[TransitionBuffer], rngs: Sequence[np.random.Generator], batch_size: int,
                   device) -> dict:
     """One mini-batch per task, buffer t sampled with rngs[t], stacked on a leading task axis [tasks, B, ...]."""
-    rows = [buffer.sample(batch_size, rng) for buffer, rng in zip(buffers, rngs, strict=True)]
-    return to_torch({key: np.stack([r[key] for r in rows]) for key in rows[0]}, device)
+    return stack_task_batches([buffer.sample(batch_size, rng) for buffer, rng in zip(buffers, rngs, strict=True)],
+                              device)
 
 
 def resume_episode(env, seed: int, buffer: TransitionBuffer, start: int) -> tuple[np.ndarray, float]:
