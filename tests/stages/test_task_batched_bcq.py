@@ -67,6 +67,15 @@ def test_a_group_gives_each_task_what_it_gets_alone_and_tasks_selects_one(datase
         np.testing.assert_array_equal(t[key], a[key])  # a group of one is the per-task path, bit for bit
     assert not np.allclose(a[("task_00.h5", "curve/return_mean")], a[("task_01.h5", "curve/return_mean")])
 
+    # each unit records its share of its group's time, so the report's stage time (their sum) is the group's
+    seconds = []
+    for path in sorted((grouped / "bcq").glob("*.h5")):
+        with open_artifact(path, "bcq") as art:
+            seconds.append(float(art.attrs["wall_seconds"]))
+    (group_line,) = [line for line in (grouped / "logs" / "mtrl.log").read_text().splitlines()
+                     if "train-bcq task_00..task_02 (3 tasks): done in" in line]
+    assert sum(seconds) <= float(group_line.rsplit("done in ", 1)[1].rstrip("s")) + 0.05
+
 
 def test_a_killed_group_resumes_from_its_per_task_checkpoints_to_the_same_artifacts(datasets, monkeypatch):
     from mtrl.algos.bcq import BCQ
