@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -185,6 +186,15 @@ class UnitContext:
         meta.attrs["wall_seconds"] = (time.perf_counter() - self.started) / self.group_size
         meta.attrs["group_size"] = self.group_size
         return ArtifactWriter(out.path, meta)
+
+    @staticmethod
+    def share_clock(ctxs: Sequence[UnitContext]) -> None:
+        """From now on, `ctxs` train together: each records an equal share of the time until its artifact is
+        written. A stage that trains its group in parts one after another (sac-init: one run, then the next)
+        restarts the clock per part, so the units' shares still add up to the group's time."""
+        now = time.perf_counter()
+        for ctx in ctxs:
+            ctx.started, ctx.group_size = now, len(ctxs)
 
     def read(self, name: str) -> Artifact:
         inp = self.unit.inputs[name]

@@ -68,6 +68,7 @@ class SacInit(Stage):
         own SAC with its unit's seed."""
         from mtrl.algos.sac import SAC
 
+        UnitContext.share_clock(ctxs)
         ctx0 = ctxs[0]
         cfg, run_name = ctx0.config.sac_init, ctx0.unit.params["run"]
         dist = read_distribution(ctx0.unit.inputs["tasks"].path)

@@ -202,3 +202,20 @@ def test_sac_init_groups_write_what_each_test_task_writes_alone(smoke_run, tmp_p
                 with open_artifact(root / "sac_init" / run / f"task_{task:02d}.h5", "sac_init") as art:
                     trees.append({name: art.tree(name) for name in ("curves", "initialisation") if name in art})
             torch.testing.assert_close(trees[0], trees[1], rtol=0, atol=0)
+
+
+def test_sac_init_units_record_shares_that_add_up_to_their_group_time(smoke_run):
+    """sac-init trains its group run after run (random, variation, mbml); each unit's `wall_seconds` is its share
+    of its own run's time, so the stage time the report sums is the group's, not about two thirds of it (what
+    shares of the whole group's clock, read when each run ends, added up to)."""
+    from mtrl.artifacts import open_artifact
+
+    _, run_dir = smoke_run
+    seconds = 0.0
+    for path in (run_dir / "sac_init").glob("*/task_*.h5"):
+        with open_artifact(path, "sac_init") as art:
+            seconds += float(art.attrs["wall_seconds"])
+    (line,) = [line for line in (run_dir / "logs" / "mtrl.log").read_text().splitlines()
+               if "sac-init random/task_00..mbml/task_01 (6 tasks): done in" in line]
+    group_seconds = float(line.rsplit("done in ", 1)[1].rstrip("s"))
+    assert 0.9 * group_seconds <= seconds <= group_seconds + 0.05
