@@ -4,6 +4,8 @@ Each training task's collection SAC (`sac/task_NN.h5`, deterministic) is run unc
 through MBML's evaluation protocol (Alg. 5, the run's `evaluate` settings and seeds); the one with the highest
 mean training-task score is then scored on the test tasks the same way. It ignores the task, and it is chosen
 on the training tasks only: a multi-task policy that does not beat it on the test tasks has not used the task.
+The zero-action policy (do nothing: on HalfCheetahVel, stand still) is scored on both splits too, the floor a
+method must clear before it has learned anything.
 
 Usage: python scripts/task_agnostic_reference.py runs/cheetah_s0
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from mtrl.algos.sac import SAC
 from mtrl.artifacts import open_artifact
@@ -42,6 +46,9 @@ def main(run_dir: Path) -> None:
         _, scores = evaluate_tasks(train_envs, collected_policy(config, dist.spec, run_dir, i), cfg, seed, 1)
         train_scores[i] = float(scores.mean())
         print(f"SAC of training task {i}: mean over the training tasks {train_scores[i]:.1f}")
+    zero = ContextFreePolicy(lambda obs: np.zeros((len(obs), dist.spec.act_dim), np.float32))
+    zero_scores = [evaluate_tasks(envs, zero, cfg, seed, 1)[1].mean() for envs in (train_envs, test_envs)]
+    print(f"zero-action policy: train {zero_scores[0]:.1f}, test {zero_scores[1]:.1f}")
     best = max(train_scores, key=train_scores.get)
     _, scores = evaluate_tasks(test_envs, collected_policy(config, dist.spec, run_dir, best), cfg, seed, cfg.repeats)
     print(f"task-agnostic reference (SAC of training task {best}, chosen on the training tasks): "

@@ -105,6 +105,7 @@ class Summary:
     probes: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> probe statistic -> Stat
     sac_init: dict[str, Series] = field(default_factory=dict)  # sac-init run -> mean return over test tasks
     sac_init_tasks: dict[str, dict[str, int]] = field(default_factory=dict)  # sac-init run -> run label -> tasks
+    collection: Series | None = None  # the collection SACs' evaluation return vs steps, mean over training tasks
     relabel: RelabelSummary | None = None
     per_task: dict[str, dict[int, Stat]] = field(default_factory=dict)  # Table 9 column -> task -> Stat
     per_task_mean: dict[str, Stat] = field(default_factory=dict)  # Table 9 column -> mean over tasks per run
@@ -139,6 +140,8 @@ def summarise(runs: list[RunResults]) -> Summary:
     _sac_init(summary, by_label)
     summary.relabel = _relabel(by_label)
     _per_task(summary, by_label)
+    collection = {label: run.sac_curves for label, run in by_label.items() if run.sac_curves}
+    summary.collection = _mean_over_tasks(collection) if collection else None
     summary.stage_seconds = _stage_seconds(by_label)
     summary.config_differences = _config_differences(by_label)
     return summary
@@ -191,14 +194,19 @@ def _methods(summary: Summary, runs: dict[str, RunResults]) -> None:
 def _sac_init(summary: Summary, runs: dict[str, RunResults]) -> None:
     names = {name for run in runs.values() for name in run.sac_init}
     for name in method_order(names):
-        per_run = {}
-        for label, run in runs.items():
-            tasks = run.sac_init.get(name)
-            if tasks:
-                over_tasks = align({str(t): (c["steps"], c["return_mean"]) for t, c in tasks.items()})
-                per_run[label] = (over_tasks.x, over_tasks.mean)
-                summary.sac_init_tasks.setdefault(name, {})[label] = len(tasks)
-        summary.sac_init[name] = align(per_run)
+        per_run = {label: run.sac_init[name] for label, run in runs.items() if run.sac_init.get(name)}
+        summary.sac_init_tasks[name] = {label: len(tasks) for label, tasks in per_run.items()}
+        summary.sac_init[name] = _mean_over_tasks(per_run)
+
+
+def _mean_over_tasks(curves: dict[str, dict[int, dict[str, np.ndarray]]]) -> Series:
+    """Online SAC curves (run label -> task -> {steps, return_mean}): per run, the mean over its tasks at the
+    steps they share; then aligned across runs."""
+    per_run = {}
+    for label, tasks in curves.items():
+        over_tasks = align({str(t): (c["steps"], c["return_mean"]) for t, c in tasks.items()})
+        per_run[label] = (over_tasks.x, over_tasks.mean)
+    return align(per_run)
 
 
 def _relabel(runs: dict[str, RunResults]) -> RelabelSummary | None:

@@ -48,6 +48,7 @@ class RunResults:
     relabel_stats: dict[str, np.ndarray] | None = None  # learned relabelling: keep_fraction, error_* [K, K]
     sac_init: dict[str, dict[int, Curve]] = field(default_factory=dict)  # run name -> test task -> curves
     sac_final: dict[int, float] = field(default_factory=dict)  # training task -> final SAC evaluation return
+    sac_curves: dict[int, Curve] = field(default_factory=dict)  # training task -> collection SAC's eval curve
     bcq_returns: dict[int, dict[str, float]] = field(default_factory=dict)  # training task -> {best, final}
 
     @property
@@ -153,7 +154,9 @@ def _read_sac_init(results: RunResults, art: Artifact, name: str) -> None:
 
 
 def _read_sac(results: RunResults, art: Artifact, name: str) -> None:
-    results.sac_final[art.meta("params")["task"]] = float(art.attrs["final_return"])
+    task = art.meta("params")["task"]
+    results.sac_final[task] = float(art.attrs["final_return"])
+    results.sac_curves[task] = art.tree("curve")
 
 
 def _read_bcq(results: RunResults, art: Artifact, name: str) -> None:

@@ -192,7 +192,17 @@ def _per_task(runs: list[RunResults], summary: Summary) -> str:
         "evaluations, so optimistic), and the `mtrl evaluate` scores of both (`eval/sac.h5`, `eval/bcq.h5`), "
         f"where BCQ is the snapshot later stages use (`bcq.snapshot`: {snapshots}). *eval: BCQ − SAC* compares "
         f"the two on the same protocol. {SPREAD}; the last row averages the tasks of each run first.",
-        _table(["task", *columns], rows), "Per run:", _table(["task", "run", *columns], per_run)])
+        _table(["task", *columns], rows), "Per run:", _table(["task", "run", *columns], per_run),
+        *_collection(summary)])
+
+
+def _collection(summary: Summary) -> list[str]:
+    """Did the SACs that collected the data learn? Their evaluation during collection, the first check of a run."""
+    if summary.collection is None:
+        return []
+    return ["Collection SAC during training: deterministic evaluation return (`collect.eval_episodes` episodes) "
+            f"averaged over the training tasks of a run, then {SPREAD}.",
+            _series_table("collection", "interactions", {"SAC": summary.collection}, summary.labels)]
 
 
 def _wall_time(summary: Summary) -> str:

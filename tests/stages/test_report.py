@@ -72,6 +72,14 @@ def test_report_of_the_smoke_run(smoke_run, tmp_path):
     for run in ("mbml", "random", "variation"):
         assert row(text, ("run", "interactions"), run, "300")  # the sac-init curves at their last evaluation
     assert f"seeds {config.seed}." in text and "| seed |" in text
+    curves = []  # the collection SACs' evaluations, averaged over the training tasks
+    for task in range(config.env.n_train):
+        with open_artifact(run_dir / "sac" / f"task_{task:02d}.h5") as art:
+            curves.append(art.tree("curve"))
+    for i, step in enumerate(curves[0]["steps"]):
+        mean, std, per_run = map(float, row(text, ("collection", "interactions"), "SAC", f"{step:.0f}"))
+        assert mean == per_run == pytest.approx(np.mean([c["return_mean"][i] for c in curves]), rel=5e-3)
+        assert std == 0
 
     artifacts = [p for p in run_dir.rglob("*.h5") if "checkpoints" not in p.parts]
     for path in artifacts:
