@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import tqdm
@@ -40,3 +41,55 @@ def setup_logging(run_dir: Path | None, verbose: bool = False) -> None:
         file.setLevel(logging.DEBUG)
         file.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(message)s"))
         log.addHandler(file)
+
+
+class LogProgress:
+    """Progress of a long loop as a log line every `every` seconds, for output that is not a terminal (Slurm,
+    nohup, a log file), where a tqdm bar prints nothing: unit, step/total, rate, ETA and the latest postfix (an
+    evaluation return, a loss). The same `update`/`set_postfix`/`close` as the tqdm bar it stands in for."""
+
+    def __init__(self, total: int, desc: str, unit: str, initial: int, every: float, logger: logging.Logger,
+                 clock=time.monotonic):
+        self.total, self.desc, self.unit, self.n, self.every = total, desc, unit, initial, every
+        self.log, self.clock = logger, clock
+        self.postfix = ""
+        self._start_n, self._start = initial, clock()
+        self._last = self._start
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        if now - self._last >= self.every:
+            self._last = now
+            self.log.info(self.line(now))
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self._start, 1e-9)
+        rate = (self.n - self._start_n) / elapsed
+        eta = (self.total - self.n) / rate if rate > 0 else float("inf")
+        text = (f"{self.desc}: {self.n}/{self.total} {self.unit}s ({100 * self.n / max(self.total, 1):.0f}%), "
+                f"{rate:.3g} {self.unit}s/s, ETA {_duration(eta)}")
+        return f"{text}, {self.postfix}" if self.postfix else text
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = ", ".join(f"{key}={value}" for key, value in values.items())
+
+    def close(self) -> None:
+        pass
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "unknown"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def progress_bar(total: int, desc: str, unit: str, initial: int, position: int, log_every: float,
+                 logger: logging.Logger = log):
+    """A tqdm bar on a terminal; otherwise `LogProgress` lines every `log_every` seconds (none if 0)."""
+    if sys.stderr.isatty() or log_every <= 0:
+        return tqdm.tqdm(total=total, initial=initial, unit=unit, desc=desc, position=position, leave=False,
+                         dynamic_ncols=True, disable=None, mininterval=0.5)
+    return LogProgress(total, desc, unit, initial, log_every, logger)

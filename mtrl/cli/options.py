@@ -50,13 +50,16 @@ def stage_options(fn):
                           "model per task). Each task's results are those of its own model, up to float rounding."),
         click.option("--tasks", help="Only these training tasks, e.g. 0-3 or 3,4 (cluster sharding)."),
         click.option("--force", is_flag=True, help="Recompute even when outputs are up to date."),
+        click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True,
+                     metavar="SECONDS", help="When stderr is not a terminal (Slurm, nohup): seconds between "
+                                             "progress log lines of long units; 0: none."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
 
 def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overrides: tuple[str, ...],
             seed: int | None, device: str, workers: int, threads: int | None, group_size: int | None,
-            tasks: str | None, force: bool, extra: tuple[str, ...] = ()):
+            tasks: str | None, force: bool, progress_every: float = 60.0, extra: tuple[str, ...] = ()):
     """Load and validate the config, write it into the run directory, set up logging; return (config, options)."""
     from mtrl.config import load_config, load_run_config, save_config
     from mtrl.pipeline.base import RunOptions
@@ -75,7 +78,7 @@ def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overri
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu or auto")
     options = RunOptions(run_dir=run_dir, device=device, workers=workers, tasks=parse_tasks(tasks), force=force,
-                         threads=threads, group_size=group_size)
+                         threads=threads, group_size=group_size, progress_every=progress_every)
     source = f"from {config_path}" + (f" profile {profile}" if profile else "") if config_path else "from run dir"
     save_config(config, run_dir, header=f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})")
     setup_logging(run_dir)

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import tqdm
-
 from mtrl.artifacts import Artifact, ArtifactMeta, ArtifactWriter, open_artifact
 from mtrl.configlib import to_dict
 from mtrl.errors import ArtifactError
 from mtrl.launch.local import current_slot
+from mtrl.runlog import progress_bar
 
 if TYPE_CHECKING:
     import torch
@@ -61,6 +60,7 @@ class RunOptions:
     force: bool = False
     threads: int | None = None  # torch threads per worker; None: the cores split evenly between workers
     group_size: int | None = None  # tasks per task-batched group; None: the tasks split evenly between workers
+    progress_every: float = 60.0  # seconds between progress log lines when stderr is not a terminal; 0: none
 
 
 def task_key(index: int) -> str:
@@ -205,8 +205,8 @@ class UnitContext:
         path = self.run_dir / "checkpoints" / self.stage.name / f"{self.unit.key}.h5"
         return Checkpointer(path, self.meta("checkpoint"))
 
-    def progress(self, total: int, unit: str = "it", initial: int = 0, name: str | None = None) -> tqdm.tqdm:
-        """A progress bar on this worker's row (labelled `name`, default the unit's key); hidden automatically
-        when stderr is not a terminal."""
-        return tqdm.tqdm(total=total, initial=initial, unit=unit, desc=f"{self.stage.name} {name or self.unit.key}",
-                         position=current_slot(), leave=False, dynamic_ncols=True, disable=None, mininterval=0.5)
+    def progress(self, total: int, unit: str = "it", initial: int = 0, name: str | None = None):
+        """A progress bar on this worker's row (labelled `name`, default the unit's key) on a terminal; otherwise
+        a log line every `options.progress_every` seconds (`mtrl.runlog.progress_bar`)."""
+        return progress_bar(total, f"{self.stage.name} {name or self.unit.key}", unit, initial, current_slot(),
+                            self.options.progress_every, self.log)
