@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -163,6 +164,7 @@ class UnitContext:
     log: logging.Logger
     started: float = field(default_factory=time.perf_counter)
     group_size: int = 1  # units trained together with this one (task-batched stages), sharing its wall time
+    eval_seconds: float = 0.0  # of its time, its share of the evaluations during training (`evaluating`)
 
     @property
     def run_dir(self) -> Path:
@@ -185,6 +187,7 @@ class UnitContext:
         # the unit's time so far (its share of its group's), for reports that sum units into stage times
         meta.attrs["wall_seconds"] = (time.perf_counter() - self.started) / self.group_size
         meta.attrs["group_size"] = self.group_size
+        meta.attrs["eval_seconds"] = self.eval_seconds
         return ArtifactWriter(out.path, meta)
 
     @staticmethod
@@ -195,6 +198,19 @@ class UnitContext:
         now = time.perf_counter()
         for ctx in ctxs:
             ctx.started, ctx.group_size = now, len(ctxs)
+
+    @staticmethod
+    @contextmanager
+    def evaluating(ctxs: Sequence[UnitContext]):
+        """Time an evaluation during training of the units `ctxs` (a group shares it equally): the report shows
+        how much of a stage's time went to evaluation rather than to learning."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            share = (time.perf_counter() - start) / len(ctxs)
+            for ctx in ctxs:
+                ctx.eval_seconds += share
 
     def read(self, name: str) -> Artifact:
         inp = self.unit.inputs[name]

@@ -110,6 +110,7 @@ class Summary:
     per_task: dict[str, dict[int, Stat]] = field(default_factory=dict)  # Table 9 column -> task -> Stat
     per_task_mean: dict[str, Stat] = field(default_factory=dict)  # Table 9 column -> mean over tasks per run
     stage_seconds: dict[str, Stat] = field(default_factory=dict)
+    stage_eval_seconds: dict[str, Stat] = field(default_factory=dict)  # of which evaluation during training
     config_differences: dict[str, dict[str, Any]] = field(default_factory=dict)  # dotted key -> label -> value
 
     @property
@@ -142,7 +143,8 @@ def summarise(runs: list[RunResults]) -> Summary:
     _per_task(summary, by_label)
     collection = {label: run.sac_curves for label, run in by_label.items() if run.sac_curves}
     summary.collection = _mean_over_tasks(collection) if collection else None
-    summary.stage_seconds = _stage_seconds(by_label)
+    summary.stage_seconds = _stage_seconds({label: run.stage_seconds for label, run in by_label.items()})
+    summary.stage_eval_seconds = _stage_seconds({label: run.stage_eval_seconds for label, run in by_label.items()})
     summary.config_differences = _config_differences(by_label)
     return summary
 
@@ -234,10 +236,10 @@ def _per_task(summary: Summary, runs: dict[str, RunResults]) -> None:
         summary.per_task_mean[column] = Stat({lb: float(np.mean(list(v.values()))) for lb, v in values.items()})
 
 
-def _stage_seconds(runs: dict[str, RunResults]) -> dict[str, Stat]:
+def _stage_seconds(per_run: dict[str, dict[str, float]]) -> dict[str, Stat]:
+    """Run label -> stage -> seconds, as stage -> Stat, in pipeline order."""
     from mtrl.pipeline.registry import PIPELINE
 
-    per_run = {label: run.stage_seconds for label, run in runs.items()}
     stages = sorted({s for seconds in per_run.values() for s in seconds},
                     key=lambda s: (list(PIPELINE).index(s) if s in PIPELINE else len(PIPELINE), s))
     return {s: Stat({label: seconds[s] for label, seconds in per_run.items() if s in seconds}) for s in stages}

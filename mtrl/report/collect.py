@@ -40,6 +40,7 @@ class RunResults:
     # (stage, unit params) -> seconds. A unit's outputs share its params and each records the unit's time so
     # far, so the largest is the unit's time; summing every artifact would count collect's two outputs twice.
     unit_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    unit_eval_seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # of which evaluation
     missing: list[str] = field(default_factory=list)  # "path (why)" for each expected artifact not read
     policy_curves: dict[str, Curve] = field(default_factory=dict)  # method -> eval_curve {epochs, *_score}
     eval_summaries: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {train_score, test_score}
@@ -57,10 +58,19 @@ class RunResults:
 
     @property
     def stage_seconds(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for (stage, _), seconds in self.unit_seconds.items():
-            totals[stage] = totals.get(stage, 0.0) + seconds
-        return totals
+        return _per_stage(self.unit_seconds)
+
+    @property
+    def stage_eval_seconds(self) -> dict[str, float]:
+        """Of `stage_seconds`, the evaluations during training (artifacts that record it: `eval_seconds`)."""
+        return _per_stage(self.unit_eval_seconds)
+
+
+def _per_stage(unit_values: dict[tuple[str, str], float]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for (stage, _), seconds in unit_values.items():
+        totals[stage] = totals.get(stage, 0.0) + seconds
+    return totals
 
 
 def collect_run(run_dir: Path) -> RunResults:
@@ -121,6 +131,9 @@ def _read(results: RunResults, art: Artifact, rel_path: str) -> None:
     if "wall_seconds" in attrs:
         unit = (str(attrs["stage"]), str(attrs["params"]))
         results.unit_seconds[unit] = max(results.unit_seconds.get(unit, 0.0), float(attrs["wall_seconds"]))
+        if "eval_seconds" in attrs:
+            results.unit_eval_seconds[unit] = max(results.unit_eval_seconds.get(unit, 0.0),
+                                                  float(attrs["eval_seconds"]))
     reader = _READERS.get(art.kind)
     if reader is not None:
         reader(results, art, Path(rel_path).stem)

@@ -206,14 +206,24 @@ def _collection(summary: Summary) -> list[str]:
 
 
 def _wall_time(summary: Summary) -> str:
-    rows = [[stage, _num(stat.mean), *(_num(stat.per_run.get(label, math.nan)) for label in summary.labels)]
+    evaluation = summary.stage_eval_seconds
+
+    def of_which(stage: str) -> str:
+        stat = evaluation.get(stage)
+        return "—" if stat is None or stat.mean == 0 else _num(stat.mean)
+
+    rows = [[stage, _num(stat.mean), of_which(stage),
+             *(_num(stat.per_run.get(label, math.nan)) for label in summary.labels)]
             for stage, stat in summary.stage_seconds.items()]
     totals = [sum(stat.per_run.get(label, 0.0) for stat in summary.stage_seconds.values())
               for label in summary.labels]
-    rows.append(["total", _num(sum(totals) / len(totals)), *map(_num, totals)])
+    eval_total = sum(stat.mean for stat in evaluation.values())
+    rows.append(["total", _num(sum(totals) / len(totals)), _num(eval_total) if eval_total else "—",
+                 *map(_num, totals)])
     return ("## Stage wall time\n\nSeconds per stage: the sum over its units of each unit's `wall_seconds` "
-            "(recorded in its artifacts), mean over runs.\n\n"
-            + _table(["stage", "mean", *summary.labels], rows))
+            "(recorded in its artifacts), mean over runs; *of which evaluation*: the part spent evaluating during "
+            "training (`eval_seconds`; — where none was recorded).\n\n"
+            + _table(["stage", "mean", "of which evaluation", *summary.labels], rows))
 
 
 def _config(runs: list[RunResults], summary: Summary) -> str:

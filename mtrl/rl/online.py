@@ -115,8 +115,9 @@ def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: 
                 agent.update(*(stacked_batch(buffers, rngs, batch_size, ctx0.device)
                                for _ in range(agent.batches_per_update)))
         if step % schedule.eval_every == 0 or step == schedule.steps:
-            returns = evaluate_lockstep(eval_envs, lambda _: lambda o: agent.act(o, deterministic=True),
-                                        schedule.eval_episodes, ONLINE_SAC_EVAL_SEED)
+            with UnitContext.evaluating(ctxs):
+                returns = evaluate_lockstep(eval_envs, lambda _: lambda o: agent.act(o, deterministic=True),
+                                            schedule.eval_episodes, ONLINE_SAC_EVAL_SEED)
             for run, task_returns in zip(runs, returns, strict=True):
                 run.curve.append([step, float(task_returns.mean()), float(task_returns.std())])
             bar.set_postfix(eval_return=f"{returns.mean():.1f}")

@@ -56,7 +56,8 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
         bar.set_postfix(loss=f"{run.losses['total'][-1]:.3g}" if "total" in run.losses else "")
         if cfg.eval_every and (run.epoch % cfg.eval_every == 0 or run.epoch == cfg.epochs):
             policy = EmbeddingPolicy(algo, seed=ctx.seed + run.epoch)
-            result = run_evaluation(dist, policy, ctx.config.evaluate, evaluation_seed(ctx.config))
+            with UnitContext.evaluating([ctx]):
+                result = run_evaluation(dist, policy, ctx.config.evaluate, evaluation_seed(ctx.config))
             run.eval_curve.append([run.epoch, result["train_score"], result["test_score"]])
             ctx.log.info(f"{ctx.stage.name} {ctx.unit.key} epoch {run.epoch}: train {result['train_score']:.2f}, "
                          f"test {result['test_score']:.2f}")

@@ -77,7 +77,8 @@ class TrainBCQ(Stage):
             step += 1
             bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                returns = evaluate_lockstep(envs, evaluation_policy, cfg.eval_episodes, BCQ_EVAL_SEED)
+                with UnitContext.evaluating(ctxs):
+                    returns = evaluate_lockstep(envs, evaluation_policy, cfg.eval_episodes, BCQ_EVAL_SEED)
                 policies = None
                 for t, (run, task_returns) in enumerate(zip(runs, returns, strict=True)):
                     run.curve.append([step, float(task_returns.mean()), float(task_returns.std())])

@@ -85,16 +85,22 @@ def test_report_of_the_smoke_run(smoke_run, tmp_path):
     for path in artifacts:
         with open_artifact(path) as art:
             assert row(text, ("artifact",), f"`{path.relative_to(run_dir).as_posix()}`") == [f"`{art.fingerprint}`"]
-    # collect writes a dataset and a SAC artifact per task; the unit's time is counted once
-    expected = 0.0
+    # collect writes a dataset and a SAC artifact per task; the unit's time (and its evaluations') counted once
+    expected = expected_eval = 0.0
     for task in range(config.env.n_train):
-        times = []
+        times, eval_times = [], []
         for kind in ("datasets", "sac"):
             with open_artifact(run_dir / kind / f"task_{task:02d}.h5") as art:
                 times.append(art.attrs["wall_seconds"])
-        expected += max(times)
-    mean, per_run = row(text, ("stage",), "collect")
+                eval_times.append(art.attrs["eval_seconds"])
+        expected, expected_eval = expected + max(times), expected_eval + max(eval_times)
+    mean, evaluation, per_run = row(text, ("stage",), "collect")
     assert float(mean) == float(per_run) == pytest.approx(expected, rel=5e-3)
+    assert float(evaluation) == pytest.approx(expected_eval, rel=5e-3) and 0 < expected_eval < float(mean)
+    for stage in ("train-bcq", "distill", "train-baseline", "sac-init"):  # they evaluate during training
+        mean, evaluation, _ = map(float, row(text, ("stage",), stage))
+        assert 0 < evaluation < mean
+    assert row(text, ("stage",), "fit-rewards")[1] == "—"  # no evaluation during training
     for stage in ("tasks", "train-bcq", "fit-rewards", "relabel", "distill", "evaluate", "sac-init", "total"):
         assert float(row(text, ("stage",), stage)[0]) > 0
     assert "None: every artifact the runs' configs expect is present." in text
