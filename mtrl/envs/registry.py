@@ -196,13 +196,14 @@ def register_gymnasium_envs() -> None:
 
     Like every env of the pipeline, they act in [-1, 1] (`NormalizedActions` over the raw box).
 
-    Families with a single task (WalkerWalk, WalkerRun) default to it.
+    Without `task=`, a family's env is its single task (WalkerWalk, WalkerRun) or else the first training task
+    of its default split (`make_distribution(name)`, task seed 0), so `gymnasium.make("mtrl/AntDir-v0")` works.
     """
     for family in _FAMILY_LIST:
         spec = family.spec
         if spec.gym_id in gymnasium.registry:
             continue
         kwargs = {"entry_point": family.entry_point, "scale": spec.raw_max_action, **family.env_kwargs}
-        if family.gym_default_task is not None:
-            kwargs["task"] = list(family.gym_default_task)
+        default = family.gym_default_task
+        kwargs["task"] = list(make_distribution(spec.name).train_tasks[0] if default is None else default)
         gymnasium.register(id=spec.gym_id, entry_point=normalized_env, max_episode_steps=spec.horizon, kwargs=kwargs)

@@ -192,9 +192,15 @@ def test_point_goal_arc_test_goals_span_the_arc():
     np.testing.assert_array_equal(dist.train_tasks, train_before)
 
 
-def test_single_task_families_need_no_task_in_gymnasium_make():
+def test_gymnasium_make_needs_no_task():
+    """Single-task families default to their task, the others to the first training task of the default split."""
     assert gymnasium.make("mtrl/WalkerRun-v0").unwrapped.task.tolist() == [8.0]
     assert gymnasium.make("mtrl/WalkerWalk-v0").unwrapped.task.tolist() == [1.0]
+    for name in ("HalfCheetahVel", "PointGoalArc", "AntGoal"):
+        env = gymnasium.make(f"mtrl/{name}-v0")
+        np.testing.assert_array_equal(env.unwrapped.task, make_distribution(name).train_tasks[0])
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
 
 
 def test_distributions_and_envs_pickle():
