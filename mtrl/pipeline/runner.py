@@ -70,9 +70,13 @@ def output_state(path: Path, kind: str, expected: str | None) -> str:
 
 
 def select_units(stage: Stage, units: list[Unit], tasks: tuple[int, ...] | None) -> list[Unit]:
-    """Keep the units of the requested training tasks (`--tasks`); stages without task units ignore it."""
+    """Keep the units of the requested training tasks (`--tasks`); stages without task units use every task,
+    and say so."""
     per_task = [u for u in units if u.task is not None]
-    if tasks is None or not per_task:
+    if tasks is None:
+        return units
+    if not per_task:
+        log.info(f"{stage.name}: --tasks does not apply (this stage uses every task)")
         return units
     known = sorted(u.task for u in per_task)
     bad = [t for t in tasks if t not in known]

@@ -68,7 +68,8 @@ class Evaluate(Stage):
                 w.tree("task_inference", result["probe"])
             w.json("summary", {k: v for k, v in result.items() if k.endswith("_score")})
             w.attrs["skip_episodes"] = cfg.skip_episodes
-        ctx.log.info(f"evaluate {name}: train {result['train_score']:.2f}, test {result['test_score']:.2f}")
+        test = "none (one policy per training task)" if name in PER_TASK_BASELINES else f"{result['test_score']:.2f}"
+        ctx.log.info(f"evaluate {name}: train {result['train_score']:.2f}, test {test}")
 
     @staticmethod
     def _probe(ctx: UnitContext, dist, policy) -> dict:

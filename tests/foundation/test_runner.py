@@ -48,6 +48,13 @@ def test_tasks_selects_units_and_rejects_unknown_ones(tmp_path):
         run_stage(TrainToy(), ToyConfig(), RunOptions(tmp_path, tasks=(7,)))
 
 
+def test_tasks_on_a_stage_that_uses_every_task_is_said_not_ignored_silently(tmp_path):
+    run_stage(TrainToy(), ToyConfig(), RunOptions(tmp_path))
+    run_stage(SummariseToy(), ToyConfig(), RunOptions(tmp_path, tasks=(1,)))
+    log = (tmp_path / "logs" / "mtrl.log").read_text()
+    assert "summarise-toy: --tasks does not apply (this stage uses every task)" in log
+
+
 def test_missing_input_names_the_stage_to_run(tmp_path):
     with pytest.raises(StageError, match=r"needs .*task_00.h5, which is missing: run `mtrl train-toy` first"):
         run_stage(SummariseToy(), ToyConfig(), RunOptions(tmp_path))

@@ -125,3 +125,13 @@ def test_real_process_exit_status_and_stderr(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mtrl", "inspect", tmp_path / "none.h5"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'none.h5'}: not found"
+
+
+def test_per_task_policies_are_said_to_have_no_test_score(smoke_run):
+    """sac and bcq are one policy per training task: `evaluate` says they have no test tasks, not `test nan`."""
+    _, run_dir = smoke_run
+    log = (run_dir / "logs" / "mtrl.log").read_text()
+    for name in ("sac", "bcq"):
+        (line,) = [line for line in log.splitlines() if f"evaluate {name}: train " in line]
+        assert line.endswith("test none (one policy per training task)")
+    assert "test nan" not in log
