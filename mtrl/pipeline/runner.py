@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass
@@ -153,6 +154,7 @@ def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResu
 
     results = run_jobs(_execute, jobs, options.workers, functools.partial(setup_logging, options.run_dir), report,
                        options.threads)
+    remove_empty_dirs(options.run_dir / "checkpoints")
     failed = [r for r in results if r.error]
     if failed:
         first = failed[0]
@@ -160,3 +162,15 @@ def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResu
         raise StageError(f"{stage.name}: {len(failed)} of {len(results)} {what} failed; {first.key}: {first.error}"
                          + (f" (details in {options.run_dir / 'logs' / 'mtrl.log'})" if first.detail else ""))
     return results
+
+
+def remove_empty_dirs(root: Path) -> None:
+    """Remove the directories under `root` (and `root`) that finished units left empty; after a stage, when no
+    worker of this command can be writing there."""
+    if not root.is_dir():
+        return
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty
+            path.rmdir()
+    with contextlib.suppress(OSError):
+        root.rmdir()

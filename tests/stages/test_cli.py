@@ -135,3 +135,9 @@ def test_per_task_policies_are_said_to_have_no_test_score(smoke_run):
         (line,) = [line for line in log.splitlines() if f"evaluate {name}: train " in line]
         assert line.endswith("test none (one policy per training task)")
     assert "test nan" not in log
+
+
+def test_finished_units_leave_no_checkpoint_folders(smoke_run):
+    """Checkpoints are removed when their unit finishes, and so are the folders they leave empty."""
+    _, run_dir = smoke_run
+    assert not (run_dir / "checkpoints").exists()
