@@ -9,10 +9,12 @@ never leaves a half-written artifact at the target path.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
 import platform
+import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -36,14 +38,35 @@ COMPLETE_ATTR = "complete"
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages whose changes alter results (trajectories differ across MuJoCo versions)."""
-    versions = {"python": platform.python_version()}
+    """Versions of the packages whose changes alter results (trajectories differ across MuJoCo versions), and
+    of mtrl itself down to the git commit."""
+    versions = {"python": platform.python_version(), "mtrl": code_version(Path(__file__).resolve().parents[2])}
     for name in VERSIONED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(source_dir: Path) -> str:
+    """mtrl's version, plus `+g<commit>` when `source_dir` is a git checkout and `.dirty` when tracked files
+    there have uncommitted changes: which code made an artifact, beyond the release number."""
+    from mtrl import __version__
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(source_dir), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != source_dir.resolve():
+            return __version__  # installed into a virtualenv that happens to sit inside some git checkout
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (an installed wheel)
+        return __version__
+    return f"{__version__}+g{commit}" + (".dirty" if dirty else "")
 
 
 def fingerprint(stage: str, schema_version: int, config: Any, inputs: dict[str, str], params: Any = None) -> str:

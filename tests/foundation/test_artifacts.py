@@ -254,3 +254,30 @@ def test_old_schema_version_names_the_stage_to_rerun_and_is_stale(tmp_path):
     assert f"'eval' schema version {SCHEMAS['eval'].version - 1} was written by an older mtrl" in message
     assert "rerun stage 'evaluate'" in message and "--force" in message
     assert output_state(path, "eval", None) == "stale"  # `mtrl status` says stale; `mtrl run` rewrites it
+
+
+def test_artifacts_record_the_code_version_down_to_the_commit(tmp_path):
+    import subprocess
+
+    from mtrl import __version__
+    from mtrl.artifacts.store import code_version, package_versions
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert code_version(tmp_path / "nowhere") == __version__  # not a checkout (an installed wheel)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("-C", "repo", "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    git("-C", "repo", "add", "a.py")
+    git("-C", "repo", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    commit = git("-C", "repo", "rev-parse", "--short=12", "HEAD")
+    assert code_version(repo) == f"{__version__}+g{commit}"
+    (repo / "a.py").write_text("x = 2\n")
+    code_version.cache_clear()
+    assert code_version(repo) == f"{__version__}+g{commit}.dirty"
+    (repo / "sub").mkdir()
+    assert code_version(repo / "sub") == __version__  # inside a checkout is not a checkout of mtrl
+    assert package_versions()["mtrl"].startswith(__version__)
