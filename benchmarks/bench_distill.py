@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mtrl.algos.bcq import BCQConfig, BCQPolicy
 from mtrl.algos.mbml import MBML, VARIANTS, MBMLConfig, TeacherTargets
+from mtrl.nn import precision
 
 OBS, ACT = 27, 8  # AntDir
 
@@ -105,6 +106,24 @@ def main() -> None:
     print(f"  torch.mm peak:           {peak / 1e9:.1f} GFLOP/s ([{rows}, 1024] x [1024, 1024])")
     print(f"  ratio achieved / peak:   {ratio:.0%} (median over rounds; goal >= 50%)")
     compare_teachers(algo, batch, args.steps)
+    compare_precisions(algo, batch, args.steps, flops, a, b)
+
+
+def compare_precisions(algo: MBML, batch: dict, rounds: int, flops: float, a: torch.Tensor, b: torch.Tensor) -> None:
+    """One update in fp32 against one under bf16 autocast (`distill.precision: bf16`), alternating rounds, and
+    each against torch.mm in its own precision; medians reported."""
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        for name in times:
+            with precision(name, "cpu"):
+                start = time.perf_counter()
+                algo.update(batch)
+                times[name].append(time.perf_counter() - start)
+    fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
+    peak = mm_rate(a.bfloat16(), b.bfloat16(), repeats=20)
+    print(f"  bf16 autocast: {bf16 * 1e3:.0f} ms per update vs fp32 {fp32 * 1e3:.0f} ms, speed-up {fp32 / bf16:.2f}x; "
+          f"{flops / bf16 / 1e9:.1f} GFLOP/s = {flops / bf16 / peak:.0%} of the bf16 torch.mm rate "
+          f"({peak / 1e9:.1f} GFLOP/s)")
 
 
 def looped_teacher_targets(singles: list[BCQPolicy], latent_dim: int, obs, actions) -> TeacherTargets:

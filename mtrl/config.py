@@ -35,6 +35,11 @@ SAC_INIT_BASELINES = ("random", "variation")
 RESOLVED_NAME = "config.yaml"
 
 
+Precision = Literal["fp32", "tf32", "bf16"]  # mtrl.nn.PRECISIONS
+PRECISION_HELP = ("arithmetic of the training updates: fp32, tf32 (CUDA; fp32 on a CPU) or bf16 autocast "
+                  "(docs/algorithms.md, Precision); in the fingerprint unless fp32")
+
+
 def _f(default: Any, help: str, min: float | None = None, max: float | None = None) -> Any:
     """A config field with its one-line help and inclusive range."""
     return field(default=default, metadata={"help": help, "min": min, "max": max})
@@ -54,6 +59,7 @@ class CollectConfig:
     eval_every: int = _f(5_000, "steps between deterministic evaluations of the learning SAC", min=1)
     eval_episodes: int = _f(5, "episodes per evaluation", min=1)
     checkpoint_every: int = _f(10_000, "steps between resumable checkpoints", min=1)
+    precision: Precision = _f("fp32", PRECISION_HELP)
     sac: SACConfig = field(default_factory=SACConfig)
 
 
@@ -64,6 +70,7 @@ class BCQStageConfig:
     eval_episodes: int = _f(5, "episodes per evaluation", min=1)
     snapshot: Literal["best", "final"] = _f("best", "which BCQ snapshot later stages use (reference: best)")
     checkpoint_every: int = _f(20_000, "gradient steps between resumable checkpoints", min=1)
+    precision: Precision = _f("fp32", PRECISION_HELP)
     algo: BCQConfig = field(default_factory=BCQConfig)
 
 
@@ -95,6 +102,7 @@ class DistillConfig:
     steps_per_epoch: int = _f(100, "gradient steps per epoch", min=1)
     eval_every: int = _f(0, "epochs between evaluations during training (0: only at the end)", min=0)
     checkpoint_every: int = _f(10, "epochs between resumable checkpoints", min=1)
+    precision: Precision = _f("fp32", PRECISION_HELP)
     algo: MBMLConfig = field(default_factory=MBMLConfig)
 
 
@@ -107,6 +115,7 @@ class BaselinesConfig:
                                    "per network)", min=1)
     eval_every: int = _f(0, "epochs between evaluations during training (0: only at the end)", min=0)
     checkpoint_every: int = _f(10, "epochs between resumable checkpoints", min=1)
+    precision: Precision = _f("fp32", PRECISION_HELP)
     sections: dict[str, Any] = sections_field(
         lambda: {m.name: m.config_type() for m in methods.methods("train-baseline")},
         "one section per baseline method of the registry, named like it (baselines.<method>.<key>)")
@@ -136,6 +145,7 @@ class SacInitConfig:
     eval_every: int = _f(5_000, "interactions between evaluations", min=1)
     eval_episodes: int = _f(5, "episodes per evaluation", min=1)
     checkpoint_every: int = _f(10_000, "interactions between resumable checkpoints", min=1)
+    precision: Precision = _f("fp32", PRECISION_HELP)
     sac: SACConfig = field(default_factory=lambda: SACConfig(
         critic_hidden=(1024,) * 9, separate_critic_batches=True, identical_critic_init=True, target_policy=True,
         damped_policy=True))

@@ -5,6 +5,7 @@ Algorithms import their networks from here instead of declaring their own, so an
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterable, Sequence
@@ -370,6 +371,31 @@ def stack_tasks(trees: Sequence):
     if isinstance(first, (list, tuple)):
         return type(first)(stack_tasks([t[i] for t in trees]) for i in range(len(first)))
     return first
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def precision(name: str, device: torch.device | str):
+    """The arithmetic of the training updates inside: `fp32` (plain float32), `tf32` (float32 matmuls in
+    TensorFloat-32 on CUDA GPUs since Ampere; the same as fp32 on a CPU), `bf16` (autocast: matmuls in bfloat16,
+    parameters, optimiser state and the loss reductions autocast keeps in float32; no loss scaling needed)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
+    device = torch.device(device)
+    if name == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    elif name == "tf32" and device.type == "cuda":
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    else:
+        yield
 
 
 def resolve_device(name: str) -> torch.device:

@@ -49,7 +49,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_version(source_dir: Path) -> str:
     """mtrl's version, plus `+g<commit>` when `source_dir` is a git checkout and `.dirty` when tracked files
     there have uncommitted changes: which code made an artifact, beyond the release number."""

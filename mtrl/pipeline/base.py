@@ -102,6 +102,9 @@ class Stage:
     def stage_config(self, config: Config) -> dict[str, Any]:
         """The part of the config that is fingerprinted and recorded in this stage's artifacts."""
         covered = {s: to_dict(getattr(config, s)) for s in self.sections}
+        for section in covered.values():  # fp32 is what artifacts made before the key existed used: same prints
+            if isinstance(section, dict) and section.get("precision") == "fp32":
+                del section["precision"]
         for key in self.excluded_keys(config):
             *parents, leaf = key.split(".")
             section = covered

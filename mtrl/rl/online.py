@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mtrl.data import TransitionBuffer, stack_task_batches
-from mtrl.nn import to_numpy_tree, to_torch_tree
+from mtrl.nn import precision, to_numpy_tree, to_torch_tree
 from mtrl.pipeline.base import UnitContext, group_key
 from mtrl.rl.episodes import evaluate_lockstep
 from mtrl.seeding import ONLINE_SAC_EVAL_SEED
@@ -57,6 +57,7 @@ class Schedule:
     eval_episodes: int
     checkpoint_every: int
     random_warmup: bool = True  # warm up with uniform random actions (else with the agent's own policy)
+    precision: str = "fp32"  # of the updates (`mtrl.nn.precision`)
 
 
 def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: Sequence,
@@ -112,8 +113,10 @@ def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: 
                 ended.append(t)
         if step >= schedule.warmup_steps and buffers[0].size >= batch_size:  # every buffer holds `step` rows
             for _ in range(utd):
-                agent.update(*(stacked_batch(buffers, rngs, batch_size, ctx0.device)
-                               for _ in range(agent.batches_per_update)))
+                batches = [stacked_batch(buffers, rngs, batch_size, ctx0.device)
+                           for _ in range(agent.batches_per_update)]
+                with precision(schedule.precision, ctx0.device):
+                    agent.update(*batches)
         if step % schedule.eval_every == 0 or step == schedule.steps:
             with UnitContext.evaluating(ctxs):
                 returns = evaluate_lockstep(eval_envs, lambda _: lambda o: agent.act(o, deterministic=True),

@@ -9,7 +9,7 @@ import numpy as np
 
 from mtrl.configlib import to_dict
 from mtrl.data import to_torch
-from mtrl.nn import to_numpy_tree, to_torch_tree
+from mtrl.nn import precision, to_numpy_tree, to_torch_tree
 from mtrl.pipeline.base import UnitContext
 from mtrl.rl.evaluation import evaluation_seed, run_evaluation
 from mtrl.rl.policies import EmbeddingPolicy
@@ -46,7 +46,8 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
     while run.epoch < cfg.epochs:
         sums: dict[str, float] = {}
         for _ in range(cfg.steps_per_epoch):
-            metrics = algo.update(to_torch(sample(rng), ctx.device))
+            with precision(cfg.precision, ctx.device):
+                metrics = algo.update(to_torch(sample(rng), ctx.device))
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.update(1)

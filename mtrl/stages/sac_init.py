@@ -95,10 +95,10 @@ class SacInit(Stage):
             agent.init_actor_from([n["actor"] for n in networks])
         if inits[0] is None:
             schedule = Schedule(cfg.steps, sac_cfg.random_steps, cfg.eval_every, cfg.eval_episodes,
-                                cfg.checkpoint_every)
+                                cfg.checkpoint_every, precision=cfg.precision)
         else:
             schedule = Schedule(cfg.steps, cfg.warmup_steps, cfg.eval_every, cfg.eval_episodes, cfg.checkpoint_every,
-                                random_warmup=False)
+                                random_warmup=False, precision=cfg.precision)
         buffers = [TransitionBuffer(cfg.steps, spec.obs_dim, spec.act_dim) for _ in ctxs]
         envs, eval_envs = ([dist.make_env(task) for task in tasks] for _ in range(2))
         runs = train_online(ctxs, agent, envs, eval_envs, buffers, schedule, saved, inits)

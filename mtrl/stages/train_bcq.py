@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mtrl.data import sample_rows, stack_task_batches
-from mtrl.nn import to_numpy_tree, to_torch_tree
+from mtrl.nn import precision, to_numpy_tree, to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, group_key, load_group_checkpoints, task_key
 from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
@@ -73,7 +73,8 @@ class TrainBCQ(Stage):
         while step < cfg.steps:
             rows = [sample_rows(d, rng.integers(0, len(d["rewards"]), batch_size))
                     for d, rng in zip(data, rngs, strict=True)]
-            agent.update(stack_task_batches(rows, device))
+            with precision(cfg.precision, device):
+                agent.update(stack_task_batches(rows, device))
             step += 1
             bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps:
