@@ -326,15 +326,24 @@ def flops_check(args) -> int:
         return (time.perf_counter() - start) / n
 
     big = torch.randn(8192, 8192, device=dev) if dev == "cuda" else None  # the GPU's peak, for scale
-    for label, precision in (("fp32", "highest"), ("TF32 allowed", "high")):
+    # distill.precision: fp32, tf32 (TF32 matmuls allowed) and bf16 (autocast), each against torch.mm in its own
+    # arithmetic
+    for label, precision, bf16 in (("fp32", "highest", False), ("TF32 allowed", "high", False),
+                                   ("bf16 autocast", "highest", True)):
         torch.set_float32_matmul_precision(precision)
+        mm_a, mm_b = (a.bfloat16(), b.bfloat16()) if bf16 else (a, b)
+
+        def update(bf16=bf16):
+            with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=bf16):
+                algo.update(batch)
+
         for _ in range(2):  # warm-up: kernels for this precision
-            algo.update(batch)
-            torch.mm(a, b)
+            update()
+            torch.mm(mm_a, mm_b)
         seconds, peaks = [], []
         for _ in range(args.rounds):  # alternate, so that a busy machine slows both alike; medians reported
-            seconds.append(timed(lambda: algo.update(batch), args.updates))
-            peaks.append(2 * rows * 1024 * 1024 / timed(lambda: torch.mm(a, b), 20 * args.updates))
+            seconds.append(timed(update, args.updates))
+            peaks.append(2 * rows * 1024 * 1024 / timed(lambda x=mm_a, y=mm_b: torch.mm(x, y), 20 * args.updates))
         t, peak = statistics.median(seconds), statistics.median(peaks)
         ratio = statistics.median(flops / s / p for s, p in zip(seconds, peaks, strict=True))
         line = (f"  {label:<13} {t * 1e3:8.2f} ms/update, {flops / t / 1e12:7.3g} TFLOP/s achieved; torch.mm "

@@ -4,7 +4,7 @@
 #   1. smoke    the whole smoke pipeline (PointGoalArc) with --device cuda: does every stage run on the GPU?
 #               Wall time, exit status, seconds per stage.
 #   2. flops    one MBML distill update at paper sizes: achieved matmul FLOP/s against torch.mm measured in the
-#               same run, in fp32 and with TF32 allowed (benchmarks/gpu_check.py flops).
+#               same run, in fp32, with TF32 allowed and under bf16 autocast (benchmarks/gpu_check.py flops).
 #   3. slice    HalfCheetahVel's paper profile, stage by stage, at two cut-down budgets per stage: per-stage wall
 #               time, throughput, GPU utilisation (nvidia-smi every second) and the projected wall time of each
 #               stage and of one seed at the full paper budgets (benchmarks/gpu_check.py slice; method in its
