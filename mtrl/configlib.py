@@ -11,6 +11,7 @@ Everything is checked before any work starts, and every error names the dotted k
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -107,6 +108,8 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field | None = None) 
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        if not math.isfinite(value):  # NaN passes every range check
+            raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
         return _check_range(float(value), key, f)
     if tp is str:
         if not isinstance(value, str):

@@ -18,3 +18,7 @@ class ArtifactError(MtrlError):
 
 class StageError(MtrlError):
     """A stage could not run (missing inputs) or one of its units failed."""
+
+
+class NonFiniteError(MtrlError):
+    """NaN or infinite values where a stage needs numbers: in data it reads, or in weights it trained."""

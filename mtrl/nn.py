@@ -398,6 +398,26 @@ def precision(name: str, device: torch.device | str):
         yield
 
 
+def require_finite(tree, what: str) -> None:
+    """Raise `NonFiniteError` at the first floating leaf of `tree` (NumPy or torch) holding NaN or ±inf, so that
+    a diverged training fails its unit instead of becoming a complete artifact."""
+    from mtrl.errors import NonFiniteError
+
+    def leaves(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from leaves(value, f"{path}/{key}" if path else str(key))
+        elif isinstance(node, (np.ndarray, torch.Tensor)):
+            yield path, node
+
+    for path, leaf in leaves(tree, ""):
+        values = leaf.detach().cpu().numpy() if isinstance(leaf, torch.Tensor) else leaf
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise NonFiniteError(f"{what}: {path} has {bad} non-finite of {values.size} values; training "
+                                 "diverged: lower the learning rate, or check the data it trained on")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' → CUDA when available, else CPU."""
     if name == "auto":

@@ -9,6 +9,7 @@ import numpy as np
 
 from mtrl.artifacts import Artifact, open_artifact
 from mtrl.data import TRANSITION_KEYS
+from mtrl.errors import NonFiniteError
 
 if TYPE_CHECKING:
     from mtrl.config import Config
@@ -48,4 +49,11 @@ def load_dataset(art: Artifact, infos: bool = False) -> dict[str, np.ndarray]:
     data = {key: art.array(key) for key in TRANSITION_KEYS}
     if infos and "infos" in art:
         data |= {f"infos/{key}": art.array(f"infos/{key}") for key in art.file["infos"]}
+    for key, values in data.items():  # a NaN reward would train every network on it silently
+        if np.issubdtype(values.dtype, np.floating):
+            finite = np.isfinite(values).reshape(len(values), -1).all(1)
+            if not finite.all():
+                raise NonFiniteError(f"{art.path}: '{key}' has non-finite values in {int((~finite).sum())} of "
+                                     f"{len(values)} rows; the dataset is unusable: recreate it with `mtrl collect "
+                                     f"--force --tasks {art.attrs['task']}`")
     return data

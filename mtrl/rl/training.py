@@ -9,7 +9,7 @@ import numpy as np
 
 from mtrl.configlib import to_dict
 from mtrl.data import to_torch
-from mtrl.nn import precision, to_numpy_tree, to_torch_tree
+from mtrl.nn import precision, require_finite, to_numpy_tree, to_torch_tree
 from mtrl.pipeline.base import UnitContext
 from mtrl.rl.evaluation import evaluation_seed, run_evaluation
 from mtrl.rl.policies import EmbeddingPolicy
@@ -67,8 +67,10 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
                                    "run": asdict(run)})
     bar.close()
     curve = np.array(run.eval_curve, dtype=np.float64).reshape(-1, 3)
+    weights = to_numpy_tree(algo.policy_state_dict())
+    require_finite(weights, f"{ctx.stage.name} {ctx.unit.key}")
     with ctx.writer("policy") as w:
-        w.tree("weights", to_numpy_tree(algo.policy_state_dict()))
+        w.tree("weights", weights)
         w.tree("losses", {key: np.array(values) for key, values in run.losses.items()})
         w.tree("eval_curve", {"epochs": curve[:, 0], "train_score": curve[:, 1], "test_score": curve[:, 2]})
         w.attrs["method"] = method

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mtrl.configlib import to_dict
 from mtrl.data import TransitionBuffer, episode_ends
-from mtrl.nn import to_numpy_tree
+from mtrl.nn import require_finite, to_numpy_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Output, Stage, Unit, UnitContext, load_group_checkpoints, task_key
 from mtrl.pipeline.run_data import n_test_tasks, n_train_tasks, read_distribution
@@ -78,12 +78,14 @@ class Collect(Stage):
             data = buffer.arrays()
             # The budget may end mid-episode: mark that last transition as a time-out so episodes are well delimited.
             data["timeouts"][-1] = data["timeouts"][-1] or not data["terminals"][-1]
+            state = to_numpy_tree(state)
+            require_finite({"dataset": data, "sac": state}, f"collect {ctx.unit.key}")  # before either is written
             with ctx.writer("dataset") as w:
                 for key, values in data.items():
                     w.array(key, values)
                 w.attrs["task"] = ctx.unit.task
                 w.attrs["episodes"] = len(episode_ends(data["terminals"], data["timeouts"]))
             with ctx.writer("sac") as w:
-                w.tree("weights", to_numpy_tree(state))  # a single-task SAC's state (tasks = 1)
+                w.tree("weights", state)  # a single-task SAC's state (tasks = 1)
                 w.tree("curve", run.curve_tree())
                 w.attrs["final_return"] = run.curve[-1][1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mtrl.nn import to_numpy_tree
+from mtrl.nn import require_finite, to_numpy_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
 from mtrl.pipeline.run_data import env_spec, load_dataset, n_train_tasks
@@ -54,8 +54,10 @@ class FitEnsembles(Stage):
         metrics = ensemble.fit(inputs, targets)
         for ctx, state, task_metrics in zip(ctxs, ensemble.task_policy_states(), metrics, strict=True):
             ctx.log.info(f"{self.name} {ctx.unit.key}: " + ", ".join(f"{k} {v:.4g}" for k, v in task_metrics.items()))
+            state = to_numpy_tree(state)
+            require_finite(state, f"{self.name} {ctx.unit.key}")
             with ctx.writer("ensemble") as w:
-                w.tree("weights", to_numpy_tree(state))
+                w.tree("weights", state)
                 w.json("holdout", task_metrics)
                 w.attrs["target"] = self.target
                 w.attrs["in_dim"], w.attrs["out_dim"] = in_dim, out_dim

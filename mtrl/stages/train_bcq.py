@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mtrl.data import sample_rows, stack_task_batches
-from mtrl.nn import precision, to_numpy_tree, to_torch_tree
+from mtrl.nn import precision, require_finite, to_numpy_tree, to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, group_key, load_group_checkpoints, task_key
 from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
@@ -96,8 +96,10 @@ class TrainBCQ(Stage):
 
         for ctx, run, task_best, final in zip(ctxs, runs, best, agent.task_policy_states(), strict=True):
             curve = np.array(run.curve, dtype=np.float64).reshape(-1, 3)
+            weights = {"best": task_best, "final": to_numpy_tree(final)}
+            require_finite(weights, f"train-bcq {ctx.unit.key}")
             with ctx.writer("bcq") as w:
-                w.tree("weights", {"best": task_best, "final": to_numpy_tree(final)})
+                w.tree("weights", weights)
                 w.tree("curve", {"steps": curve[:, 0], "return_mean": curve[:, 1], "return_std": curve[:, 2]})
                 w.attrs["best_return"] = run.best_return
                 w.attrs["final_return"] = curve[-1, 1]

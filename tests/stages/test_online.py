@@ -59,7 +59,7 @@ def make_ctx(seed: int, key: str, checkpointer=None):
     return SimpleNamespace(seed=seed, device="cpu", log=SimpleNamespace(info=lambda message: None),
                            checkpointer=checkpointer or MemoryCheckpointer(),
                            progress=lambda total, **kw: tqdm.tqdm(total=total, disable=True),
-                           stage=SimpleNamespace(name="test"), unit=SimpleNamespace(key=key))
+                           stage=SimpleNamespace(name="test"), unit=SimpleNamespace(key=key), eval_seconds=0.0)
 
 
 def run(schedule):
