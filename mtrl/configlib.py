@@ -141,11 +141,19 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    """Overlay wins; mappings merge key by key, everything else is replaced."""
+def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Overlay wins; mappings merge key by key, everything else is replaced. A section on one side and a
+    plain value on the other (`env: 5` under a profile's `env:` mapping) is an error, not a silent replacement."""
     merged = dict(base)
     for k, v in overlay.items():
-        merged[k] = deep_merge(merged[k], v) if isinstance(v, Mapping) and isinstance(merged.get(k), Mapping) else v
+        old = merged.get(k)
+        if isinstance(v, Mapping) and isinstance(old, Mapping):
+            merged[k] = deep_merge(old, v, f"{prefix}{k}.")
+            continue
+        if old is not None and v is not None and isinstance(v, Mapping) != isinstance(old, Mapping):
+            raise ConfigError(f"config key '{prefix}{k}': {old!r} in one place and {v!r} in another; a section "
+                              "must be a mapping everywhere")
+        merged[k] = v
     return merged
 
 

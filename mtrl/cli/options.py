@@ -20,6 +20,8 @@ def parse_tasks(text: str | None) -> tuple[int, ...] | None:
     try:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
+            if sep and int(lo) > int(hi):
+                raise ConfigError(f"--tasks {text!r}: the range {part.strip()} is empty; write it as {hi}-{lo}")
             tasks += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
     except ValueError:
         raise ConfigError(f"--tasks {text!r}: expected task indices like 3,4 or 0-3") from None

@@ -3,7 +3,7 @@ from typing import Literal
 
 import pytest
 
-from mtrl.configlib import build, parse_override, read_yaml, select_profile, set_path, to_dict
+from mtrl.configlib import build, parse_override, read_config_file, read_yaml, select_profile, set_path, to_dict
 from mtrl.errors import ConfigError
 
 
@@ -87,3 +87,14 @@ def test_include_merges_shared_profiles_beneath_the_file(tmp_path):
     (tmp_path / "loop.yaml").write_text("include: loop.yaml\n")
     with pytest.raises(ConfigError, match="includes itself"):
         read_config_file(tmp_path / "loop.yaml")
+
+
+def test_a_section_given_as_a_plain_value_is_an_error_not_replaced_by_a_profile(tmp_path):
+    """`env: 5` in a file whose profile (or included file) has an `env:` mapping: the merge refuses it."""
+    (tmp_path / "base.yaml").write_text("inner: {lr: 0.5}\nprofiles:\n  small: {inner: {lr: 0.25}}\n")
+    (tmp_path / "task.yaml").write_text("include: base.yaml\ninner: 5\n")
+    with pytest.raises(ConfigError, match="config key 'inner': .*a section must be a mapping everywhere"):
+        select_profile(read_config_file(tmp_path / "task.yaml"), "small", "task.yaml")
+    (tmp_path / "own.yaml").write_text("inner: 5\nprofiles:\n  small: {inner: {lr: 0.25}}\n")
+    with pytest.raises(ConfigError, match="config key 'inner': 5 in one place and {'lr': 0.25} in another"):
+        select_profile(read_config_file(tmp_path / "own.yaml"), "small", "own.yaml")

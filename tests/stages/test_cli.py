@@ -108,6 +108,8 @@ def test_artifact_of_an_older_schema_is_stale_and_named_in_one_line(smoke_run, t
     (["--set", "bcq.snapshot=last"], ["'last' is not one of: best, final"]),
     (["--profile", "huge"], ["profile 'huge' is not defined", "smoke"]),
     (["--tasks", "x"], ["--tasks 'x'"]),
+    (["--tasks", "2-0"], ["--tasks '2-0': the range 2-0 is empty; write it as 0-2"]),
+    (["--set", "collect.sac.actor_lr=.nan"], ["collect.sac.actor_lr': expected a finite number"]),
 ])
 def test_invalid_config_is_rejected_before_any_work(tmp_path, args, fragments):
     run = tmp_path / "run"
