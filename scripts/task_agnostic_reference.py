@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mtrl.algos.sac import SAC
 from mtrl.artifacts import open_artifact
@@ -36,19 +37,20 @@ def collected_policy(config, spec, run_dir: Path, task: int) -> ContextFreePolic
 
 
 def main(run_dir: Path) -> None:
+    torch.set_num_threads(1)  # small networks, one row per task: more threads only contend (badly, on a busy machine)
     config = load_run_config(run_dir)
     dist = read_distribution(layout.tasks(run_dir))
     seed, cfg = evaluation_seed(config), config.evaluate
     train_envs = [dist.make_env(task) for task in dist.train_tasks]
     test_envs = [dist.make_env(task) for task in dist.test_tasks]
+    zero = ContextFreePolicy(lambda obs: np.zeros((len(obs), dist.spec.act_dim), np.float32))
+    zero_scores = [evaluate_tasks(envs, zero, cfg, seed, 1)[1].mean() for envs in (train_envs, test_envs)]
+    print(f"zero-action policy: train {zero_scores[0]:.1f}, test {zero_scores[1]:.1f}", flush=True)
     train_scores = {}
     for i in range(len(dist.train_tasks)):
         _, scores = evaluate_tasks(train_envs, collected_policy(config, dist.spec, run_dir, i), cfg, seed, 1)
         train_scores[i] = float(scores.mean())
-        print(f"SAC of training task {i}: mean over the training tasks {train_scores[i]:.1f}")
-    zero = ContextFreePolicy(lambda obs: np.zeros((len(obs), dist.spec.act_dim), np.float32))
-    zero_scores = [evaluate_tasks(envs, zero, cfg, seed, 1)[1].mean() for envs in (train_envs, test_envs)]
-    print(f"zero-action policy: train {zero_scores[0]:.1f}, test {zero_scores[1]:.1f}")
+        print(f"SAC of training task {i}: mean over the training tasks {train_scores[i]:.1f}", flush=True)
     best = max(train_scores, key=train_scores.get)
     _, scores = evaluate_tasks(test_envs, collected_policy(config, dist.spec, run_dir, best), cfg, seed, cfg.repeats)
     print(f"task-agnostic reference (SAC of training task {best}, chosen on the training tasks): "
