@@ -62,10 +62,10 @@ def stage_options(fn):
 def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overrides: tuple[str, ...],
             seed: int | None, device: str, workers: int, threads: int | None, group_size: int | None,
             tasks: str | None, force: bool, progress_every: float = 60.0, extra: tuple[str, ...] = ()):
-    """Load and validate the config, write it into the run directory, set up logging; return (config, options)."""
-    from mtrl.config import load_config, load_run_config, save_config
+    """Load and validate the config and options; return (config, options, header). Nothing is written: the
+    caller saves the config (`save_config(config, run_dir, header=header)`) once the command's work can start."""
+    from mtrl.config import load_config, load_run_config
     from mtrl.pipeline.base import RunOptions
-    from mtrl.runlog import setup_logging
 
     overrides = tuple(extra) + tuple(overrides) + ((f"seed={seed}",) if seed is not None else ())
     if config_path is not None:
@@ -82,6 +82,4 @@ def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overri
     options = RunOptions(run_dir=run_dir, device=device, workers=workers, tasks=parse_tasks(tasks), force=force,
                          threads=threads, group_size=group_size, progress_every=progress_every)
     source = f"from {config_path}" + (f" profile {profile}" if profile else "") if config_path else "from run dir"
-    save_config(config, run_dir, header=f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})")
-    setup_logging(run_dir)
-    return config, options
+    return config, options, f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})"

@@ -15,12 +15,17 @@ def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | Non
 
     `stages` may give a pre-built stage for a name (e.g. a distill stage restricted to some variants).
     """
+    from mtrl.config import save_config
     from mtrl.pipeline.registry import get_stage
-    from mtrl.pipeline.runner import run_stage
+    from mtrl.pipeline.runner import check_stage, run_stage
 
-    config, options = resolve(extra=extra, **opts)
-    for name in names:
-        run_stage((stages or {}).get(name) or get_stage(name), config, options)
+    config, options, header = resolve(extra=extra, **opts)
+    chosen = [(stages or {}).get(name) or get_stage(name) for name in names]
+    for i, stage in enumerate(chosen):  # a command that cannot start must not rewrite the run's config
+        check_stage(stage, config, options, inputs=i == 0)
+    save_config(config, options.run_dir, header=header)
+    for stage in chosen:
+        run_stage(stage, config, options)
     click.echo(f"done: {', '.join(names)} up to date in {options.run_dir}", err=True)
 
 

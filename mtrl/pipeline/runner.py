@@ -130,14 +130,23 @@ def _execute(job: _Job) -> None:
     log.info(f"{stage.name} {group_key(units)}: done in {time.perf_counter() - start:.1f}s")
 
 
-def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResult]:
-    """Bring every selected unit of `stage` up to date; raise StageError naming the units that failed."""
-    setup_logging(options.run_dir)
+def check_stage(stage: Stage, config: Config, options: RunOptions, inputs: bool = True) -> list[UnitPlan]:
+    """The plans of `stage`'s selected units; StageError if `--tasks` names a task it lacks or (with `inputs`) a
+    unit's input is missing. What `run_stage` checks first; a command checks it before writing anything."""
     units = select_units(stage, stage.units(config, options.run_dir), options.tasks)
+    if not inputs:
+        return []
     plans = [plan_unit(stage, config, u) for u in units]
     blocked = [p.problem for p in plans if p.problem]
     if blocked:
         raise StageError(blocked[0])
+    return plans
+
+
+def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResult]:
+    """Bring every selected unit of `stage` up to date; raise StageError naming the units that failed."""
+    setup_logging(options.run_dir)
+    plans = check_stage(stage, config, options)
     todo = [p for p in plans if options.force or not p.up_to_date]
     skipped = len(plans) - len(todo)
     log.info(f"{stage.name}: {len(todo)} to run, {skipped} up to date" + (" (--force)" if options.force else ""))

@@ -143,3 +143,29 @@ def test_finished_units_leave_no_checkpoint_folders(smoke_run):
     """Checkpoints are removed when their unit finishes, and so are the folders they leave empty."""
     _, run_dir = smoke_run
     assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--tasks", "99"], "--tasks 99: train-bcq has tasks 0..2"),
+    (["--tasks", "0"], None),  # works: the override lands in config.yaml
+])
+def test_a_command_that_cannot_start_leaves_the_run_config_alone(smoke_run, tmp_path, args, fragment):
+    _, run_dir = smoke_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    before = (run / "config.yaml").read_text()
+    code, output = invoke("train-bcq", "--run-dir", run, "--set", "bcq.eval_every=7", "--threads", "1", *args)
+    after = (run / "config.yaml").read_text()
+    if fragment is None:
+        assert code == 0, output
+        assert "eval_every: 7" in after and before != after
+    else:
+        assert_one_line_error(code, output, fragment)
+        assert after == before
+
+
+def test_missing_inputs_are_reported_before_the_config_is_written(tmp_path):
+    run = tmp_path / "run"
+    code, output = invoke("distill", "--config", SMOKE_CONFIG, "--profile", "smoke", "--run-dir", run)
+    assert_one_line_error(code, output, "which is missing: run `mtrl collect` first")
+    assert not (run / "config.yaml").exists()
