@@ -59,10 +59,28 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_mmap_threshold, 1 << 30)
 
 
+def die_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM when the process that started it dies, even by SIGKILL: an
+    orphaned worker would go on writing artifacts into a run directory nobody holds. No-op elsewhere."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _init_worker(threads: int, slots: Any, setup: Callable[[], None] | None) -> None:
     global _slot
     import torch
 
+    die_with_parent()
     keep_freed_memory()
     torch.set_num_threads(threads)
     _slot = slots.get()
@@ -109,16 +127,14 @@ def run_jobs(
                 on_done(results[-1])
         return results
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
-        slots = manager.Queue()
-        for i in range(n):
-            slots.put(i)
-        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads, slots, setup)) as pool:
-            futures = {pool.submit(_call, fn, key, job): key for key, job in jobs}
-            for future in as_completed(futures):
-                results.append(future.result())
-                if on_done:
-                    on_done(results[-1])
+    slots = ctx.Queue()  # a plain queue, not a Manager's: no server process to outlive a killed parent
+    for i in range(n):
+        slots.put(i)
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(threads, slots, setup)) as pool:
+        futures = {pool.submit(_call, fn, key, job): key for key, job in jobs}
+        for future in as_completed(futures):
+            results.append(future.result())
+            if on_done:
+                on_done(results[-1])
     order = {key: i for i, (key, _) in enumerate(jobs)}
     return sorted(results, key=lambda r: order[r.key])
