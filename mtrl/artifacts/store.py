@@ -8,6 +8,7 @@ never leaves a half-written artifact at the target path.
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import functools
 import hashlib
@@ -109,6 +110,7 @@ class ArtifactWriter:
         self.meta = meta
         self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.file: h5py.File | None = None
+        self._csvs: dict[Path, tuple[list[str], np.ndarray]] = {}  # curves to write beside the artifact
 
     def __enter__(self) -> ArtifactWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,17 @@ class ArtifactWriter:
         """Store a small JSON-able value as an attribute (summaries, names)."""
         self.attrs[name] = json.dumps(value, sort_keys=True)
 
+    def curve(self, name: str, columns: Mapping[str, np.ndarray], x: str,
+              also: Mapping[str, np.ndarray] | None = None) -> None:
+        """Store a training curve as `tree(name, columns | also)` and, for anyone's plotting tools, its `columns`
+        (equal lengths, `x` first) as a CSV file next to the artifact (`task_00.h5` → `task_00.<name>.csv`)."""
+        self.tree(name, dict(columns) | dict(also or {}))
+        header = [x, *(k for k in columns if k != x)]
+        table = [np.asarray(columns[k], np.float64) for k in header]
+        if any(c.shape != table[0].shape or c.ndim != 1 for c in table):
+            raise ValueError(f"curve {name}: columns of different lengths {[c.shape for c in table]}")
+        self._csvs[csv_path(self.path, name)] = (header, np.column_stack(table).reshape(len(table[0]), -1))
+
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.file is not None
         if exc_type is not None:
@@ -166,13 +179,25 @@ class ArtifactWriter:
         self.file.close()
         with open(self.tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        for path, (header, rows) in self._csvs.items():  # before the artifact: complete means its CSVs exist
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(header)
+                writer.writerows(rows.tolist())
+            os.replace(tmp, path)
         os.replace(self.tmp_path, self.path)
         _fsync_dir(self.path.parent)
 
 
+def csv_path(artifact_path: Path, curve: str) -> Path:
+    """Where an artifact's curve is also written as CSV: beside it, `<stem>.<curve>.csv`."""
+    return artifact_path.with_name(f"{artifact_path.stem}.{curve.replace('/', '.')}.csv")
+
+
 def _remove_orphaned_temporaries(path: Path) -> None:
     """Delete temporary files that killed writers of `path` left behind (their process no longer exists)."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+    for tmp in [*path.parent.glob(f".{path.name}.tmp-*"), *path.parent.glob(f".{path.stem}.*.csv.tmp-*")]:
         try:
             os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
         except (ValueError, ProcessLookupError):

@@ -43,10 +43,11 @@ class OnlineState:
     curve: list[list[float]] = field(default_factory=list)  # [step, mean return, std] per evaluation
     episode_returns: list[float] = field(default_factory=list)
 
-    def curve_tree(self) -> dict[str, np.ndarray]:
+    def write_curve(self, writer, name: str) -> None:
+        """The evaluations (also as CSV: steps, return_mean, return_std) and the training episodes' returns."""
         curve = np.array(self.curve, dtype=np.float64).reshape(-1, 3)
-        return {"steps": curve[:, 0], "return_mean": curve[:, 1], "return_std": curve[:, 2],
-                "episode_returns": np.array(self.episode_returns)}
+        writer.curve(name, {"steps": curve[:, 0], "return_mean": curve[:, 1], "return_std": curve[:, 2]}, "steps",
+                     also={"episode_returns": np.array(self.episode_returns)})
 
 
 @dataclass(frozen=True)

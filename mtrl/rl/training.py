@@ -71,8 +71,10 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
     require_finite(weights, f"{ctx.stage.name} {ctx.unit.key}")
     with ctx.writer("policy") as w:
         w.tree("weights", weights)
-        w.tree("losses", {key: np.array(values) for key, values in run.losses.items()})
-        w.tree("eval_curve", {"epochs": curve[:, 0], "train_score": curve[:, 1], "test_score": curve[:, 2]})
+        epochs = np.arange(1, run.epoch + 1, dtype=np.float64)
+        w.curve("losses", {"epoch": epochs} | {key: np.array(values) for key, values in run.losses.items()}, "epoch")
+        w.curve("eval_curve", {"epochs": curve[:, 0], "train_score": curve[:, 1], "test_score": curve[:, 2]},
+                "epochs")
         w.attrs["method"] = method
         w.json("algo_config", to_dict(algo_cfg))
 

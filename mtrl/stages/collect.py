@@ -87,5 +87,5 @@ class Collect(Stage):
                 w.attrs["episodes"] = len(episode_ends(data["terminals"], data["timeouts"]))
             with ctx.writer("sac") as w:
                 w.tree("weights", state)  # a single-task SAC's state (tasks = 1)
-                w.tree("curve", run.curve_tree())
+                run.write_curve(w, "curve")
                 w.attrs["final_return"] = run.curve[-1][1]

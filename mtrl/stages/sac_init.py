@@ -104,7 +104,7 @@ class SacInit(Stage):
         runs = train_online(ctxs, agent, envs, eval_envs, buffers, schedule, saved, inits)
         for ctx, run, init in zip(ctxs, runs, inits, strict=True):
             with ctx.writer("curves") as w:
-                w.tree("curves", run.curve_tree())
+                run.write_curve(w, "curves")
                 if init is not None:
                     w.tree("initialisation", init)
                 w.attrs["run"] = run_name

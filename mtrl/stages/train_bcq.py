@@ -100,7 +100,7 @@ class TrainBCQ(Stage):
             require_finite(weights, f"train-bcq {ctx.unit.key}")
             with ctx.writer("bcq") as w:
                 w.tree("weights", weights)
-                w.tree("curve", {"steps": curve[:, 0], "return_mean": curve[:, 1], "return_std": curve[:, 2]})
+                w.curve("curve", {"steps": curve[:, 0], "return_mean": curve[:, 1], "return_std": curve[:, 2]}, "steps")
                 w.attrs["best_return"] = run.best_return
                 w.attrs["final_return"] = curve[-1, 1]
 
