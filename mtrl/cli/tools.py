@@ -100,6 +100,21 @@ def report(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     click.echo(f"wrote {write_report(list(run_dirs), out)}")
 
 
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--curve", required=True, help="Curve file relative to the run dir without .csv, e.g. "
+                                             "policies/mbml.eval_curve, sac/task_00.curve, policies/mbml.losses.")
+@click.option("--y", "columns", multiple=True, help="Column(s) to draw (default: all but the x axis).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG file (default: <first RUN_DIR>/plots/<curve>.png).")
+def plot(run_dirs: tuple[Path, ...], curve: str, columns: tuple[str, ...], out: Path | None) -> None:
+    """Draw a training curve of one or more RUN_DIRs (seeds): mean ± std over them, from the CSV files that
+    every training stage writes beside its artifacts."""
+    from mtrl.report.plot import plot_curve
+
+    click.echo(f"wrote {plot_curve(list(run_dirs), curve, columns, out)}")
+
+
 @main.command("export-dataset")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--task", type=click.IntRange(min=0), required=True, help="Training-task index.")

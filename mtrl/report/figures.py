@@ -23,17 +23,17 @@ def draw_figures(summary: Summary, out: Path) -> dict[str, str]:
     drawn = {}
     heading = figure_heading(summary)
     if summary.methods:
-        drawn["fig4"] = _curves(summary.methods, out / "fig4_multitask_returns.png",
+        drawn["fig4"] = draw_curves(summary.methods, out / "fig4_multitask_returns.png",
                                 f"{heading}\nMBML and baselines: average test-task return (Fig. 4)", "training epoch")
     if len(summary.ablations) > 1:
-        drawn["fig6"] = _curves(summary.ablations, out / "fig6_ablations.png",
+        drawn["fig6"] = draw_curves(summary.ablations, out / "fig6_ablations.png",
                                 f"{heading}\nMBML ablations: average test-task return (Fig. 6)", "training epoch")
     if summary.relabel is not None:
         drawn["fig7"] = _relabel(summary.relabel.matrices, out / "fig7_relabel_error.png",
                                  f"{heading}\nRelabelling on other tasks' transitions (Fig. 7), "
                                  f"mean over n={len(summary.relabel.runs)} seed(s)")
     if summary.sac_init:
-        drawn["fig8"] = _curves(summary.sac_init, out / "fig8_sac_init.png",
+        drawn["fig8"] = draw_curves(summary.sac_init, out / "fig8_sac_init.png",
                                 f"{heading}\nSAC on test tasks: initialised vs baselines (Fig. 8)",
                                 "SAC interactions", each="mean over the test tasks of a seed")
     return drawn
@@ -54,7 +54,7 @@ def band_text(series: dict[str, Series], each: str = "") -> str:
     return f"line: mean, band: ± std over n={'/'.join(map(str, counts))} seeds{of}"
 
 
-def _curves(series: dict[str, Series], path: Path, title: str, xlabel: str, each: str = "") -> str:
+def draw_curves(series: dict[str, Series], path: Path, title: str, xlabel: str, each: str = "") -> str:
     """Mean over runs as a line, ± one std shaded; the legend gives each line's number of runs."""
     fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = fig.add_subplot()
