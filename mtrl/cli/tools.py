@@ -19,14 +19,16 @@ def status(run_dir: Path) -> None:
     from mtrl.pipeline.runner import plan_unit
 
     config = load_run_config(run_dir)
-    rows = []
+    rows, expected = [], {}  # output path -> the fingerprint it will have once up to date, in pipeline order
     for stage in all_stages():
         for unit in stage.units(config, run_dir):
-            plan = plan_unit(stage, config, unit)
+            plan = plan_unit(stage, config, unit, expected)
             for name, out in unit.outputs.items():
                 state = plan.states[name]
                 if plan.fingerprint is None and state != "missing":
                     state = "stale (inputs missing)"
+                else:
+                    expected[out.path] = plan.fingerprint
                 rows.append((stage.name, str(out.path.relative_to(run_dir)), state, plan.fingerprint or "-"))
     width = [max(len(r[i]) for r in rows + [("stage", "artifact", "state", "fingerprint")]) for i in range(4)]
     for row in [("stage", "artifact", "state", "fingerprint"), *rows]:

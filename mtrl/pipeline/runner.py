@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,11 +34,17 @@ class UnitPlan:
         return all(s == "up to date" for s in self.states.values())
 
 
-def plan_unit(stage: Stage, config: Config, unit: Unit) -> UnitPlan:
-    """Compute a unit's expected fingerprint from its inputs and compare it with its existing outputs."""
+def plan_unit(stage: Stage, config: Config, unit: Unit, expected: Mapping[Path, str] | None = None) -> UnitPlan:
+    """Compute a unit's expected fingerprint from its inputs and compare it with its existing outputs.
+
+    `expected`: fingerprints the inputs will have once brought up to date (input path -> fingerprint), used
+    instead of those on disk, so that an artifact downstream of a stale one is stale too (`mtrl status`)."""
     input_fps: dict[str, str] = {}
     problem = None
     for name, inp in unit.inputs.items():
+        if expected is not None and inp.path in expected:
+            input_fps[name] = expected[inp.path]
+            continue
         try:
             with open_artifact(inp.path, inp.kind) as art:
                 input_fps[name] = art.fingerprint

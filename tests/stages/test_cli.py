@@ -84,7 +84,25 @@ def test_status_reports_up_to_date_and_stale(smoke_run, tmp_path):
     assert states["bcq/task_02.h5"] == "missing"
     assert states["bcq/task_00.h5"] == "stale"
     assert states["datasets/task_00.h5"] == "up to date"
-    assert states["policies/mbml.h5"] == "stale (inputs missing)"  # its input bcq/task_02.h5 is gone
+    # downstream of a stale or missing artifact is stale: what `mtrl run` would recompute
+    for path in ("policies/mbml.h5", "eval/mbml.h5", "sac_init/mbml/task_00.h5"):
+        assert states[path] == "stale", path
+    assert states["relabel.h5"] == "up to date"  # it does not read BCQ
+
+
+def test_status_propagates_a_config_change_to_everything_downstream(smoke_run, tmp_path):
+    _, run_dir = smoke_run
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = (run / "config.yaml").read_text()
+    assert "triplet_margin: 2.0" in config
+    (run / "config.yaml").write_text(config.replace("triplet_margin: 2.0", "triplet_margin: 1.0"))
+    code, output = invoke("status", run)
+    states = {row.split()[1]: " ".join(row.split()[2:-1]) for row in output.splitlines()[1:-2]}
+    for path in ("policies/mbml.h5", "eval/mbml.h5", "sac_init/mbml/task_01.h5"):
+        assert states[path] == "stale", path
+    for path in ("bcq/task_00.h5", "eval/batch-pearl.h5", "sac_init/random/task_01.h5"):
+        assert states[path] == "up to date", path
 
 
 def test_artifact_of_an_older_schema_is_stale_and_named_in_one_line(smoke_run, tmp_path):
