@@ -8,6 +8,7 @@ never leaves a half-written artifact at the target path.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import functools
@@ -26,7 +27,7 @@ import h5py
 import numpy as np
 
 from mtrl.artifacts.schemas import Schema, schema_for
-from mtrl.artifacts.tree import read_tree, write_tree
+from mtrl.artifacts.tree import checksummed, read_tree, write_tree
 from mtrl.errors import ArtifactError
 
 
@@ -145,7 +146,8 @@ class ArtifactWriter:
         if compression and data.ndim >= 1 and data.shape[0] > 0:
             rows = max(1, min(data.shape[0], 65536 // max(1, int(np.prod(data.shape[1:])))))
             chunks = (rows, *data.shape[1:])
-        self.file.create_dataset(name, data=data, compression=compression, chunks=chunks)
+        self.file.create_dataset(name, data=data, compression=compression, chunks=chunks,
+                                 fletcher32=checksummed(data))
 
     def tree(self, name: str, tree: Any) -> None:
         """Store nested state (weights, optimiser state, curves) without pickle, each array under its keys' names
@@ -254,10 +256,21 @@ class Artifact:
         return json.loads(self.attrs[name])
 
     def array(self, name: str) -> np.ndarray:
-        return self._get(name)[()]
+        with self._reading(name):
+            return self._get(name)[()]
 
     def tree(self, name: str) -> Any:
-        return read_tree(self._get(name))
+        with self._reading(name):
+            return read_tree(self._get(name))
+
+    @contextlib.contextmanager
+    def _reading(self, name: str):
+        """HDF5 read failures (a checksum mismatch, a damaged chunk) as one `ArtifactError` naming the file."""
+        try:
+            yield
+        except OSError as e:
+            raise ArtifactError(f"{self.path}: '{name}' is corrupt ({str(e).strip().splitlines()[0]}); delete the "
+                                f"file and rerun stage '{self.attrs['stage']}' to recreate it") from None
 
     def __contains__(self, name: str) -> bool:
         return name in self.file

@@ -48,13 +48,20 @@ def _unique(name: str, used: set[str]) -> str:
     return unique
 
 
+def checksummed(data: np.ndarray) -> bool:
+    """Whether an array is stored with HDF5's Fletcher-32 checksum, so that flipped bytes fail to read instead
+    of being trained on: every non-empty numeric array (scalars cannot carry the filter)."""
+    return data.ndim >= 1 and data.size > 0 and data.dtype.kind in "biufc"
+
+
 def write_tree(group: h5py.Group, tree: Any) -> None:
     def encode(node: Any, path: tuple[str, ...]) -> Any:
         if isinstance(node, (np.ndarray, np.generic)):
             name = "/".join(path)
             if not name:
                 raise TypeError("an artifact tree cannot be a bare array; store it with `array` or in a dict")
-            group.create_dataset(name, data=np.asarray(node))
+            data = np.asarray(node)
+            group.create_dataset(name, data=data, fletcher32=checksummed(data))
             return {"$a" if isinstance(node, np.ndarray) else "$s": name}
         if isinstance(node, dict):
             used: set[str] = set()

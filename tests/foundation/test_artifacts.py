@@ -281,3 +281,23 @@ def test_artifacts_record_the_code_version_down_to_the_commit(tmp_path):
     (repo / "sub").mkdir()
     assert code_version(repo / "sub") == __version__  # inside a checkout is not a checkout of mtrl
     assert package_versions()["mtrl"].startswith(__version__)
+
+
+@pytest.mark.parametrize("name", ["returns", "weights"])
+def test_flipped_bytes_in_stored_numbers_are_a_corruption_error(tmp_path, name):
+    """Arrays carry HDF5's Fletcher-32 checksum: a damaged byte fails the read, naming the file and the fix,
+    instead of being trained on."""
+    path = tmp_path / "a.h5"
+    write_eval(path, returns=np.arange(600, dtype=np.float64).reshape(20, 30))
+    dataset = "returns" if name == "returns" else "weights/layer/0"
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as fh:  # flip 64 bytes inside the first chunk of the array
+        fh.seek(offset + 8)
+        data = bytearray(fh.read(64))
+        fh.seek(offset + 8)
+        fh.write(bytes(b ^ 0xFF for b in data))
+    with open_artifact(path, "eval") as art:
+        assert art.fingerprint  # attributes are intact: the file opens, status would call it complete
+        with pytest.raises(ArtifactError, match=rf"a.h5: '{name}' is corrupt .*rerun stage 'evaluate'"):
+            art.array(name) if name == "returns" else art.tree(name)
