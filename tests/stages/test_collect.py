@@ -149,7 +149,7 @@ def test_tasks_option_runs_only_the_named_task(group_runs, tmp_path):
     config, root = group_runs
     run_stages(config, tmp_path, ["tasks", "collect"], tasks=(1,), group_size=2)
     assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == ["task_01.h5"]
-    assert sorted(p.name for p in (tmp_path / "sac").iterdir()) == ["task_01.h5"]
+    assert sorted(p.name for p in (tmp_path / "sac").iterdir()) == ["task_01.curve.csv", "task_01.h5"]
     assert_same_units(tmp_path, root / "size2", tasks=(1,))
 
 

@@ -124,6 +124,6 @@ def test_algo_option_selects_and_unknown_algos_are_rejected(run, tmp_path):
     result = CliRunner().invoke(main, ["train-baseline", "--run-dir", str(only), "--threads", "1",
                                        "--algo", "batch-pearl"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (only / "policies").iterdir()) == ["batch-pearl.h5"]
+    assert sorted(p.name for p in (only / "policies").glob("*.h5")) == ["batch-pearl.h5"]
     with pytest.raises(ConfigError, match="baselines.algos"):
         smoke_config("baselines.algos=[pearl]")
