@@ -96,7 +96,7 @@ def distill(variants, triplet_margin, kl_beta, epochs, relabel, **opts) -> None:
     run_stages(["distill"], extra, stages={"distill": Distill(tuple(variants) or None)}, **opts)
 
 
-@main.command("train-baseline")
+@main.command("train-baseline", short_help="Train the multi-task baselines (Contextual BCQ, Batch PEARL).")
 @click.option("--algo", "algos", multiple=True, type=click.Choice(methods.names("train-baseline")),
               help="Baseline(s) to train (default: config baselines.algos).")
 @click.option("--epochs", type=int, help="Training epochs (config baselines.epochs).")
@@ -110,7 +110,7 @@ def train_baseline(algos, epochs, **opts) -> None:
     run_stages(["train-baseline"], extra, stages={"train-baseline": TrainBaseline(tuple(algos) or None)}, **opts)
 
 
-@main.command()
+@main.command(short_help="Evaluate policies on train and unseen test tasks with MBML's protocol.")
 @click.option("--policy", "policies", multiple=True,
               help="Policy to evaluate: sac, bcq or a policies/<name>.h5 name (default: all the config trains).")
 @stage_options

@@ -187,3 +187,9 @@ def test_missing_inputs_are_reported_before_the_config_is_written(tmp_path):
     code, output = invoke("distill", "--config", SMOKE_CONFIG, "--profile", "smoke", "--run-dir", run)
     assert_one_line_error(code, output, "which is missing: run `mtrl collect` first")
     assert not (run / "config.yaml").exists()
+
+
+def test_help_summaries_are_not_cut_mid_parenthesis():
+    for name, command in main.commands.items():
+        summary = command.get_short_help_str(limit=120)
+        assert summary.count("(") == summary.count(")"), (name, summary)
