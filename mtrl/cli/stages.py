@@ -47,14 +47,14 @@ def collect(**opts) -> None:
     run_stages(["tasks", "collect"], **opts)
 
 
-@main.command("train-bcq")
+@main.command("train-bcq", short_help="Train one BCQ per training task on its dataset (bcq/task_NN.h5).")
 @stage_options
 def train_bcq(**opts) -> None:
     """Train one BCQ per training task on its dataset (bcq/task_NN.h5: best and final networks, eval curve)."""
     run_stages(["train-bcq"], **opts)
 
 
-@main.command("fit-rewards")
+@main.command("fit-rewards", short_help="Fit a reward ensemble per training task (rewards/task_NN.h5).")
 @stage_options
 def fit_rewards(**opts) -> None:
     """Fit a reward ensemble per training task on its own data (rewards/task_NN.h5, with held-out error)."""
@@ -69,7 +69,7 @@ def fit_dynamics(**opts) -> None:
     run_stages(["fit-dynamics"], **opts)
 
 
-@main.command()
+@main.command(short_help="Relabel every task's transitions with every other task's models (relabel.h5).")
 @relabel_option
 @stage_options
 def relabel(relabel: str | None, **opts) -> None:
@@ -78,7 +78,7 @@ def relabel(relabel: str | None, **opts) -> None:
     run_stages(["relabel"], overrides(**{"distill.relabel": relabel}), **opts)
 
 
-@main.command()
+@main.command(short_help="Distil the per-task BCQs into one multi-task policy (MBML or an ablation).")
 @click.option("--variant", "variants", multiple=True, type=click.Choice(methods.names("distill")),
               help="Variant(s) to train (default: config distill.variants).")
 @click.option("--triplet-margin", type=float, help="Triplet margin m (config distill.algo.triplet_margin).")
@@ -121,7 +121,7 @@ def evaluate(policies, **opts) -> None:
     run_stages(["evaluate"], stages={"evaluate": Evaluate(tuple(policies) or None)}, **opts)
 
 
-@main.command("sac-init")
+@main.command("sac-init", short_help="SAC on each test task from the multi-task policy, beside its baselines.")
 @stage_options
 def sac_init(**opts) -> None:
     """On each unseen test task, train SAC started from the multi-task policy (Alg. 8-9) beside the random and
