@@ -318,7 +318,8 @@ def open_artifact(path: str | Path, kind: str | None = None) -> Artifact:
         file = h5py.File(path, "r")
     except OSError:
         raise ArtifactError(
-            f"{path}: not a readable HDF5 file (corrupt or truncated); delete it and rerun the stage that wrote it"
+            f"{path}: not a readable HDF5 file; if it is an mtrl artifact it is corrupt or truncated: delete it "
+            "and rerun the stage that wrote it"
         ) from None
     try:
         _validate(path, file, kind)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mtrl.cli.group import main
+from mtrl.errors import ConfigError
 
 
 @main.command()
@@ -134,6 +135,8 @@ def export_dataset(run_dir: Path, task: int, fmt: str, out: Path | None, dataset
     from mtrl.pipeline.run_data import load_dataset, read_distribution
 
     dist = read_distribution(layout.tasks(run_dir))
+    if task >= len(dist.train_tasks):
+        raise ConfigError(f"--task {task}: {run_dir} has training tasks 0..{len(dist.train_tasks) - 1}")
     with open_artifact(layout.dataset(run_dir, task), "dataset") as art:
         data = load_dataset(art, infos=True)
     if fmt == "npz":

@@ -194,3 +194,10 @@ def test_help_summaries_are_not_cut_mid_parenthesis():
         for limit in (90, 120):  # the width `mtrl --help` gives them, and a wider terminal's
             summary = command.get_short_help_str(limit=limit)
             assert summary.count("(") == summary.count(")"), (name, summary)
+
+
+def test_inspect_of_a_file_that_is_no_artifact_does_not_advise_deleting_it(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not an artifact\n")
+    code, output = invoke("inspect", readme)
+    assert_one_line_error(code, output, "not a readable HDF5 file; if it is an mtrl artifact it is corrupt")

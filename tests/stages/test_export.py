@@ -29,3 +29,10 @@ def test_minari_export_round_trips_episodes(smoke_run, tmp_path, monkeypatch):
     assert np.allclose(episode.observations[0], 0)  # PointGoalArc starts at the origin
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_a_task_out_of_range_names_the_valid_range(smoke_run):
+    _, run_dir = smoke_run
+    result = CliRunner().invoke(main, ["export-dataset", str(run_dir), "--task", "7"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: --task 7: {run_dir} has training tasks 0..2"
