@@ -30,12 +30,12 @@ from mtrl.configlib import (
     to_dict,
 )
 from mtrl.errors import ConfigError
+from mtrl.nn import Precision
 
 SAC_INIT_BASELINES = ("random", "variation")
 RESOLVED_NAME = "config.yaml"
 
 
-Precision = Literal["fp32", "tf32", "bf16"]  # mtrl.nn.PRECISIONS
 PRECISION_HELP = ("arithmetic of the training updates: fp32, tf32 (CUDA; fp32 on a CPU) or bf16 autocast "
                   "(docs/algorithms.md, Precision); in the fingerprint unless fp32")
 

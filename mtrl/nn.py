@@ -9,7 +9,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -373,7 +373,8 @@ def stack_tasks(trees: Sequence):
     return first
 
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+Precision = Literal["fp32", "tf32", "bf16"]  # the config keys `*.precision`
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @contextlib.contextmanager
