@@ -7,7 +7,6 @@ live beside their algorithm (`mtrl.algos.*Config`) and are nested here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +29,7 @@ from mtrl.configlib import (
     to_dict,
 )
 from mtrl.errors import ConfigError
+from mtrl.fsio import write_text
 from mtrl.nn import Precision
 
 SAC_INIT_BASELINES = ("random", "variation")
@@ -209,14 +209,18 @@ def validate(config: Config) -> None:
 
 
 def save_config(config: Config, run_dir: Path, header: str = "") -> Path:
-    """Write the resolved config into the run directory (atomically) and return its path."""
+    """Write the resolved config into the run directory (atomically, and only when it changed) and return its
+    path."""
     path = Path(run_dir) / RESOLVED_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # concurrent shard jobs may write it at once
     text = yaml.safe_dump(to_dict(config), sort_keys=False)
-    tmp.write_text((f"# {header}\n" if header else "") + text)
-    tmp.replace(path)
+    if path.exists() and _without_header(path.read_text()) == text:
+        return path  # unchanged: keep the header that says where it came from
+    write_text(path, (f"# {header}\n" if header else "") + text)  # atomic: concurrent shard jobs may write it
     return path
+
+
+def _without_header(text: str) -> str:
+    return text.partition("\n")[2] if text.startswith("# ") else text
 
 
 def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -22,3 +22,7 @@ class StageError(MtrlError):
 
 class NonFiniteError(MtrlError):
     """NaN or infinite values where a stage needs numbers: in data it reads, or in weights it trained."""
+
+
+class DiskError(MtrlError):
+    """A file could not be written: no space, a read-only file system, no permission (`mtrl.fsio`)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 from pathlib import Path
 
 import tqdm
+
+from mtrl.fsio import translated
 
 LOGGER_NAME = "mtrl"
 log = logging.getLogger(LOGGER_NAME)
@@ -23,21 +26,36 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
+class _RunLogHandler(logging.FileHandler):
+    """The run's log file. When it cannot be written (a full disk) it says so once and stops, instead of
+    printing a traceback for every later line; the console keeps logging."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.level > logging.CRITICAL:
+            return
+        self.setLevel(logging.CRITICAL + 1)
+        reason = sys.exc_info()[1]
+        tqdm.tqdm.write(f"warning: cannot write {self.baseFilename} ({reason}); logging to the console only",
+                        file=sys.stderr)
+
+
 def setup_logging(run_dir: Path | None, verbose: bool = False) -> None:
     """Log to `<run_dir>/logs/mtrl.log` (everything, with timestamps) and to the console (INFO and up)."""
     log.setLevel(logging.DEBUG)
     log.propagate = False
     for handler in list(log.handlers):
         log.removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError):  # a log file on a full disk cannot flush its last lines
+            handler.close()
     console = _TqdmHandler()
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if run_dir is not None:
         path = Path(run_dir) / "logs" / "mtrl.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(path, mode="a")
+        with translated(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = _RunLogHandler(path, mode="a")
         file.setLevel(logging.DEBUG)
         file.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(message)s"))
         log.addHandler(file)

@@ -29,6 +29,7 @@ import numpy as np
 from mtrl.artifacts.schemas import Schema, schema_for
 from mtrl.artifacts.tree import checksummed, read_tree, write_tree
 from mtrl.errors import ArtifactError
+from mtrl.fsio import atomic_path
 
 
 class SchemaVersionError(ArtifactError):
@@ -100,24 +101,29 @@ class ArtifactMeta:
 
 
 class ArtifactWriter:
-    """Context manager that builds an artifact in a temporary file and renames it into place on success.
+    """Context manager that builds an artifact in memory and writes it into place on success.
 
     >>> with ArtifactWriter(path, ArtifactMeta("dataset", "collect", cfg)) as w:
     ...     w.array("observations", obs)
+
+    The HDF5 file is built in memory (HDF5's core driver) and written to disk in one piece at the end, through a
+    temporary file renamed into place: HDF5's own writes on a full disk fail in object destructors and can crash
+    the interpreter, a plain file write fails with one clean error.
     """
 
     def __init__(self, path: str | Path, meta: ArtifactMeta):
         self.path = Path(path)
         self.meta = meta
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.file: h5py.File | None = None
         self._csvs: dict[Path, tuple[list[str], np.ndarray]] = {}  # curves to write beside the artifact
 
     def __enter__(self) -> ArtifactWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_orphaned_temporaries(self.path)
-        self.file = h5py.File(self.tmp_path, "w")
-        attrs = self.file.attrs
+        # the name only identifies the in-memory file to HDF5, which refuses two open under one name
+        self.file = h5py.File(f"{self.path}.{id(self)}", "w", driver="core", backing_store=False)
+        self._write_provenance(self.file.attrs)
+        return self
+
+    def _write_provenance(self, attrs: h5py.AttributeManager) -> None:
         attrs["kind"] = self.meta.kind
         attrs["schema_version"] = self.meta.schema.version
         attrs["stage"] = self.meta.stage
@@ -131,7 +137,6 @@ class ArtifactWriter:
         for key, value in self.meta.attrs.items():
             attrs[key] = value
         attrs[COMPLETE_ATTR] = False
-        return self
 
     @property
     def attrs(self) -> h5py.AttributeManager:
@@ -174,21 +179,22 @@ class ArtifactWriter:
         assert self.file is not None
         if exc_type is not None:
             self.file.close()
-            self.tmp_path.unlink(missing_ok=True)
             return
         self.file.attrs[COMPLETE_ATTR] = True
         self.file.flush()
+        image = self.file.id.get_file_image()
         self.file.close()
-        with open(self.tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        for path, (header, rows) in self._csvs.items():  # before the artifact: complete means its CSVs exist
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(header)
-                writer.writerows(rows.tolist())
-            os.replace(tmp, path)
-        os.replace(self.tmp_path, self.path)
+        _remove_orphaned_temporaries(self.path)
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+                fh.flush()
+                os.fsync(fh.fileno())
+            for path, (header, rows) in self._csvs.items():  # before the rename: complete means its CSVs exist
+                with atomic_path(path) as csv_tmp, open(csv_tmp, "w", newline="") as fh:
+                    writer = csv.writer(fh)
+                    writer.writerow(header)
+                    writer.writerows(rows.tolist())
         _fsync_dir(self.path.parent)
 
 

@@ -6,16 +6,21 @@ import click
 
 from mtrl import __version__
 from mtrl.errors import MtrlError
+from mtrl.fsio import disk_error
 
 
 class MtrlGroup(click.Group):
-    """Turns user-facing errors into one line on stderr and exit status 2, without a traceback."""
+    """Turns user-facing errors, and full, read-only or forbidden disks, into one line on stderr and exit status 2,
+    without a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except MtrlError as e:
-            click.echo(f"error: {e}", err=True)
+        except (MtrlError, OSError, RuntimeError) as e:  # OS errors: a disk failure is the user's to fix
+            error = e if isinstance(e, MtrlError) else disk_error(e)
+            if error is None:
+                raise
+            click.echo(f"error: {error}", err=True)
             ctx.exit(2)
 
 

@@ -16,6 +16,7 @@ def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | Non
     `stages` may give a pre-built stage for a name (e.g. a distill stage restricted to some variants).
     """
     from mtrl.config import save_config
+    from mtrl.fsio import require_writable
     from mtrl.pipeline.registry import get_stage
     from mtrl.pipeline.runner import check_stage, run_stage
 
@@ -23,6 +24,7 @@ def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | Non
     chosen = [(stages or {}).get(name) or get_stage(name) for name in names]
     for i, stage in enumerate(chosen):  # a command that cannot start must not rewrite the run's config
         check_stage(stage, config, options, inputs=i == 0)
+    require_writable(options.run_dir, "--run-dir")
     save_config(config, options.run_dir, header=header)
     for stage in chosen:
         run_stage(stage, config, options)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mtrl.errors import MtrlError
+from mtrl.fsio import disk_error
 
 _slot = 0  # this process's progress-bar row; set once per worker
 
@@ -94,6 +95,8 @@ def _call(fn: Callable[[Any], None], key: str, job: Any) -> JobResult:
     except MtrlError as e:
         return JobResult(key, str(e))
     except Exception as e:  # report which unit failed and why (one line); keep the traceback for the log
+        if (disk := disk_error(e)) is not None:  # a full or read-only disk is the user's to fix, not a bug
+            return JobResult(key, str(disk))
         first_line = (str(e).strip().splitlines() or [""])[0]
         return JobResult(key, f"{type(e).__name__}: {first_line}", traceback.format_exc())
     return JobResult(key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mtrl.fsio import require_writable, translated, write_text
 from mtrl.report.collect import ReportError
 
 
@@ -23,11 +24,13 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
         raise ReportError("a run directory is given twice; each one is a separate run (seed)")
     runs = [collect_run(Path(d)) for d in run_dirs]
     out = Path(out) if out is not None else Path(run_dirs[0]) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    require_writable(out, "--out")
     summary = summarise(runs)
-    figures = draw_figures(summary, out)
+    with translated(out):
+        out.mkdir(parents=True, exist_ok=True)
+        figures = draw_figures(summary, out)
     path = out / "results.md"
-    path.write_text(render(runs, summary, figures))
+    write_text(path, render(runs, summary, figures))
     return path
 
 

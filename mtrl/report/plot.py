@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtrl.fsio import require_writable, translated
 from mtrl.report.aggregate import align, run_labels
 from mtrl.report.collect import ReportError
 from mtrl.report.figures import draw_curves
@@ -47,6 +48,8 @@ def plot_curve(run_dirs: list[Path], curve: str, columns: tuple[str, ...] = (), 
                 per_run[label] = (rows[:, 0], rows[:, names.index(column)])
         series[column] = align(per_run)
     out = Path(out) if out is not None else Path(run_dirs[0]) / "plots" / f"{curve.replace('/', '_')}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    draw_curves(series, out, f"{curve} ({', '.join(labels)})", x)
+    require_writable(out.parent, "--out")
+    with translated(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        draw_curves(series, out, f"{curve} ({', '.join(labels)})", x)
     return out
