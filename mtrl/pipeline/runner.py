@@ -14,6 +14,7 @@ from mtrl.artifacts import SchemaVersionError, fingerprint, open_artifact, schem
 from mtrl.errors import ArtifactError, StageError
 from mtrl.launch.local import JobResult, run_jobs
 from mtrl.pipeline.base import RunOptions, Stage, Unit, UnitContext, group_key
+from mtrl.pipeline.locks import holding, unit_lock_path
 from mtrl.runlog import log, setup_logging
 from mtrl.seeding import derive_seed, seed_everything
 
@@ -60,7 +61,7 @@ def plan_unit(stage: Stage, config: Config, unit: Unit, expected: Mapping[Path, 
         if len(versions) != 1:  # one fingerprint per unit: a mismatch would leave an output stale forever
             raise RuntimeError(f"{stage.name}: the outputs of a unit must share a schema version; got {versions}")
         version = versions.pop()
-        fp = fingerprint(stage.name, version, stage.stage_config(config), input_fps, unit.params)
+        fp = fingerprint(stage.name, version, stage.unit_config(config, unit), input_fps, unit.params)
     states = {name: output_state(out.path, out.kind, fp) for name, out in unit.outputs.items()}
     return UnitPlan(unit, fp, input_fps, states, problem)
 
@@ -116,7 +117,24 @@ def group_plans(stage: Stage, plans: list[UnitPlan], options: RunOptions) -> lis
 
 
 def _execute(job: _Job) -> None:
-    """Run one unit or group (in this process or a worker): seed, call the stage, drop checkpoints when done."""
+    """Run one unit or group (in this process or a worker) holding its units' locks; skip it when another
+    command brought it up to date while this one waited."""
+    units = [p.unit for p in job.plans]
+    locks = [unit_lock_path(job.options.run_dir, job.stage.name, u.key) for u in units]
+    with holding(locks, log, f"{job.stage.name} {group_key(units)}"):
+        if not job.options.force and all(_up_to_date(p) for p in job.plans):
+            log.info(f"{job.stage.name} {group_key(units)}: up to date (computed by another command)")
+            return
+        _compute(job)
+
+
+def _up_to_date(plan: UnitPlan) -> bool:
+    return all(output_state(out.path, out.kind, plan.fingerprint) == "up to date"
+               for out in plan.unit.outputs.values())
+
+
+def _compute(job: _Job) -> None:
+    """Seed, call the stage, check every output was written, drop the checkpoints."""
     stage, units = job.stage, [p.unit for p in job.plans]
     ctxs = [UnitContext(stage, job.config, p.unit, job.options, p.input_fingerprints,
                         derive_seed(job.config.seed, stage.name, p.unit.key), log, group_size=len(job.plans))

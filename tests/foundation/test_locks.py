@@ -1,0 +1,89 @@
+"""Unit locks: a second command on a unit another one is computing waits, says so, then skips or computes it."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock, Timeout
+from toy_stages import ToyConfig, ToySection, TrainToy
+
+from mtrl.pipeline.base import RunOptions
+from mtrl.pipeline.locks import unit_lock_path
+from mtrl.pipeline.runner import run_stage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class GatedToy(TrainToy):
+    """TrainToy whose units record that they ran and wait for the test's signal before training."""
+
+    def __init__(self):
+        self.computed: list[str] = []
+        self.started, self.proceed = threading.Event(), threading.Event()
+
+    def run_unit(self, ctx):
+        self.computed.append(ctx.unit.key)
+        self.started.set()
+        assert self.proceed.wait(30)
+        super().run_unit(ctx)
+
+
+def wait_for(predicate, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_second_command_waits_for_a_unit_in_progress_then_skips_it(tmp_path):
+    stage, config = GatedToy(), ToyConfig(toy=ToySection(tasks=2, steps=5))
+    first = threading.Thread(target=run_stage, args=(stage, config, RunOptions(tmp_path, tasks=(0,))))
+    first.start()
+    assert stage.started.wait(30)  # the first command is inside task_00
+    second = threading.Thread(target=run_stage, args=(stage, config, RunOptions(tmp_path)))
+    second.start()
+    log = tmp_path / "logs" / "mtrl.log"
+    wait_for(lambda: "another mtrl command or job is computing it; waiting" in log.read_text())
+    stage.proceed.set()
+    first.join(30), second.join(30)
+    assert stage.computed == ["task_00", "task_01"]  # task_00 once, by the first command
+    assert "train-toy task_00: up to date (computed by another command)" in log.read_text()
+
+
+def test_a_released_lock_lets_the_waiting_command_compute(tmp_path):
+    """`mtrl run` on a run directory where another process holds the first unit: it says it waits, and once
+    the lock is released (the other process ended without writing it) it computes the unit itself."""
+    holder = FileLock(unit_lock_path(tmp_path, "tasks", "all"))
+    holder.acquire()
+    command = [sys.executable, "-m", "mtrl", "run", "--config", str(ROOT / "configs" / "point_goal_arc.yaml"),
+               "--profile", "smoke", "--run-dir", str(tmp_path), "--until", "tasks"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        lines = []
+        wait_for(lambda: lines.append(proc.stderr.readline()) or "waiting" in lines[-1])
+        assert proc.poll() is None and not (tmp_path / "tasks.h5").exists()
+    finally:
+        holder.release()
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert (tmp_path / "tasks.h5").exists()
+
+
+def test_a_killed_holder_never_leaves_a_stale_lock(tmp_path):
+    path = unit_lock_path(tmp_path, "train-bcq", "task_00")
+    code = f"from filelock import FileLock; lock = FileLock({str(path)!r}); lock.acquire(); " \
+           "print('held', flush=True); import time; time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    lock = FileLock(path)
+    with pytest.raises(Timeout):
+        lock.acquire(timeout=0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lock.acquire(timeout=5)
+    lock.release()
