@@ -48,6 +48,7 @@ class Method:
     summary: str
     variant: str | None = None
     needs_relabel: bool = False
+    unused_fields: tuple[str, ...] = ()  # fields of its config it never reads: its artifacts do not depend on them
 
     @property
     def config_key(self) -> str:
@@ -112,14 +113,31 @@ def names(stage: TrainingStage | None = None) -> tuple[str, ...]:
 
 _MBML = dict(stage="distill", config_class="mtrl.algos.mbml:MBMLConfig", algo="mtrl.algos.mbml:MBML",
              batches="mtrl.rl.batches:mbml_sampler")
-register(Method("mbml", role="method", variant="mbml", needs_relabel=True,
-                summary="MBML: distillation with relabelled contexts and the triplet loss (Alg. 1, 4)", **_MBML))
-register(Method("no-triplet", role="ablation", variant="no-triplet", needs_relabel=True,
-                summary="MBML without the triplet loss (Table 6)", **_MBML))
-register(Method("no-relabel", role="ablation", variant="no-relabel",
-                summary="MBML without relabelling: hard-negative triplet over own contexts (Eq. 11, Table 5)", **_MBML))
-register(Method("neither", role="ablation", variant="neither",
-                summary="MBML with neither relabelling nor triplet loss (Table 7)", **_MBML))
+# MBMLConfig fields that only some variants read (`mtrl.algos.mbml`, `mtrl.rl.batches`); the others ignore them
+_VARIANT_FIELDS = {
+    "triplet_margin": ("mbml", "no-relabel"),
+    "triplet_sets": ("mbml",),
+    "context_size": ("mbml", "no-triplet"),
+    "relabelled_context_size": ("mbml", "no-triplet"),
+    "no_relabel_context_size": ("no-relabel",),
+    "hard_negative_sets": ("no-relabel",),
+    "neither_context_size": ("neither",),
+}
+
+
+def _mbml_variant(variant: str, **entry) -> Method:
+    unused = tuple(name for name, readers in _VARIANT_FIELDS.items() if variant not in readers)
+    return Method(variant, variant=variant, unused_fields=unused, **entry, **_MBML)
+
+
+register(_mbml_variant("mbml", role="method", needs_relabel=True,
+                       summary="MBML: distillation with relabelled contexts and the triplet loss (Alg. 1, 4)"))
+register(_mbml_variant("no-triplet", role="ablation", needs_relabel=True,
+                       summary="MBML without the triplet loss (Table 6)"))
+register(_mbml_variant("no-relabel", role="ablation",
+                       summary="MBML without relabelling: hard-negative triplet over own contexts (Eq. 11, Table 5)"))
+register(_mbml_variant("neither", role="ablation",
+                       summary="MBML with neither relabelling nor triplet loss (Table 7)"))
 register(Method("contextual-bcq", stage="train-baseline", role="baseline",
                 config_class="mtrl.algos.contextual_bcq:ContextualBCQConfig",
                 algo="mtrl.algos.contextual_bcq:ContextualBCQ", batches="mtrl.rl.batches:baseline_sampler",

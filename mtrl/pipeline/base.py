@@ -77,7 +77,8 @@ class Stage:
     """Base class. Subclasses set `name` and `sections` and implement `units` and `run_unit`.
 
     The fingerprint of a stage's outputs covers the run `seed` (unless `seeded` is False), the config `sections`,
-    minus the dotted keys of `not_covered` (e.g. lists of units to run, which are unit parameters instead).
+    minus the dotted keys of `not_covered` (e.g. lists of units to run, which are unit parameters instead) and,
+    per unit, minus the keys that unit does not read (`unused_keys`).
     """
 
     name: ClassVar[str]
@@ -100,22 +101,38 @@ class Stage:
             self.run_unit(ctx)
 
     def stage_config(self, config: Config) -> dict[str, Any]:
-        """The part of the config that is fingerprinted and recorded in this stage's artifacts."""
+        """The part of the config that this stage's units may read (`unit_config` narrows it per unit)."""
         covered = {s: to_dict(getattr(config, s)) for s in self.sections}
         for section in covered.values():  # fp32 is what artifacts made before the key existed used: same prints
             if isinstance(section, dict) and section.get("precision") == "fp32":
                 del section["precision"]
         for key in self.excluded_keys(config):
-            *parents, leaf = key.split(".")
-            section = covered
-            for part in parents:
-                section = section[part]
-            del section[leaf]
+            _delete_key(covered, key)
         return ({"seed": config.seed} if self.seeded else {}) | covered
 
     def excluded_keys(self, config: Config) -> tuple[str, ...]:
         """`not_covered`; a stage whose excluded keys depend on the config (e.g. on the registry) extends it."""
         return self.not_covered
+
+    def unit_config(self, config: Config, unit: Unit) -> dict[str, Any]:
+        """The part of the config one unit's fingerprint covers and its artifacts record: the stage's, less the
+        keys that unit never reads (`unused_keys`), so changing them leaves its artifacts up to date."""
+        covered = self.stage_config(config)
+        for key in self.unused_keys(config, unit):
+            _delete_key(covered, key)
+        return covered
+
+    def unused_keys(self, config: Config, unit: Unit) -> tuple[str, ...]:
+        """Covered config keys that `unit` does not read (none by default; distill's ablations skip some)."""
+        return ()
+
+
+def _delete_key(tree: dict[str, Any], dotted: str) -> None:
+    """Remove `a.b.c` from nested dicts."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree[part]
+    del tree[leaf]
 
 
 class Checkpointer:
@@ -180,8 +197,8 @@ class UnitContext:
         return resolve_device(self.options.device)
 
     def meta(self, kind: str) -> ArtifactMeta:
-        return ArtifactMeta(kind, self.stage.name, self.stage.stage_config(self.config), self.input_fingerprints,
-                            self.unit.params, self.seed)
+        return ArtifactMeta(kind, self.stage.name, self.stage.unit_config(self.config, self.unit),
+                            self.input_fingerprints, self.unit.params, self.seed)
 
     def writer(self, output: str) -> ArtifactWriter:
         """Writer for one of the unit's declared outputs, with provenance and fingerprint filled in."""

@@ -46,6 +46,13 @@ class Distill(Stage):
                               params={"variant": variant, "relabel": relabel if method.needs_relabel else None}))
         return units
 
+    def unused_keys(self, config, unit):
+        """An ablation does not depend on the hyper-parameters of the parts it lacks (no-triplet: the margin;
+        the variants without relabelling: the relabelling source and context sizes)."""
+        method = get_method(unit.params["variant"])
+        relabel = () if method.needs_relabel else ("distill.relabel",)
+        return relabel + tuple(f"distill.algo.{name}" for name in method.unused_fields)
+
     def run_unit(self, ctx: UnitContext) -> None:
         from mtrl.algos.bcq import BCQPolicy
 

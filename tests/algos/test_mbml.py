@@ -275,3 +275,44 @@ def test_state_dict_resumes_exactly_and_policy_state_acts_identically():
     np.testing.assert_array_equal(
         algo.posterior(batch["context"][0])[1], policy.posterior(batch["context"][0])[1]
     )
+
+
+def altered(cfg, name):
+    """`cfg` with field `name` changed to another valid value."""
+    value = getattr(cfg, name)
+    return {name: "reference" if value == "alg4" else "alg4"} if name == "triplet_sets" else {name: value * 2 + 1}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_variant_ignores_the_fields_the_registry_says_it_does_not_read(variant):
+    """The registry leaves these fields out of the variant's fingerprints: changing one must change nothing
+    in its batches or its update, or its artifacts would wrongly stay up to date."""
+    from mtrl.methods import get_method
+
+    unused = get_method(variant).unused_fields
+    assert unused and set(unused) <= {f.name for f in dataclasses.fields(MBMLConfig)}
+    reference = make_algo(variant)
+    batch = make_batch(reference)
+    expected = reference.losses(batch)
+    for name in unused:
+        other = make_algo(variant, **altered(TINY, name))
+        assert other.batch_shapes() == reference.batch_shapes(), name
+        losses = other.losses(batch)
+        assert all(torch.equal(losses[k], expected[k]) for k in expected), name
+
+
+def test_the_fields_a_variant_reads_change_its_update():
+    """The converse, for the fields only some variants read: each reader's update or batch depends on it."""
+    from mtrl.methods import get_method
+
+    for variant in VARIANTS:
+        read = {f.name for f in dataclasses.fields(MBMLConfig)} - set(get_method(variant).unused_fields)
+        reference = make_algo(variant, triplet_margin=50.0)
+        batch = make_batch(reference)
+        for name in read & {"triplet_margin", "triplet_sets", "context_size", "relabelled_context_size",
+                            "no_relabel_context_size", "hard_negative_sets", "neither_context_size"}:
+            other = make_algo(variant, **{"triplet_margin": 50.0, **altered(dataclasses.replace(
+                TINY, triplet_margin=50.0), name)})
+            if other.batch_shapes() != reference.batch_shapes():
+                continue  # the batch it asks for changed
+            assert not torch.equal(other.losses(batch)["total"], reference.losses(batch)["total"]), (variant, name)

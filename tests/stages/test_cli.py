@@ -99,9 +99,11 @@ def test_status_propagates_a_config_change_to_everything_downstream(smoke_run, t
     (run / "config.yaml").write_text(config.replace("triplet_margin: 2.0", "triplet_margin: 1.0"))
     code, output = invoke("status", run)
     states = {row.split()[1]: " ".join(row.split()[2:-1]) for row in output.splitlines()[1:-2]}
-    for path in ("policies/mbml.h5", "eval/mbml.h5", "sac_init/mbml/task_01.h5"):
+    for path in ("policies/mbml.h5", "eval/mbml.h5", "sac_init/mbml/task_01.h5", "policies/no-relabel.h5"):
         assert states[path] == "stale", path
-    for path in ("bcq/task_00.h5", "eval/batch-pearl.h5", "sac_init/random/task_01.h5"):
+    # the ablations without a triplet loss do not read the margin
+    for path in ("bcq/task_00.h5", "eval/batch-pearl.h5", "sac_init/random/task_01.h5", "policies/no-triplet.h5",
+                 "eval/neither.h5"):
         assert states[path] == "up to date", path
 
 
