@@ -226,6 +226,12 @@ def _without_header(text: str) -> str:
 def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The resolved config a run directory was last used with."""
     path = Path(run_dir) / RESOLVED_NAME
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"{run_dir}: no such run directory; start a run there with --config configs/<family>.yaml")
     if not path.exists():
         raise ConfigError(f"{run_dir} has no {RESOLVED_NAME}; start the run with --config configs/<family>.yaml")
-    return load_config(None, None, overrides, base=read_yaml(path))
+    saved = read_yaml(path)
+    if not saved:  # the defaults would silently describe another experiment
+        raise ConfigError(f"{path} is empty; restore it, or give the experiment again with --config FILE "
+                          "--profile NAME")
+    return load_config(None, None, overrides, base=saved)

@@ -91,7 +91,10 @@ def _convert(tp: Any, value: Any, key: str, f: dataclasses.Field | None = None) 
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
         item = args[0]
-        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+        items = tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+        if item is int and any(v < 1 for v in items):  # every list of integers in the config is layer widths
+            raise ConfigError(f"config key '{key}': layer widths must be >= 1, got {list(items)}")
+        return items
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
@@ -151,8 +154,9 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any], prefix: str 
             merged[k] = deep_merge(old, v, f"{prefix}{k}.")
             continue
         if old is not None and v is not None and isinstance(v, Mapping) != isinstance(old, Mapping):
-            raise ConfigError(f"config key '{prefix}{k}': {old!r} in one place and {v!r} in another; a section "
-                              "must be a mapping everywhere")
+            section, value = (old, v) if isinstance(old, Mapping) else (v, old)
+            raise ConfigError(f"config key '{prefix}{k}': a section (keys {', '.join(map(str, section))}) in one "
+                              f"place and the value {value!r} in another; a section must be a mapping everywhere")
         merged[k] = v
     return merged
 
@@ -185,6 +189,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found; see configs/ for the shipped ones") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (not UTF-8); give a YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -100,7 +100,7 @@ def report(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     the artifacts that are missing."""
     from mtrl.report import write_report
 
-    click.echo(f"wrote {write_report(list(run_dirs), out)}")
+    click.echo(f"wrote {write_report(list(run_dirs), out, lambda m: click.echo(f'warning: {m}', err=True))}")
 
 
 @main.command()
@@ -138,7 +138,7 @@ def export_dataset(run_dir: Path, task: int, fmt: str, out: Path | None, dataset
     if task >= len(dist.train_tasks):
         raise ConfigError(f"--task {task}: {run_dir} has training tasks 0..{len(dist.train_tasks) - 1}")
     with open_artifact(layout.dataset(run_dir, task), "dataset") as art:
-        data = load_dataset(art, infos=True)
+        data = load_dataset(art, dist.spec, infos=True)
     if fmt == "npz":
         path = to_npz(data, out or run_dir / "export" / f"{task_key(task)}.npz")
         click.echo(f"wrote {path} ({len(data['rewards'])} transitions)")

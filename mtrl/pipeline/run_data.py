@@ -9,7 +9,7 @@ import numpy as np
 
 from mtrl.artifacts import Artifact, open_artifact
 from mtrl.data import TRANSITION_KEYS
-from mtrl.errors import NonFiniteError
+from mtrl.errors import ArtifactError, NonFiniteError
 
 if TYPE_CHECKING:
     from mtrl.config import Config
@@ -44,16 +44,23 @@ def read_distribution(path: Path) -> TaskDistribution:
         return load_distribution(art)
 
 
-def load_dataset(art: Artifact, infos: bool = False) -> dict[str, np.ndarray]:
-    """A task's transitions in memory (sampling from HDF5 directly is 100× slower)."""
+def load_dataset(art: Artifact, spec: EnvSpec, infos: bool = False) -> dict[str, np.ndarray]:
+    """A task's transitions in memory (sampling from HDF5 directly is 100× slower), checked: every row finite,
+    every array of the shape the family's networks take."""
     data = {key: art.array(key) for key in TRANSITION_KEYS}
     if infos and "infos" in art:
         data |= {f"infos/{key}": art.array(f"infos/{key}") for key in art.file["infos"]}
-    for key, values in data.items():  # a NaN reward would train every network on it silently
-        if np.issubdtype(values.dtype, np.floating):
+    fix = f"recreate it with `mtrl collect --force --tasks {art.attrs['task']}`"
+    rows = len(data["rewards"])
+    widths = {"observations": (spec.obs_dim,), "next_observations": (spec.obs_dim,), "actions": (spec.act_dim,)}
+    for key, values in data.items():
+        expected = (rows, *widths.get(key, values.shape[1:]))
+        if values.shape != expected:
+            raise ArtifactError(f"{art.path}: '{key}' has shape {values.shape}, expected {expected} for "
+                                f"{spec.name}; {fix}")
+        if np.issubdtype(values.dtype, np.floating):  # a NaN reward would train every network on it silently
             finite = np.isfinite(values).reshape(len(values), -1).all(1)
             if not finite.all():
                 raise NonFiniteError(f"{art.path}: '{key}' has non-finite values in {int((~finite).sum())} of "
-                                     f"{len(values)} rows; the dataset is unusable: recreate it with `mtrl collect "
-                                     f"--force --tasks {art.attrs['task']}`")
+                                     f"{len(values)} rows; the dataset is unusable: {fix}")
     return data

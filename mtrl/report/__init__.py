@@ -6,14 +6,16 @@ Pure reading and plotting: `collect` reads each run directory, `aggregate` combi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from mtrl.fsio import require_writable, translated, write_text
 from mtrl.report.collect import ReportError
 
 
-def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
-    """Write the figures and results.md for `run_dirs` into `out` (default: <first run dir>/report)."""
+def write_report(run_dirs: list[Path], out: Path | None = None, warn: Callable[[str], None] | None = None) -> Path:
+    """Write the figures and results.md for `run_dirs` into `out` (default: <first run dir>/report); `warn` hears
+    of each run with missing or unreadable artifacts (the report is made from what exists)."""
     from mtrl.report.aggregate import summarise
     from mtrl.report.collect import collect_run
     from mtrl.report.figures import draw_figures
@@ -23,6 +25,10 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     if len(set(resolved)) < len(resolved):
         raise ReportError("a run directory is given twice; each one is a separate run (seed)")
     runs = [collect_run(Path(d)) for d in run_dirs]
+    for run_dir, run in zip(run_dirs, runs, strict=True):
+        if run.missing and warn is not None:
+            warn(f"{run_dir}: {len(run.missing)} expected artifact(s) missing or unreadable, e.g. {run.missing[0]}; "
+                 "the report lists them and uses what exists")
     out = Path(out) if out is not None else Path(run_dirs[0]) / "report"
     require_writable(out, "--out")
     summary = summarise(runs)

@@ -63,7 +63,7 @@ class Distill(Stage):
         datasets, teacher_states = [], []
         for i in range(k):
             with ctx.read(f"dataset_{i}") as art:
-                datasets.append(load_dataset(art))
+                datasets.append(load_dataset(art, spec))
             with ctx.read(f"bcq_{i}") as art:
                 teacher_states.append(art.tree("weights")[ctx.config.bcq.snapshot])
         # the K frozen teachers as one task-batched BCQ: one batched pass per network and update

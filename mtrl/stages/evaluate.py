@@ -77,7 +77,7 @@ class Evaluate(Stage):
         datasets = []
         for i in range(len(dist.train_tasks)):
             with ctx.read(f"dataset_{i}") as art:
-                datasets.append(load_dataset(art, infos=True))
+                datasets.append(load_dataset(art, dist.spec, infos=True))
         cfg = ctx.config.evaluate
         probe = task_inference_probe(lambda rows: policy.algo.posterior(rows)[0], dist, datasets, cfg.probe_sets,
                                      cfg.probe_context_size, np.random.default_rng(ctx.seed))

@@ -46,7 +46,7 @@ class FitEnsembles(Stage):
         inputs, targets = [], []
         for ctx in ctxs:
             with ctx.read("dataset") as art:
-                data = load_dataset(art)
+                data = load_dataset(art, env_spec(ctx.config))
             inputs.append(torch.from_numpy(np.concatenate([data["observations"], data["actions"]], -1)).to(device))
             targets.append(torch.from_numpy(self.targets(data)).to(device))
         in_dim, out_dim = inputs[0].shape[1], targets[0].shape[1]

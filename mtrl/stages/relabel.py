@@ -54,7 +54,7 @@ class Relabel(Stage):
         datasets = []
         for j in range(k):
             with ctx.read(f"dataset_{j}") as art:
-                datasets.append(load_dataset(art, infos=True))
+                datasets.append(load_dataset(art, spec, infos=True))
         m = min(cfg.max_transitions, *(len(d["rewards"]) for d in datasets))
         rng = np.random.default_rng(ctx.seed)
         indices = np.stack([np.sort(rng.choice(len(d["rewards"]), m, replace=False)) for d in datasets])

@@ -51,7 +51,7 @@ class TrainBCQ(Stage):
         data = []
         for ctx in ctxs:
             with ctx.read("dataset") as art:
-                data.append(load_dataset(art))
+                data.append(load_dataset(art, spec))
         envs = [dist.make_env(dist.train_tasks[ctx.unit.task]) for ctx in ctxs]
         agent = BCQ(cfg.algo, spec.obs_dim, spec.act_dim, spec.max_action, device, len(ctxs), [c.seed for c in ctxs])
         rngs = [np.random.default_rng(ctx.seed) for ctx in ctxs]

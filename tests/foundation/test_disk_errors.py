@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +84,23 @@ def test_a_log_file_that_cannot_be_written_warns_once(tmp_path, monkeypatch, cap
 
 
 @contextlib.contextmanager
+def mounted(mount: Path, *commands: list[str]):
+    """Run the mount `commands` (root only), yield, unmount; skip the test where mounting is not allowed."""
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None or any(
+            subprocess.run(c, capture_output=True).returncode for c in commands):
+        subprocess.run(["umount", str(mount)], capture_output=True)
+        pytest.skip("cannot mount here (needs root with mount permission)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@contextlib.contextmanager
 def read_only(directory: Path):
     """`directory` made read-only as a user meets it: by permissions, or (as root, who ignores them) by a
-    read-only bind mount; skips when neither is possible here."""
+    read-only bind mount."""
     if os.geteuid() != 0:
         directory.chmod(0o555)
         try:
@@ -94,15 +109,29 @@ def read_only(directory: Path):
             directory.chmod(0o755)
         return
     mount = directory.with_name(directory.name + "-ro")
-    mount.mkdir()
-    commands = [["mount", "--bind", str(directory), str(mount)], ["mount", "-o", "remount,ro,bind", str(mount)]]
-    if shutil.which("mount") is None or any(subprocess.run(c, capture_output=True).returncode for c in commands):
-        subprocess.run(["umount", str(mount)], capture_output=True)
-        pytest.skip("cannot make a read-only directory here (root without mount permission)")
-    try:
+    with mounted(mount, ["mount", "--bind", str(directory), str(mount)],
+                 ["mount", "-o", "remount,ro,bind", str(mount)]):
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_really_full_disk_ends_distill_in_one_line_without_a_crash(smoke_run, tmp_path):
+    """On a small tmpfs: HDF5 writing onto a full disk used to print tracebacks and segfault (exit 139)."""
+    _, run_dir = smoke_run
+    inputs = [p for p in run_dir.rglob("*") if p.is_file() and p.relative_to(run_dir).parts[0]
+              not in ("policies", "eval", "sac_init", "logs", ".locks")]
+    size = sum(p.stat().st_size for p in inputs) + 300_000  # room for about one policy, not four
+    with mounted(tmp_path / "disk", ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                     str(tmp_path / "disk")]) as disk:
+        for p in inputs:
+            (disk / p.relative_to(run_dir)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, disk / p.relative_to(run_dir))
+        result = subprocess.run([sys.executable, "-m", "mtrl", "distill", "--run-dir", str(disk), "--threads", "1"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
+        assert result.stderr.splitlines()[-1].startswith("error: distill:")
+        assert "no space left on the device" in result.stderr.splitlines()[-1]
+        assert not [p for p in disk.rglob("*") if ".tmp-" in p.name]
 
 
 def test_read_only_run_directory(smoke_run, tmp_path):

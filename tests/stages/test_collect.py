@@ -14,12 +14,13 @@ from mtrl.config import load_config
 from mtrl.data import episode_ends
 from mtrl.errors import StageError
 from mtrl.pipeline.base import Checkpointer
-from mtrl.pipeline.run_data import load_dataset
+from mtrl.pipeline.run_data import load_dataset, read_distribution
 
 
 def read(path):
+    spec = read_distribution(path.parents[1] / "tasks.h5").spec
     with open_artifact(path) as art:
-        return load_dataset(art, infos=True), dict(art.attrs)
+        return load_dataset(art, spec, infos=True), dict(art.attrs)
 
 
 def check_dataset_invariants(data, horizon, obs_dim, act_dim, n):

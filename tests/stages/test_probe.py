@@ -24,7 +24,7 @@ def test_probe_tells_reward_readers_from_state_readers(smoke_run):
     datasets = []
     for i in range(len(dist.train_tasks)):
         with open_artifact(run_dir / "datasets" / f"task_{i:02d}.h5") as art:
-            datasets.append(load_dataset(art, infos=True))
+            datasets.append(load_dataset(art, dist.spec, infos=True))
     off = ~np.eye(len(datasets), dtype=bool)
     rng = np.random.default_rng(0)
     reader = task_inference_probe(goal_from_rewards, dist, datasets, sets=5, size=32, rng=rng)
