@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mtrl.errors import ConfigError
+from mtrl.tblog import LOG_CHOICES, check_available
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -55,13 +56,17 @@ def stage_options(fn):
         click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True,
                      metavar="SECONDS", help="When stderr is not a terminal (Slurm, nohup): seconds between "
                                              "progress log lines of long units; 0: none."),
+        click.option("--log", "log", multiple=True, type=click.Choice(LOG_CHOICES),
+                     help="Also write every training curve as TensorBoard scalars, under "
+                          "RUN_DIR/tensorboard/<artifact>/ (needs pip install 'mtrl-batch[tensorboard]')."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
 
 def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overrides: tuple[str, ...],
             seed: int | None, device: str, workers: int, threads: int | None, group_size: int | None,
-            tasks: str | None, force: bool, progress_every: float = 60.0, extra: tuple[str, ...] = ()):
+            tasks: str | None, force: bool, progress_every: float = 60.0, log: tuple[str, ...] = (),
+            extra: tuple[str, ...] = ()):
     """Load and validate the config and options; return (config, options, header). Nothing is written: the
     caller saves the config (`save_config(config, run_dir, header=header)`) once the command's work can start."""
     from mtrl.config import load_config, load_run_config
@@ -79,7 +84,10 @@ def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overri
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    if "tensorboard" in log:
+        check_available()
     options = RunOptions(run_dir=run_dir, device=device, workers=workers, tasks=parse_tasks(tasks), force=force,
-                         threads=threads, group_size=group_size, progress_every=progress_every)
+                         threads=threads, group_size=group_size, progress_every=progress_every,
+                         log=tuple(sorted(set(log))))
     source = f"from {config_path}" + (f" profile {profile}" if profile else "") if config_path else "from run dir"
     return config, options, f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})"

@@ -21,6 +21,7 @@ from mtrl.configlib import to_dict
 from mtrl.errors import ArtifactError
 from mtrl.launch.local import current_slot
 from mtrl.runlog import progress_bar
+from mtrl.tblog import TensorBoardCurves
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +63,7 @@ class RunOptions:
     threads: int | None = None  # torch threads per worker; None: the cores split evenly between workers
     group_size: int | None = None  # tasks per task-batched group; None: the tasks split evenly between workers
     progress_every: float = 60.0  # seconds between progress log lines when stderr is not a terminal; 0: none
+    log: tuple[str, ...] = ()  # extra sinks for training curves besides CSV: 'tensorboard' (`mtrl.tblog`)
 
 
 def task_key(index: int) -> str:
@@ -191,7 +193,8 @@ class UnitContext:
         meta.attrs["wall_seconds"] = (time.perf_counter() - self.started) / self.group_size
         meta.attrs["group_size"] = self.group_size
         meta.attrs["eval_seconds"] = self.eval_seconds
-        return ArtifactWriter(out.path, meta)
+        sinks = [TensorBoardCurves(self.run_dir)] if "tensorboard" in self.options.log else []
+        return ArtifactWriter(out.path, meta, sinks)
 
     @staticmethod
     def share_clock(ctxs: Sequence[UnitContext]) -> None:
