@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mtrl.errors import ConfigError
+from mtrl.runlog import NORMAL
 from mtrl.tblog import LOG_CHOICES, check_available
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -66,7 +67,7 @@ def stage_options(fn):
 def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overrides: tuple[str, ...],
             seed: int | None, device: str, workers: int, threads: int | None, group_size: int | None,
             tasks: str | None, force: bool, progress_every: float = 60.0, log: tuple[str, ...] = (),
-            extra: tuple[str, ...] = ()):
+            extra: tuple[str, ...] = (), verbosity: int = NORMAL):
     """Load and validate the config and options; return (config, options, header). Nothing is written: the
     caller saves the config (`save_config(config, run_dir, header=header)`) once the command's work can start."""
     from mtrl.config import load_config, load_run_config
@@ -88,6 +89,6 @@ def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overri
         check_available()
     options = RunOptions(run_dir=run_dir, device=device, workers=workers, tasks=parse_tasks(tasks), force=force,
                          threads=threads, group_size=group_size, progress_every=progress_every,
-                         log=tuple(sorted(set(log))))
+                         log=tuple(sorted(set(log))), verbosity=verbosity)
     source = f"from {config_path}" + (f" profile {profile}" if profile else "") if config_path else "from run dir"
     return config, options, f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})"

@@ -20,7 +20,7 @@ from mtrl.artifacts import Artifact, ArtifactMeta, ArtifactWriter, open_artifact
 from mtrl.configlib import to_dict
 from mtrl.errors import ArtifactError
 from mtrl.launch.local import current_slot
-from mtrl.runlog import progress_bar
+from mtrl.runlog import NORMAL, QUIET, progress_bar
 from mtrl.tblog import TensorBoardCurves
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class RunOptions:
     group_size: int | None = None  # tasks per task-batched group; None: the tasks split evenly between workers
     progress_every: float = 60.0  # seconds between progress log lines when stderr is not a terminal; 0: none
     log: tuple[str, ...] = ()  # extra sinks for training curves besides CSV: 'tensorboard' (`mtrl.tblog`)
+    verbosity: int = NORMAL  # console detail: QUIET, NORMAL or VERBOSE (`mtrl.runlog`)
 
 
 def task_key(index: int) -> str:
@@ -231,4 +232,4 @@ class UnitContext:
         """A progress bar on this worker's row (labelled `name`, default the unit's key) on a terminal; otherwise
         a log line every `options.progress_every` seconds (`mtrl.runlog.progress_bar`)."""
         return progress_bar(total, f"{self.stage.name} {name or self.unit.key}", unit, initial, current_slot(),
-                            self.options.progress_every, self.log)
+                            self.options.progress_every, self.log, quiet=self.options.verbosity == QUIET)
