@@ -14,7 +14,7 @@ from mtrl.tblog import LOG_CHOICES, check_available
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def parse_tasks(text: str | None) -> tuple[int, ...] | None:
+def parse_tasks(text: str | None, option: str = "--tasks") -> tuple[int, ...] | None:
     """'3,4' or '0-3' or '0-3,7' → task indices (for sharding per-task stages across shell scripts)."""
     if text is None:
         return None
@@ -23,10 +23,10 @@ def parse_tasks(text: str | None) -> tuple[int, ...] | None:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
             if sep and int(lo) > int(hi):
-                raise ConfigError(f"--tasks {text!r}: the range {part.strip()} is empty; write it as {hi}-{lo}")
+                raise ConfigError(f"{option} {text!r}: the range {part.strip()} is empty; write it as {hi}-{lo}")
             tasks += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
     except ValueError:
-        raise ConfigError(f"--tasks {text!r}: expected task indices like 3,4 or 0-3") from None
+        raise ConfigError(f"{option} {text!r}: expected task indices like 3,4 or 0-3") from None
     return tuple(sorted(set(tasks)))
 
 
