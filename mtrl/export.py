@@ -71,9 +71,17 @@ def _minari():
     return minari
 
 
+def minari_exists(dataset_id: str) -> bool:
+    """Whether Minari would refuse to create `dataset_id` (its folder exists, even without a valid dataset)."""
+    from minari.storage import get_dataset_path
+
+    return Path(get_dataset_path(dataset_id)).exists()
+
+
 def check_minari_ids(ids: list[str], overwrite: bool) -> None:
     """Before anything is written: refuse ids that exist already unless `overwrite`."""
-    existing = [i for i in ids if i in _minari().list_local_datasets()]
+    _minari()
+    existing = [i for i in ids if minari_exists(i)]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise ConfigError(f"Minari dataset {existing[0]}{more} exists already; pass --overwrite to replace it, or "
@@ -97,7 +105,7 @@ def to_minari(data: dict[str, np.ndarray], dataset_id: str, env_spec, descriptio
     minari = _minari()
     from minari.data_collector import EpisodeBuffer
 
-    if overwrite and dataset_id in minari.list_local_datasets():
+    if overwrite and minari_exists(dataset_id):
         with contextlib.redirect_stdout(io.StringIO()):  # Minari prints a line of its own
             minari.delete_dataset(dataset_id)
     buffers = [EpisodeBuffer(id=i, **episode) for i, episode in enumerate(episodes(data))]

@@ -6,7 +6,7 @@ import click
 
 from mtrl import __version__
 from mtrl.errors import ConfigError, MtrlError
-from mtrl.runlog import NORMAL, QUIET, VERBOSE
+from mtrl.runlog import NORMAL, QUIET, VERBOSE, setup_logging
 
 
 class MtrlGroup(click.Group):
@@ -42,6 +42,7 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     if verbose and quiet:
         raise ConfigError("-v and --quiet contradict each other; pass one of them")
     ctx.obj = QUIET if quiet else VERBOSE if verbose else NORMAL  # the commands read it: `verbosity()`
+    setup_logging(None, ctx.obj)  # the console from the first line on; a stage adds its run's log file
 
 
 def verbosity() -> int:

@@ -89,6 +89,6 @@ def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overri
         check_available()
     options = RunOptions(run_dir=run_dir, device=device, workers=workers, tasks=parse_tasks(tasks), force=force,
                          threads=threads, group_size=group_size, progress_every=progress_every,
-                         log=tuple(sorted(set(log))), verbosity=verbosity)
+                         log_to=tuple(sorted(set(log))), verbosity=verbosity)
     source = f"from {config_path}" + (f" profile {profile}" if profile else "") if config_path else "from run dir"
     return config, options, f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})"

@@ -63,7 +63,7 @@ class RunOptions:
     threads: int | None = None  # torch threads per worker; None: the cores split evenly between workers
     group_size: int | None = None  # tasks per task-batched group; None: the tasks split evenly between workers
     progress_every: float = 60.0  # seconds between progress log lines when stderr is not a terminal; 0: none
-    log: tuple[str, ...] = ()  # extra sinks for training curves besides CSV: 'tensorboard' (`mtrl.tblog`)
+    log_to: tuple[str, ...] = ()  # where training curves go besides CSV: 'tensorboard' (`mtrl.tblog`)
     verbosity: int = NORMAL  # console detail: QUIET, NORMAL or VERBOSE (`mtrl.runlog`)
 
 
@@ -194,7 +194,7 @@ class UnitContext:
         meta.attrs["wall_seconds"] = (time.perf_counter() - self.started) / self.group_size
         meta.attrs["group_size"] = self.group_size
         meta.attrs["eval_seconds"] = self.eval_seconds
-        sinks = [TensorBoardCurves(self.run_dir)] if "tensorboard" in self.options.log else []
+        sinks = [TensorBoardCurves(self.run_dir)] if "tensorboard" in self.options.log_to else []
         return ArtifactWriter(out.path, meta, sinks)
 
     @staticmethod
