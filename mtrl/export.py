@@ -13,13 +13,16 @@ import dataclasses
 import io
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mtrl import __version__
 from mtrl.data import episode_ends
 from mtrl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mtrl.envs import TaskDistribution
 
 # Minari's id syntax is (namespace/)(env_name/)dataset_name(-vN); {task} is the task key, e.g. task_03
 MINARI_ID = "mtrl/{family}/{run}-{task}-v0"
@@ -88,7 +91,7 @@ def check_minari_ids(ids: list[str], overwrite: bool) -> None:
                           "choose another --dataset-id")
 
 
-def task_env_spec(gym_id: str, task: np.ndarray):
+def task_env_spec(gym_id: str, task: list[float]):
     """The Gymnasium spec of `gym_id` with `task=` set: what Minari stores to recover the env."""
     import gymnasium
 
@@ -98,13 +101,19 @@ def task_env_spec(gym_id: str, task: np.ndarray):
     return dataclasses.replace(spec, kwargs={**spec.kwargs, "task": [float(x) for x in task]})
 
 
-def to_minari(data: dict[str, np.ndarray], dataset_id: str, env_spec, description: str, metadata: dict[str, Any],
-              overwrite: bool = False):
-    """Create a local Minari dataset (under Minari's datasets path, `MINARI_DATASETS_PATH`) whose env is
-    `env_spec`, with `metadata` under the key "mtrl"; replace one with the same id if `overwrite`."""
+def to_minari(data: dict[str, np.ndarray], dataset_id: str, dist: TaskDistribution, task: int, run: str,
+              fingerprint: str, overwrite: bool = False):
+    """Create a local Minari dataset (under Minari's datasets path, `MINARI_DATASETS_PATH`) of training task
+    `task` of `dist` in run `run` (its dataset artifact's `fingerprint`); replace one with the same id if
+    `overwrite`."""
     minari = _minari()
     from minari.data_collector import EpisodeBuffer
 
+    params = dist.train_tasks[task].tolist()
+    metadata = {"family": dist.name, "gym_id": dist.spec.gym_id, "split": "train", "task_index": task,
+                "task": params, "task_meaning": dist.spec.task_meaning, "run": run, "dataset_fingerprint": fingerprint}
+    description = (f"{dist.name} training task {task} of run {run} ({dist.spec.task_meaning}: {params}): every "
+                   "transition of SAC's learning run in mtrl collect")
     if overwrite and minari_exists(dataset_id):
         with contextlib.redirect_stdout(io.StringIO()):  # Minari prints a line of its own
             minari.delete_dataset(dataset_id)
@@ -113,8 +122,8 @@ def to_minari(data: dict[str, np.ndarray], dataset_id: str, env_spec, descriptio
         with warnings.catch_warnings():  # Minari warns about every optional metadata field left empty
             warnings.simplefilter("ignore", UserWarning)
             dataset = minari.create_dataset_from_buffers(
-                dataset_id, buffers, env=env_spec, algorithm_name="SAC (mtrl collect)", description=description,
-                requirements=[f"mtrl-batch=={__version__}"])
+                dataset_id, buffers, env=task_env_spec(dist.spec.gym_id, params), algorithm_name="SAC (mtrl collect)",
+                description=description, requirements=[f"mtrl-batch=={__version__}"])
     except ValueError as e:  # e.g. a malformed id
         raise ConfigError(f"minari refused dataset id {dataset_id!r}: {e}") from None
     dataset.storage.update_metadata({"mtrl": metadata})

@@ -135,7 +135,7 @@ def export_dataset(run_dir: Path, task_text: str, fmt: str, out: str | None, dat
                    overwrite: bool) -> None:
     """Write a run's training-task datasets in a form another offline-RL tool reads directly."""
     from mtrl.artifacts import open_artifact
-    from mtrl.export import check_minari_ids, fill, task_env_spec, to_minari, to_npz
+    from mtrl.export import check_minari_ids, fill, to_minari, to_npz
     from mtrl.pipeline import layout
     from mtrl.pipeline.base import task_key
     from mtrl.pipeline.run_data import load_dataset, read_distribution
@@ -157,13 +157,6 @@ def export_dataset(run_dir: Path, task_text: str, fmt: str, out: str | None, dat
         if fmt == "npz":
             click.echo(f"wrote {to_npz(data, Path(target))} ({len(data['rewards'])} transitions)")
             continue
-        params = dist.train_tasks[task].tolist()
-        metadata = {"family": dist.name, "gym_id": dist.spec.gym_id, "split": "train", "task_index": task,
-                    "task": params, "task_meaning": dist.spec.task_meaning, "run": run_dir.name,
-                    "dataset_fingerprint": fingerprint}
-        description = (f"{dist.name} training task {task} of run {run_dir.name} ({dist.spec.task_meaning}: "
-                       f"{params}): every transition of SAC's learning run in mtrl collect")
-        dataset = to_minari(data, target, task_env_spec(dist.spec.gym_id, dist.train_tasks[task]), description,
-                            metadata, overwrite)
+        dataset = to_minari(data, target, dist, task, run_dir.name, fingerprint, overwrite)
         click.echo(f"created Minari dataset {target} ({dataset.total_episodes} episodes, {dataset.total_steps} "
                    "steps)")
