@@ -1,26 +1,51 @@
-"""Export a task's dataset for other offline-RL tools: a D4RL-style dict in `.npz`, or a Minari dataset.
+"""Export a run's datasets for other offline-RL tools: a D4RL-style dict in `.npz`, or a Minari dataset per task.
 
 The dataset artifacts already use D4RL's flat key layout in HDF5 (readable with h5py alone); these exports
-serve tools that want NumPy files or Minari's episode format.
+serve tools that want NumPy files or Minari's episode format. A Minari dataset carries the Gymnasium spec of
+its task's env (`mtrl/<Family>-v0` with `task=` set), so `dataset.recover_environment()` rebuilds exactly the
+env the data came from, and its task parameters as structured metadata (`dataset.storage.metadata["mtrl"]`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mtrl import __version__
 from mtrl.data import episode_ends
 from mtrl.errors import ConfigError
+from mtrl.fsio import atomic_path
+
+if TYPE_CHECKING:
+    from mtrl.envs import TaskDistribution
+
+# Minari's id syntax is (namespace/)(env_name/)dataset_name(-vN); {task} is the task key, e.g. task_03
+MINARI_ID = "mtrl/{family}/{run}-{task}-v0"
+INSTALL = "pip install 'mtrl-batch[minari]'"
+
+
+def fill(template: str, option: str, keys: list[str], **values: str) -> list[str]:
+    """`template` filled in once per task key in `keys` (`{task}`) and with `values`; one distinct name per task."""
+    try:
+        names = [template.format(task=key, **values) for key in keys]
+    except (KeyError, IndexError, ValueError) as e:
+        known = ", ".join("{" + name + "}" for name in ("task", *values))
+        raise ConfigError(f"{option} {template!r}: bad placeholder ({e}); it may use {known}") from None
+    if len(set(names)) < len(names):
+        raise ConfigError(f"{option} {template!r} gives every task the same name; put {{task}} in it")
+    return names
 
 
 def to_npz(data: dict[str, np.ndarray], path: Path) -> Path:
     """The flat D4RL dict (observations, actions, rewards, next_observations, terminals, timeouts, infos/*)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **data)
-    tmp.replace(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **data)
     return path
 
 
@@ -40,25 +65,65 @@ def episodes(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     ]
 
 
-def to_minari(data: dict[str, np.ndarray], dataset_id: str, env_spec, description: str):
-    """Create a local Minari dataset (under Minari's datasets path) and return it."""
+def _minari():
     try:
-        import gymnasium as gym
         import minari
     except ImportError:
-        raise ConfigError("--format minari needs Minari: pip install 'mtrl-batch[minari]'") from None
-    shape = lambda n: (n,)  # noqa: E731
-    spaces = {
-        "observation_space": gym.spaces.Box(-np.inf, np.inf, shape(env_spec.obs_dim), np.float32),
-        "action_space": gym.spaces.Box(-env_spec.max_action, env_spec.max_action, shape(env_spec.act_dim), np.float32),
-    }
+        raise ConfigError(f"--format minari needs Minari: {INSTALL}") from None
+    return minari
+
+
+def minari_exists(dataset_id: str) -> bool:
+    """Whether Minari would refuse to create `dataset_id` (its folder exists, even without a valid dataset)."""
+    from minari.storage import get_dataset_path
+
+    return Path(get_dataset_path(dataset_id)).exists()
+
+
+def check_minari_ids(ids: list[str], overwrite: bool) -> None:
+    """Before anything is written: refuse ids that exist already unless `overwrite`."""
+    _minari()
+    existing = [i for i in ids if minari_exists(i)]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ConfigError(f"Minari dataset {existing[0]}{more} exists already; pass --overwrite to replace it, or "
+                          "choose another --dataset-id")
+
+
+def task_env_spec(gym_id: str, task: list[float]):
+    """The Gymnasium spec of `gym_id` with `task=` set: what Minari stores to recover the env."""
+    import gymnasium
+
+    import mtrl.envs  # noqa: F401  (registers mtrl/<family>-v0)
+
+    spec = gymnasium.spec(gym_id)
+    return dataclasses.replace(spec, kwargs={**spec.kwargs, "task": [float(x) for x in task]})
+
+
+def to_minari(data: dict[str, np.ndarray], dataset_id: str, dist: TaskDistribution, task: int, run: str,
+              fingerprint: str, overwrite: bool = False):
+    """Create a local Minari dataset (under Minari's datasets path, `MINARI_DATASETS_PATH`) of training task
+    `task` of `dist` in run `run` (its dataset artifact's `fingerprint`); replace one with the same id if
+    `overwrite`."""
+    minari = _minari()
     from minari.data_collector import EpisodeBuffer
 
+    params = dist.train_tasks[task].tolist()
+    metadata = {"family": dist.name, "gym_id": dist.spec.gym_id, "split": "train", "task_index": task,
+                "task": params, "task_meaning": dist.spec.task_meaning, "run": run, "dataset_fingerprint": fingerprint}
+    description = (f"{dist.name} training task {task} of run {run} ({dist.spec.task_meaning}: {params}): every "
+                   "transition of SAC's learning run in mtrl collect")
+    if overwrite and minari_exists(dataset_id):
+        with contextlib.redirect_stdout(io.StringIO()):  # Minari prints a line of its own
+            minari.delete_dataset(dataset_id)
     buffers = [EpisodeBuffer(id=i, **episode) for i, episode in enumerate(episodes(data))]
     try:
         with warnings.catch_warnings():  # Minari warns about every optional metadata field left empty
             warnings.simplefilter("ignore", UserWarning)
-            return minari.create_dataset_from_buffers(dataset_id, buffers, algorithm_name="SAC (mtrl collect)",
-                                                      description=description, **spaces)
-    except ValueError as e:  # e.g. an id that exists already, or a malformed id
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id, buffers, env=task_env_spec(dist.spec.gym_id, params), algorithm_name="SAC (mtrl collect)",
+                description=description, requirements=[f"mtrl-batch=={__version__}"])
+    except ValueError as e:  # e.g. a malformed id
         raise ConfigError(f"minari refused dataset id {dataset_id!r}: {e}") from None
+    dataset.storage.update_metadata({"mtrl": metadata})
+    return dataset

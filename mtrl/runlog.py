@@ -39,8 +39,13 @@ class _RunLogHandler(logging.FileHandler):
                         file=sys.stderr)
 
 
-def setup_logging(run_dir: Path | None, verbose: bool = False) -> None:
-    """Log to `<run_dir>/logs/mtrl.log` (everything, with timestamps) and to the console (INFO and up)."""
+QUIET, NORMAL, VERBOSE = -1, 0, 1  # console verbosity: `mtrl --quiet`, the default, `mtrl -v`
+CONSOLE_LEVELS = {QUIET: logging.WARNING, NORMAL: logging.INFO, VERBOSE: logging.DEBUG}
+
+
+def setup_logging(run_dir: Path | None, verbosity: int = NORMAL) -> None:
+    """Log to `<run_dir>/logs/mtrl.log` (everything, with timestamps, whatever the verbosity) and to the console:
+    warnings and errors only (QUIET), INFO and up (NORMAL), or debug detail too (VERBOSE)."""
     log.setLevel(logging.DEBUG)
     log.propagate = False
     for handler in list(log.handlers):
@@ -48,7 +53,7 @@ def setup_logging(run_dir: Path | None, verbose: bool = False) -> None:
         with contextlib.suppress(OSError):  # a log file on a full disk cannot flush its last lines
             handler.close()
     console = _TqdmHandler()
-    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console.setLevel(CONSOLE_LEVELS[verbosity])
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if run_dir is not None:
@@ -105,9 +110,10 @@ def _duration(seconds: float) -> str:
 
 
 def progress_bar(total: int, desc: str, unit: str, initial: int, position: int, log_every: float,
-                 logger: logging.Logger = log):
-    """A tqdm bar on a terminal; otherwise `LogProgress` lines every `log_every` seconds (none if 0)."""
-    if sys.stderr.isatty() or log_every <= 0:
-        return tqdm.tqdm(total=total, initial=initial, unit=unit, desc=desc, position=position, leave=False,
-                         dynamic_ncols=True, disable=None, mininterval=0.5)
-    return LogProgress(total, desc, unit, initial, log_every, logger)
+                 logger: logging.Logger = log, quiet: bool = False):
+    """A tqdm bar on a terminal; otherwise `LogProgress` lines every `log_every` seconds (none if 0). `quiet`
+    (`mtrl --quiet`): no bar, and the lines, at INFO, reach the log file but not the console."""
+    if log_every > 0 and (quiet or not sys.stderr.isatty()):
+        return LogProgress(total, desc, unit, initial, log_every, logger)
+    return tqdm.tqdm(total=total, initial=initial, unit=unit, desc=desc, position=position, leave=False,
+                     dynamic_ncols=True, disable=True if quiet else None, mininterval=0.5)

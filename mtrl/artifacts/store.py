@@ -17,7 +17,7 @@ import json
 import os
 import platform
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +30,10 @@ from mtrl.artifacts.schemas import Schema, schema_for
 from mtrl.artifacts.tree import checksummed, read_tree, write_tree
 from mtrl.errors import ArtifactError
 from mtrl.fsio import atomic_path
+
+CurveTable = tuple[list[str], np.ndarray]  # column names (the x axis first) and rows of float64 values
+# Called with the artifact's path and its curves once it is complete, before it is renamed into place.
+CurveSink = Callable[[Path, Mapping[str, CurveTable]], None]
 
 
 class SchemaVersionError(ArtifactError):
@@ -111,11 +115,12 @@ class ArtifactWriter:
     the interpreter, a plain file write fails with one clean error.
     """
 
-    def __init__(self, path: str | Path, meta: ArtifactMeta):
+    def __init__(self, path: str | Path, meta: ArtifactMeta, curve_sinks: Sequence[CurveSink] = ()):
         self.path = Path(path)
         self.meta = meta
         self.file: h5py.File | None = None
-        self._csvs: dict[Path, tuple[list[str], np.ndarray]] = {}  # curves to write beside the artifact
+        self._curves: dict[str, CurveTable] = {}  # curve name -> table, for the sinks
+        self.curve_sinks = (write_csv_curves, *curve_sinks)
 
     def __enter__(self) -> ArtifactWriter:
         # the name only identifies the in-memory file to HDF5, which refuses two open under one name
@@ -166,14 +171,15 @@ class ArtifactWriter:
 
     def curve(self, name: str, columns: Mapping[str, np.ndarray], x: str,
               also: Mapping[str, np.ndarray] | None = None) -> None:
-        """Store a training curve as `tree(name, columns | also)` and, for anyone's plotting tools, its `columns`
-        (equal lengths, `x` first) as a CSV file next to the artifact (`task_00.h5` → `task_00.<name>.csv`)."""
+        """Store a training curve as `tree(name, columns | also)` and hand its `columns` (equal lengths, `x`
+        first) to the curve sinks once the artifact is complete: always a CSV file next to the artifact
+        (`task_00.h5` → `task_00.<name>.csv`) for anyone's plotting tools, plus those passed to the writer."""
         self.tree(name, dict(columns) | dict(also or {}))
         header = [x, *(k for k in columns if k != x)]
         table = [np.asarray(columns[k], np.float64) for k in header]
         if any(c.shape != table[0].shape or c.ndim != 1 for c in table):
             raise ValueError(f"curve {name}: columns of different lengths {[c.shape for c in table]}")
-        self._csvs[csv_path(self.path, name)] = (header, np.column_stack(table).reshape(len(table[0]), -1))
+        self._curves[name] = (header, np.column_stack(table).reshape(len(table[0]), -1))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.file is not None
@@ -190,17 +196,24 @@ class ArtifactWriter:
                 fh.write(image)
                 fh.flush()
                 os.fsync(fh.fileno())
-            for path, (header, rows) in self._csvs.items():  # before the rename: complete means its CSVs exist
-                with atomic_path(path) as csv_tmp, open(csv_tmp, "w", newline="") as fh:
-                    writer = csv.writer(fh)
-                    writer.writerow(header)
-                    writer.writerows(rows.tolist())
+            if self._curves:  # before the rename: complete means its curve files exist
+                for sink in self.curve_sinks:
+                    sink(self.path, self._curves)
         _fsync_dir(self.path.parent)
 
 
 def csv_path(artifact_path: Path, curve: str) -> Path:
     """Where an artifact's curve is also written as CSV: beside it, `<stem>.<curve>.csv`."""
     return artifact_path.with_name(f"{artifact_path.stem}.{curve.replace('/', '.')}.csv")
+
+
+def write_csv_curves(artifact_path: Path, curves: Mapping[str, CurveTable]) -> None:
+    """The curve sink every writer has: each curve as `csv_path(artifact_path, name)`, written atomically."""
+    for name, (header, rows) in curves.items():
+        with atomic_path(csv_path(artifact_path, name)) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows.tolist())
 
 
 def _remove_orphaned_temporaries(path: Path) -> None:

@@ -8,11 +8,13 @@ from pathlib import Path
 import click
 
 from mtrl.errors import ConfigError
+from mtrl.runlog import NORMAL
+from mtrl.tblog import LOG_CHOICES, check_available
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def parse_tasks(text: str | None) -> tuple[int, ...] | None:
+def parse_tasks(text: str | None, option: str = "--tasks") -> tuple[int, ...] | None:
     """'3,4' or '0-3' or '0-3,7' → task indices (for sharding per-task stages across shell scripts)."""
     if text is None:
         return None
@@ -21,10 +23,10 @@ def parse_tasks(text: str | None) -> tuple[int, ...] | None:
         for part in text.split(","):
             lo, sep, hi = part.strip().partition("-")
             if sep and int(lo) > int(hi):
-                raise ConfigError(f"--tasks {text!r}: the range {part.strip()} is empty; write it as {hi}-{lo}")
+                raise ConfigError(f"{option} {text!r}: the range {part.strip()} is empty; write it as {hi}-{lo}")
             tasks += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
     except ValueError:
-        raise ConfigError(f"--tasks {text!r}: expected task indices like 3,4 or 0-3") from None
+        raise ConfigError(f"{option} {text!r}: expected task indices like 3,4 or 0-3") from None
     return tuple(sorted(set(tasks)))
 
 
@@ -55,13 +57,17 @@ def stage_options(fn):
         click.option("--progress-every", type=click.FloatRange(min=0), default=60.0, show_default=True,
                      metavar="SECONDS", help="When stderr is not a terminal (Slurm, nohup): seconds between "
                                              "progress log lines of long units; 0: none."),
+        click.option("--log", "log", multiple=True, type=click.Choice(LOG_CHOICES),
+                     help="Also write every training curve as TensorBoard scalars, under "
+                          "RUN_DIR/tensorboard/<artifact>/ (needs pip install 'mtrl-batch[tensorboard]')."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), fn)
 
 
 def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overrides: tuple[str, ...],
             seed: int | None, device: str, workers: int, threads: int | None, group_size: int | None,
-            tasks: str | None, force: bool, progress_every: float = 60.0, extra: tuple[str, ...] = ()):
+            tasks: str | None, force: bool, progress_every: float = 60.0, log: tuple[str, ...] = (),
+            extra: tuple[str, ...] = (), verbosity: int = NORMAL):
     """Load and validate the config and options; return (config, options, header). Nothing is written: the
     caller saves the config (`save_config(config, run_dir, header=header)`) once the command's work can start."""
     from mtrl.config import load_config, load_run_config
@@ -79,7 +85,10 @@ def resolve(run_dir: Path, config_path: Path | None, profile: str | None, overri
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    if "tensorboard" in log:
+        check_available()
     options = RunOptions(run_dir=run_dir, device=device, workers=workers, tasks=parse_tasks(tasks), force=force,
-                         threads=threads, group_size=group_size, progress_every=progress_every)
+                         threads=threads, group_size=group_size, progress_every=progress_every,
+                         log_to=tuple(sorted(set(log))), verbosity=verbosity)
     source = f"from {config_path}" + (f" profile {profile}" if profile else "") if config_path else "from run dir"
     return config, options, f"resolved config ({source}{', ' + ' '.join(overrides) if overrides else ''})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mtrl import methods
-from mtrl.cli.group import main
+from mtrl.cli.group import main, verbosity
 from mtrl.cli.options import resolve, stage_options
 from mtrl.pipeline.registry import PIPELINE
 
@@ -20,7 +20,7 @@ def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | Non
     from mtrl.pipeline.registry import get_stage
     from mtrl.pipeline.runner import check_stage, run_stage
 
-    config, options, header = resolve(extra=extra, **opts)
+    config, options, header = resolve(extra=extra, verbosity=verbosity(), **opts)
     chosen = [(stages or {}).get(name) or get_stage(name) for name in names]
     for i, stage in enumerate(chosen):  # a command that cannot start must not rewrite the run's config
         check_stage(stage, config, options, inputs=i == 0)

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from mtrl.cli.group import main
+from mtrl.cli.options import parse_tasks
 from mtrl.errors import ConfigError
+from mtrl.export import MINARI_ID
 
 
 @main.command()
@@ -81,8 +83,6 @@ def show_config(config_path: Path | None, profile: str | None, overrides: tuple[
             click.echo(f"{key} = {json.dumps(default)}\n    {help_text}")
         return
     if profile is not None and config_path is None:
-        from mtrl.errors import ConfigError
-
         raise ConfigError("--profile needs --config (profiles are defined in the config file)")
     config = load_config(config_path, profile, overrides) if config_path else load_config(None, None, overrides)
     click.echo(yaml.safe_dump(to_dict(config), sort_keys=False), nl=False)
@@ -120,30 +120,43 @@ def plot(run_dirs: tuple[Path, ...], curve: str, columns: tuple[str, ...], out: 
 
 @main.command("export-dataset")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--task", type=click.IntRange(min=0), required=True, help="Training-task index.")
+@click.option("--task", "task_text", default="all", show_default=True,
+              help="Training tasks to export: all, or indices like 0-3,7.")
 @click.option("--format", "fmt", type=click.Choice(["npz", "minari"]), default="npz", show_default=True,
-              help="npz: the flat D4RL dict; minari: a local Minari dataset.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="npz file to write (default: RUN_DIR/export/task_NN.npz).")
-@click.option("--dataset-id", help="Minari dataset id (default: mtrl/<family>-<run dir name>-task_NN-v0).")
-def export_dataset(run_dir: Path, task: int, fmt: str, out: Path | None, dataset_id: str | None) -> None:
-    """Write one task's dataset in a form another offline-RL tool reads directly."""
+              help="npz: the flat D4RL dict per task; minari: a local Minari dataset per task (in "
+                   "$MINARI_DATASETS_PATH, default ~/.minari/datasets) that recovers its task's env.")
+@click.option("--out", help="npz file to write; {task} becomes the task key, e.g. task_03 "
+                            "(default: RUN_DIR/export/{task}.npz).")
+@click.option("--dataset-id", default=MINARI_ID, show_default=True,
+              help="Minari dataset id; {family}, {run} (the run directory's name) and {task} (e.g. task_03) are "
+                   "filled in.")
+@click.option("--overwrite", is_flag=True, help="Replace Minari datasets that have the same ids (default: refuse).")
+def export_dataset(run_dir: Path, task_text: str, fmt: str, out: str | None, dataset_id: str,
+                   overwrite: bool) -> None:
+    """Write a run's training-task datasets in a form another offline-RL tool reads directly."""
     from mtrl.artifacts import open_artifact
-    from mtrl.export import to_minari, to_npz
+    from mtrl.export import check_minari_ids, fill, to_minari, to_npz
     from mtrl.pipeline import layout
     from mtrl.pipeline.base import task_key
     from mtrl.pipeline.run_data import load_dataset, read_distribution
 
     dist = read_distribution(layout.tasks(run_dir))
-    if task >= len(dist.train_tasks):
-        raise ConfigError(f"--task {task}: {run_dir} has training tasks 0..{len(dist.train_tasks) - 1}")
-    with open_artifact(layout.dataset(run_dir, task), "dataset") as art:
-        data = load_dataset(art, dist.spec, infos=True)
+    count = len(dist.train_tasks)
+    tasks = range(count) if task_text == "all" else parse_tasks(task_text, "--task")
+    if any(task >= count for task in tasks):
+        raise ConfigError(f"--task {task_text}: {run_dir} has training tasks 0..{count - 1}")
+    keys = [task_key(task) for task in tasks]
     if fmt == "npz":
-        path = to_npz(data, out or run_dir / "export" / f"{task_key(task)}.npz")
-        click.echo(f"wrote {path} ({len(data['rewards'])} transitions)")
-        return
-    dataset_id = dataset_id or f"mtrl/{dist.name.lower()}-{run_dir.name}-{task_key(task)}-v0".replace("_", "-")
-    description = f"{dist.name} training task {task} (task parameters {dist.train_tasks[task].tolist()}), mtrl collect"
-    dataset = to_minari(data, dataset_id, dist.spec, description)
-    click.echo(f"created Minari dataset {dataset_id} ({dataset.total_episodes} episodes, {dataset.total_steps} steps)")
+        targets = fill(out, "--out", keys) if out else [str(run_dir / "export" / f"{key}.npz") for key in keys]
+    else:
+        targets = fill(dataset_id, "--dataset-id", keys, family=dist.name, run=run_dir.name)
+        check_minari_ids(targets, overwrite)
+    for task, target in zip(tasks, targets, strict=True):
+        with open_artifact(layout.dataset(run_dir, task), "dataset") as art:
+            data, fingerprint = load_dataset(art, dist.spec, infos=True), art.fingerprint
+        if fmt == "npz":
+            click.echo(f"wrote {to_npz(data, Path(target))} ({len(data['rewards'])} transitions)")
+            continue
+        dataset = to_minari(data, target, dist, task, run_dir.name, fingerprint, overwrite)
+        click.echo(f"created Minari dataset {target} ({dataset.total_episodes} episodes, {dataset.total_steps} "
+                   "steps)")

@@ -13,7 +13,7 @@ import gymnasium
 import numpy as np
 
 from mtrl.envs import sampling
-from mtrl.envs.base import EnvSpec, Family, TaskDistribution, normalized_env
+from mtrl.envs.base import EnvSpec, Family, TaskDistribution
 from mtrl.errors import ConfigError
 
 ARC = 2 * math.pi / 3  # MBML: directions and goals on a 120° arc
@@ -206,4 +206,6 @@ def register_gymnasium_envs() -> None:
         kwargs = {"entry_point": family.entry_point, "scale": spec.raw_max_action, **family.env_kwargs}
         default = family.gym_default_task
         kwargs["task"] = list(make_distribution(spec.name).train_tasks[0] if default is None else default)
-        gymnasium.register(id=spec.gym_id, entry_point=normalized_env, max_episode_steps=spec.horizon, kwargs=kwargs)
+        # the creator by name, not as a function: a spec must survive JSON (Minari stores it to recover the env)
+        gymnasium.register(id=spec.gym_id, entry_point="mtrl.envs.base:normalized_env", max_episode_steps=spec.horizon,
+                           kwargs=kwargs)

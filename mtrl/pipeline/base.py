@@ -20,7 +20,8 @@ from mtrl.artifacts import Artifact, ArtifactMeta, ArtifactWriter, open_artifact
 from mtrl.configlib import to_dict
 from mtrl.errors import ArtifactError
 from mtrl.launch.local import current_slot
-from mtrl.runlog import progress_bar
+from mtrl.runlog import NORMAL, QUIET, progress_bar
+from mtrl.tblog import TensorBoardCurves
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +63,8 @@ class RunOptions:
     threads: int | None = None  # torch threads per worker; None: the cores split evenly between workers
     group_size: int | None = None  # tasks per task-batched group; None: the tasks split evenly between workers
     progress_every: float = 60.0  # seconds between progress log lines when stderr is not a terminal; 0: none
+    log_to: tuple[str, ...] = ()  # where training curves go besides CSV: 'tensorboard' (`mtrl.tblog`)
+    verbosity: int = NORMAL  # console detail: QUIET, NORMAL or VERBOSE (`mtrl.runlog`)
 
 
 def task_key(index: int) -> str:
@@ -208,7 +211,8 @@ class UnitContext:
         meta.attrs["wall_seconds"] = (time.perf_counter() - self.started) / self.group_size
         meta.attrs["group_size"] = self.group_size
         meta.attrs["eval_seconds"] = self.eval_seconds
-        return ArtifactWriter(out.path, meta)
+        sinks = [TensorBoardCurves(self.run_dir)] if "tensorboard" in self.options.log_to else []
+        return ArtifactWriter(out.path, meta, sinks)
 
     @staticmethod
     def share_clock(ctxs: Sequence[UnitContext]) -> None:
@@ -245,4 +249,4 @@ class UnitContext:
         """A progress bar on this worker's row (labelled `name`, default the unit's key) on a terminal; otherwise
         a log line every `options.progress_every` seconds (`mtrl.runlog.progress_bar`)."""
         return progress_bar(total, f"{self.stage.name} {name or self.unit.key}", unit, initial, current_slot(),
-                            self.options.progress_every, self.log)
+                            self.options.progress_every, self.log, quiet=self.options.verbosity == QUIET)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from mtrl.artifacts import SchemaVersionError, fingerprint, open_artifact, schema_for
 from mtrl.errors import ArtifactError, StageError
-from mtrl.launch.local import JobResult, run_jobs
+from mtrl.launch.local import JobResult, run_jobs, threads_per_worker
+from mtrl.nn import resolve_device
 from mtrl.pipeline.base import RunOptions, Stage, Unit, UnitContext, group_key
 from mtrl.pipeline.locks import holding, unit_lock_path
 from mtrl.runlog import log, setup_logging
@@ -152,7 +153,11 @@ def _compute(job: _Job) -> None:
             raise RuntimeError(f"stage {stage.name} did not write {', '.join(missing)} for {plan.unit.key}")
     for ctx in ctxs:
         ctx.checkpointer.clear()
-    log.info(f"{stage.name} {group_key(units)}: done in {time.perf_counter() - start:.1f}s")
+    end = time.perf_counter()
+    log.info(f"{stage.name} {group_key(units)}: done in {end - start:.1f}s")
+    for ctx in ctxs:  # about what each unit's artifact records as its wall time, and evaluation's share of it
+        log.debug(f"{stage.name} {ctx.unit.key}: {(end - ctx.started) / ctx.group_size:.1f}s, "
+                  f"{ctx.eval_seconds:.1f}s of it evaluating")
 
 
 def check_stage(stage: Stage, config: Config, options: RunOptions, inputs: bool = True) -> list[UnitPlan]:
@@ -170,15 +175,21 @@ def check_stage(stage: Stage, config: Config, options: RunOptions, inputs: bool 
 
 def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResult]:
     """Bring every selected unit of `stage` up to date; raise StageError naming the units that failed."""
-    setup_logging(options.run_dir)
+    setup_logging(options.run_dir, options.verbosity)
     plans = check_stage(stage, config, options)
     todo = [p for p in plans if options.force or not p.up_to_date]
     skipped = len(plans) - len(todo)
     log.info(f"{stage.name}: {len(todo)} to run, {skipped} up to date" + (" (--force)" if options.force else ""))
+    for plan in plans:  # why each unit runs or is skipped
+        states = ", ".join(f"{name} {state}" for name, state in plan.states.items())
+        log.debug(f"{stage.name} {plan.unit.key}: fingerprint {plan.fingerprint}; {states}")
     if not todo:
         return []
     jobs = [(group_key([p.unit for p in group]), _Job(stage, config, options, tuple(group)))
             for group in group_plans(stage, todo, options)]
+    workers = min(options.workers, len(jobs))
+    log.debug(f"{stage.name}: {len(jobs)} job(s) on {resolve_device(options.device)}, {workers} worker(s), "
+              f"{options.threads or threads_per_worker(workers)} torch thread(s) each")
 
     def report(result: JobResult) -> None:
         if result.error:
@@ -186,8 +197,8 @@ def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResu
             if result.detail:
                 log.debug(result.detail)
 
-    results = run_jobs(_execute, jobs, options.workers, functools.partial(setup_logging, options.run_dir), report,
-                       options.threads)
+    results = run_jobs(_execute, jobs, options.workers,
+                       functools.partial(setup_logging, options.run_dir, options.verbosity), report, options.threads)
     remove_empty_dirs(options.run_dir / "checkpoints")
     failed = [r for r in results if r.error]
     if failed:

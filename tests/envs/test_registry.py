@@ -209,3 +209,9 @@ def test_distributions_and_envs_pickle():
     np.testing.assert_array_equal(dist.train_tasks, original.train_tasks)
     env = pickle.loads(pickle.dumps(dist.make_env(dist.train_tasks[1]).unwrapped))
     np.testing.assert_array_equal(env.task, dist.train_tasks[1])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gymnasium_specs_survive_json(name):  # what Minari stores so that `recover_environment()` works
+    spec = gymnasium.spec(f"mtrl/{name}-v0")
+    assert gymnasium.envs.registration.EnvSpec.from_json(spec.to_json()) == spec

@@ -40,6 +40,9 @@ def test_a_terminal_gets_a_bar_other_output_log_lines_or_none(monkeypatch):
     assert isinstance(progress_bar(10, "x", "step", 0, 0, 0.0), tqdm.tqdm)  # --progress-every 0: no lines
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     assert isinstance(progress_bar(10, "x", "step", 0, 0, 60.0), tqdm.tqdm)
+    # --quiet: no bar even on a terminal; the lines go to the log (whose console handler then drops them)
+    assert isinstance(progress_bar(10, "x", "step", 0, 0, 60.0, quiet=True), LogProgress)
+    assert progress_bar(10, "x", "step", 0, 0, 0.0, quiet=True).disable
 
 
 def test_progress_every_reaches_the_units_log(tmp_path):
