@@ -41,7 +41,7 @@ class LaunchPlan:
 
 @dataclass(frozen=True)
 class Submitted:
-    what: str  # "per-task array (tasks 0-2)" or a stage name
+    what: str  # "per-task stages (tasks 0-2: collect, ...)" or a stage name
     job_id: str
     log: Path  # where its output goes
 
@@ -98,7 +98,7 @@ def launch(config: Config, options: RunOptions, plan: LaunchPlan, cluster: str =
             slurm.wait_local(jobs, what)
 
     if plan.tasks:
-        submit(f"per-task array (tasks {compact(plan.tasks)}: {', '.join(plan.per_task)})", "per-task",
+        submit(f"per-task stages (tasks {compact(plan.tasks)}: {', '.join(plan.per_task)})", "per-task",
                res.per_task, [(plan.per_task, config, dataclasses.replace(options, tasks=(t,))) for t in plan.tasks])
     for name in plan.multi_task:
         submit(name, name, res.multi_task, [((name,), config, options)])
