@@ -57,7 +57,8 @@ def slurm(until, partition, time_min, cpus, gpus, mem_gb, account, cluster, dry_
     run_dir = options.run_dir
     if dry_run:
         click.echo(f"{run_dir}: {plan.n_train} training tasks; per-task stages {', '.join(plan.per_task) or 'none'}")
-        click.echo(f"array: {compact(plan.tasks) or 'none'}" + (f" ({len(plan.tasks)} jobs)" if plan.tasks else ""))
+        jobs = f" ({len(plan.tasks)} job{'s' * (len(plan.tasks) > 1)})" if plan.tasks else ""
+        click.echo(f"array: {compact(plan.tasks) or 'none'}{jobs}")
         click.echo(f"multi-task jobs: {', '.join(plan.multi_task) or 'none'}")
         return
     if plan.empty:
