@@ -17,6 +17,7 @@ from mtrl.configlib import to_dict
 from mtrl.launch import slurm
 from mtrl.pipeline.base import RunOptions
 from mtrl.pipeline.registry import PER_TASK_STAGES, PIPELINE, get_stage
+from mtrl.pipeline.run_data import n_train_tasks
 from mtrl.pipeline.runner import check_stage, plan_pipeline, run_stage
 from mtrl.runlog import log
 
@@ -60,7 +61,7 @@ def plan_launch(config: Config, options: RunOptions, until: str | None = None) -
         tasks = [t for t in tasks if t in options.tasks]
     multi = [] if options.tasks is not None else [n for n in names if n not in PER_TASK_STAGES and n != TASKS_STAGE]
     return LaunchPlan(
-        n_train=len(get_stage("collect").units(config, options.run_dir)),
+        n_train=n_train_tasks(config),
         tasks=tuple(tasks),
         per_task=tuple(n for n in names if n in PER_TASK_STAGES),
         multi_task=tuple(n for n in multi if any(name == n for name, _ in todo)),
