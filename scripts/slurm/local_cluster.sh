@@ -13,10 +13,11 @@ MTRL=${MTRL:-".venv/bin/python -m mtrl"}
 CONF=/etc/slurm
 STATE=/var/lib/slurm-local
 
-stop() {
-  for daemon in slurmd slurmctld slurmdbd; do pkill -x "$daemon" || true; done
-  [ -f /run/mysqld/mysqld.pid ] && kill "$(cat /run/mysqld/mysqld.pid)" 2>/dev/null || true
-  [ -f /run/munge/munged.pid ] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+stop() {  # by the pid files this script's daemons write, never by name
+  for pidfile in "$STATE"/slurmd.pid "$STATE"/slurmctld.pid "$STATE"/slurmdbd.pid /run/mysqld/mysqld.pid \
+                 /run/munge/munged.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
 }
 if [ "${1:-}" = "--stop" ]; then stop; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "error: run as root (apt-get and the Slurm daemons need it)" >&2; exit 2; }
