@@ -152,6 +152,25 @@ class SacInitConfig:
 
 
 @dataclass(frozen=True)
+class SlurmResources:
+    partition: str | None = _f(None, "Slurm partition (default: the cluster's default partition)")
+    time_min: int = _f(1440, "time limit of each job, in minutes", min=1)
+    cpus: int = _f(2, "CPUs per job; torch threads default to them", min=1)
+    gpus: int = _f(0, "GPUs per job (0: none requested; --device auto then runs on the CPU)", min=0)
+    mem_gb: float = _f(8.0, "memory per job, in GB", min=0.1)
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """Resources of `mtrl launch slurm` (in no fingerprint: where work runs never changes what it computes)."""
+
+    per_task: SlurmResources = field(default_factory=SlurmResources)
+    multi_task: SlurmResources = field(default_factory=lambda: SlurmResources(time_min=2880, cpus=8, mem_gb=32.0))
+    account: str | None = _f(None, "Slurm account to charge (sbatch --account); default: the user's")
+    array_parallelism: int = _f(64, "per-task array jobs running at the same time, at most", min=1)
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = _f(0, "run seed: network initialisation, sampling, exploration", min=0)
     profile: str | None = _f(None, "the config file's profile this run was resolved from (set by --profile, kept by "
@@ -166,6 +185,7 @@ class Config:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sac_init: SacInitConfig = field(default_factory=SacInitConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
 def load_config(path: Path | None, profile: str | None = None, overrides: list[str] | tuple[str, ...] = (),

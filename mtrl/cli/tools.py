@@ -19,20 +19,16 @@ def status(run_dir: Path) -> None:
     """Each expected artifact of RUN_DIR: missing, stale or up to date, with its fingerprint."""
     from mtrl.config import load_run_config
     from mtrl.pipeline.registry import all_stages
-    from mtrl.pipeline.runner import plan_unit
+    from mtrl.pipeline.runner import plan_pipeline
 
     config = load_run_config(run_dir)
-    rows, expected = [], {}  # output path -> the fingerprint it will have once up to date, in pipeline order
-    for stage in all_stages():
-        for unit in stage.units(config, run_dir):
-            plan = plan_unit(stage, config, unit, expected)
-            for name, out in unit.outputs.items():
-                state = plan.states[name]
-                if plan.fingerprint is None and state != "missing":
-                    state = "stale (inputs missing)"
-                else:
-                    expected[out.path] = plan.fingerprint
-                rows.append((stage.name, str(out.path.relative_to(run_dir)), state, plan.fingerprint or "-"))
+    rows = []
+    for stage, plan in plan_pipeline(all_stages(), config, run_dir):
+        for name, out in plan.unit.outputs.items():
+            state = plan.states[name]
+            if plan.fingerprint is None and state != "missing":
+                state = "stale (inputs missing)"
+            rows.append((stage.name, str(out.path.relative_to(run_dir)), state, plan.fingerprint or "-"))
     width = [max(len(r[i]) for r in rows + [("stage", "artifact", "state", "fingerprint")]) for i in range(4)]
     for row in [("stage", "artifact", "state", "fingerprint"), *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, width, strict=True)).rstrip())

@@ -21,6 +21,11 @@ PIPELINE: dict[str, str] = {
     "sac-init": "mtrl.stages.sac_init:SacInit",
 }
 
+# The stages whose units are the training tasks, each reading only tasks.h5 and its own task's artifacts: a task's
+# chain of them runs without the other tasks (one Slurm array job per task, `mtrl launch slurm`). The stages after
+# them read every task.
+PER_TASK_STAGES: tuple[str, ...] = ("collect", "train-bcq", "fit-rewards", "fit-dynamics")
+
 
 def get_stage(name: str) -> Stage:
     try:

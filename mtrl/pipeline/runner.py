@@ -67,6 +67,21 @@ def plan_unit(stage: Stage, config: Config, unit: Unit, expected: Mapping[Path, 
     return UnitPlan(unit, fp, input_fps, states, problem)
 
 
+def plan_pipeline(stages: list[Stage], config: Config, run_dir: Path) -> list[tuple[Stage, UnitPlan]]:
+    """Every unit's plan, stage after stage in pipeline order, each judged against the fingerprints its inputs will
+    have once brought up to date: an artifact downstream of a stale or missing one is not up to date either.
+    What `mtrl status` shows and what `mtrl launch slurm` submits."""
+    plans, expected = [], {}  # output path -> the fingerprint it will have once up to date
+    for stage in stages:
+        for unit in stage.units(config, run_dir):
+            plan = plan_unit(stage, config, unit, expected)
+            for name, out in unit.outputs.items():
+                if plan.fingerprint is not None or plan.states[name] == "missing":
+                    expected[out.path] = plan.fingerprint
+            plans.append((stage, plan))
+    return plans
+
+
 def output_state(path: Path, kind: str, expected: str | None) -> str:
     if not path.exists():
         return "missing"
@@ -86,7 +101,8 @@ def select_units(stage: Stage, units: list[Unit], tasks: tuple[int, ...] | None)
     if tasks is None:
         return units
     if not per_task:
-        log.info(f"{stage.name}: --tasks does not apply (this stage uses every task)")
+        if units:  # a stage with no unit at all (fit-dynamics of a family without dynamics) has nothing to say
+            log.info(f"{stage.name}: --tasks does not apply (this stage uses every task)")
         return units
     known = sorted(u.task for u in per_task)
     bad = [t for t in tasks if t not in known]
