@@ -146,3 +146,6 @@ register(Method("batch-pearl", stage="train-baseline", role="baseline",
                 config_class="mtrl.algos.batch_pearl:BatchPEARLConfig",
                 algo="mtrl.algos.batch_pearl:BatchPEARL", batches="mtrl.rl.batches:baseline_sampler",
                 summary="Batch PEARL: PEARL trained from the fixed datasets (Alg. 6)"))
+register(Method("focal", stage="train-baseline", role="baseline", config_class="mtrl.algos.focal:FOCALConfig",
+                algo="mtrl.algos.focal:FOCAL", batches="mtrl.rl.batches:focal_sampler",
+                summary="FOCAL: deterministic encoder by distance metric learning, BRAC actor-critic (seed 002)"))

@@ -98,14 +98,14 @@ def distill(variants, triplet_margin, kl_beta, epochs, relabel, **opts) -> None:
     run_stages(["distill"], extra, stages={"distill": Distill(tuple(variants) or None)}, **opts)
 
 
-@main.command("train-baseline", short_help="Train the multi-task baselines (Contextual BCQ, Batch PEARL).")
+@main.command("train-baseline", short_help="Train the multi-task baselines: Contextual BCQ, Batch PEARL, FOCAL.")
 @click.option("--algo", "algos", multiple=True, type=click.Choice(methods.names("train-baseline")),
               help="Baseline(s) to train (default: config baselines.algos).")
 @click.option("--epochs", type=int, help="Training epochs (config baselines.epochs).")
 @stage_options
 def train_baseline(algos, epochs, **opts) -> None:
-    """Train the multi-task baselines of Fig. 4, Contextual BCQ and Batch PEARL, on all training tasks' datasets
-    (policies/<algo>.h5: weights, loss curves, optional evaluation curve)."""
+    """Train the multi-task baselines, Contextual BCQ and Batch PEARL (MBML's Fig. 4) and FOCAL, on all training
+    tasks' datasets (policies/<algo>.h5: weights, loss curves, optional evaluation curve)."""
     from mtrl.stages.train_baseline import TrainBaseline
 
     extra = overrides(**{"baselines.epochs": epochs})

@@ -94,3 +94,16 @@ def baseline_sampler(datasets: list[dict[str, np.ndarray]], cfg, variant: None =
         return batch
 
     return sample
+
+
+def focal_sampler(datasets: list[dict[str, np.ndarray]], cfg, variant: None = None, relabelled: None = None):
+    """FOCAL's batches: the baselines' (per task, `cfg.batch_size` transitions and a context set), plus a second,
+    independent context set per task: `context` [K, 2, context_size, D], the same-task pairs of Eq. 13."""
+    baseline = baseline_sampler(datasets, cfg)
+
+    def sample(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        batch = baseline(rng)
+        batch["context"] = np.stack([batch["context"], context_sets(datasets, rng, (cfg.context_size,))], 1)
+        return batch
+
+    return sample

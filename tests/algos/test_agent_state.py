@@ -11,6 +11,7 @@ from mtrl.algos.batch_pearl import BatchPEARL, BatchPEARLConfig
 from mtrl.algos.bcq import BCQ, BCQConfig, BCQPolicy
 from mtrl.algos.contextual_bcq import ContextualBCQ, ContextualBCQConfig
 from mtrl.algos.ensemble import EnsembleConfig, EnsembleRegressor
+from mtrl.algos.focal import FOCAL, FOCALConfig
 from mtrl.algos.mbml import MBML, MBMLConfig
 from mtrl.algos.sac import SAC, SACConfig
 from mtrl.nn import (
@@ -30,6 +31,7 @@ CONFIGS = {
     "bcq": BCQ_CFG,
     "contextual-bcq": ContextualBCQConfig(z_dim=2, encoder_hidden=H, critic_hidden=H, vae_hidden=H, actor_hidden=H),
     "batch-pearl": BatchPEARLConfig(z_dim=2, encoder_hidden=H, hidden=H),
+    "focal": FOCALConfig(z_dim=2, encoder_hidden=H, hidden=H, discriminator_hidden=H),
     "sac": SACConfig(actor_hidden=H, critic_hidden=H),
     "sac-app-j": SACConfig(actor_hidden=H, critic_hidden=H, target_policy=True, separate_critic_batches=True),
     "mbml": MBMLConfig(z_dim=2, encoder_hidden=H, q_hidden=H, g_hidden=H, xi_hidden=H),
@@ -44,7 +46,8 @@ def make(name: str, seed: int):
         return MBML(cfg, OBS, ACT, MAX_ACTION, BCQPolicy(BCQ_CFG, OBS, ACT, MAX_ACTION, "cpu"), "cpu")
     if name == "ensemble":
         return EnsembleRegressor(cfg, OBS + ACT, 1, "cpu")
-    cls = {"bcq": BCQ, "contextual-bcq": ContextualBCQ, "batch-pearl": BatchPEARL, "sac": SAC, "sac-app-j": SAC}[name]
+    cls = {"bcq": BCQ, "contextual-bcq": ContextualBCQ, "batch-pearl": BatchPEARL, "focal": FOCAL, "sac": SAC,
+           "sac-app-j": SAC}[name]
     return cls(cfg, OBS, ACT, MAX_ACTION, "cpu")
 
 

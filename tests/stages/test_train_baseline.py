@@ -10,6 +10,7 @@ from smoke import run_stages, smoke_config
 
 from mtrl.algos.batch_pearl import BatchPEARL
 from mtrl.algos.contextual_bcq import ContextualBCQ
+from mtrl.algos.focal import FOCAL
 from mtrl.artifacts import open_artifact
 from mtrl.cli import main
 from mtrl.configlib import to_dict
@@ -18,9 +19,13 @@ from mtrl.pipeline.registry import get_stage
 from mtrl.pipeline.runner import plan_unit
 from mtrl.rl.policies import load_multitask_policy
 
-ALGOS = {"contextual-bcq": ContextualBCQ, "batch-pearl": BatchPEARL}
+ALGOS = {"contextual-bcq": ContextualBCQ, "batch-pearl": BatchPEARL, "focal": FOCAL}
 # Random-action datasets (no SAC update): the stage only needs transitions, and they take a second to collect.
-FAST_DATA = ("collect.steps=200", "collect.eval_every=200", "collect.checkpoint_every=200")
+# FOCAL is not in the smoke profile's list: these tests add it, with networks of the smoke profile's size.
+FAST_DATA = ("collect.steps=200", "collect.eval_every=200", "collect.checkpoint_every=200",
+             "baselines.algos=[contextual-bcq,batch-pearl,focal]",
+             "baselines.focal={z_dim: 4, encoder_hidden: [32, 32], hidden: [64, 64], discriminator_hidden: [64, 64], "
+             "batch_size: 32, context_size: 16}")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,7 @@ def test_policy_artifact_has_distills_layout_and_loads_for_evaluation(run, algo)
 def test_evaluate_command_evaluates_the_baselines_on_train_and_test_tasks(run, tmp_path):
     config, run_dir = run
     result = CliRunner().invoke(main, ["evaluate", "--run-dir", str(run_dir), "--threads", "1",
-                                       "--policy", "contextual-bcq", "--policy", "batch-pearl"])
+                                       "--policy", "contextual-bcq", "--policy", "batch-pearl", "--policy", "focal"])
     assert result.exit_code == 0, result.output
     for algo in ALGOS:
         with open_artifact(run_dir / "eval" / f"{algo}.h5", "eval") as art:
@@ -71,7 +76,7 @@ def test_evaluate_command_evaluates_the_baselines_on_train_and_test_tasks(run, t
         assert returns["test_returns"].shape == (2, 1, config.evaluate.episodes)
         assert summary["test_score"] == pytest.approx(returns["test_returns"][:, :, 2:].mean())
     names = [u.key for u in get_stage("evaluate").units(config, run_dir)]
-    assert names[-2:] == ["contextual-bcq", "batch-pearl"]  # evaluated by default when configured
+    assert names[-3:] == ["contextual-bcq", "batch-pearl", "focal"]  # evaluated by default when configured
 
 
 def test_each_baseline_is_fingerprinted_by_its_own_config(run):
@@ -81,12 +86,13 @@ def test_each_baseline_is_fingerprinted_by_its_own_config(run):
     def up_to_date(cfg):
         return {u.key: plan_unit(stage, cfg, u).up_to_date for u in stage.units(cfg, run_dir)}
 
-    assert up_to_date(config) == {"contextual-bcq": True, "batch-pearl": True}
+    assert up_to_date(config) == {"contextual-bcq": True, "batch-pearl": True, "focal": True}
     changed = smoke_config(*FAST_DATA, "baselines.batch-pearl.kl_beta=0.5")
-    assert up_to_date(changed) == {"contextual-bcq": True, "batch-pearl": False}
-    assert up_to_date(smoke_config(*FAST_DATA, "baselines.epochs=5")) == {"contextual-bcq": False,
-                                                                         "batch-pearl": False}
-    assert up_to_date(smoke_config(*FAST_DATA, "distill.epochs=5")) == {"contextual-bcq": True, "batch-pearl": True}
+    assert up_to_date(changed) == {"contextual-bcq": True, "batch-pearl": False, "focal": True}
+    changed = smoke_config(*FAST_DATA, "baselines.focal.alpha=3.0")
+    assert up_to_date(changed) == {"contextual-bcq": True, "batch-pearl": True, "focal": False}
+    assert up_to_date(smoke_config(*FAST_DATA, "baselines.epochs=5")) == dict.fromkeys(ALGOS, False)
+    assert up_to_date(smoke_config(*FAST_DATA, "distill.epochs=5")) == dict.fromkeys(ALGOS, True)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
