@@ -211,3 +211,19 @@ def test_medium_returns_lie_between_random_and_expert_on_the_toy(tmp_path):
         means[kind] = episode_returns(data["rewards"], data["terminals"], data["timeouts"], 20).mean()
     assert 0 < infos["medium"]["medium_step"] < 3000  # an intermediate checkpoint, neither end
     assert means["random"] < means["medium"] < means["expert"], means
+
+
+def test_report_tables_the_behaviour_returns_per_kind_and_task(kinds_run):
+    from mtrl.report import collect as report_collect
+    from mtrl.report.aggregate import summarise
+    from mtrl.report.markdown import render
+
+    _, run_dir = kinds_run
+    run = report_collect.collect_run(run_dir)
+    data, _, _ = read(run_dir, 2, "random")
+    expected = episode_returns(data["rewards"], data["terminals"], data["timeouts"], 20)
+    assert run.dataset_returns["random"][2]["mean"] == pytest.approx(expected.mean())
+    assert run.dataset_returns["random"][2]["episodes"] == len(expected) == 15  # 300 rows of 20-step episodes
+    text = render([run], summarise([run]), {})
+    section = text.split("## Behaviour data per dataset kind")[1].split("\n## ")[0]
+    assert "| task | replay | medium-replay | random | medium | expert | mixed |" in section
