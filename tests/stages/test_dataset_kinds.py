@@ -227,3 +227,28 @@ def test_report_tables_the_behaviour_returns_per_kind_and_task(kinds_run):
     text = render([run], summarise([run]), {})
     section = text.split("## Behaviour data per dataset kind")[1].split("\n## ")[0]
     assert "| task | replay | medium-replay | random | medium | expert | mixed |" in section
+
+
+def test_export_writes_any_kind_with_its_kind_family_task_and_returns(kinds_run, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mtrl.cli import main
+
+    _, run_dir = kinds_run
+    out = tmp_path / "{kind}-{task}.npz"
+    result = CliRunner().invoke(main, ["export-dataset", str(run_dir), "--kind", "medium", "--task", "1",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = np.load(tmp_path / "medium-task_01.npz")
+    data, info, _ = read(run_dir, 1, "medium")
+    np.testing.assert_array_equal(exported["actions"], data["actions"])
+    assert str(exported["metadata/kind"]) == "medium" and str(exported["metadata/family"]) == "PointGoalArc"
+    assert json.loads(str(exported["metadata/kind_info"]))["medium_step"] == info["medium_step"]
+    with open_artifact(layout.tasks(run_dir), "tasks") as art:
+        assert json.loads(str(exported["metadata/task"])) == art.array("train_tasks")[1].tolist()
+    returns = episode_returns(data["rewards"], data["terminals"], data["timeouts"], 20)
+    assert json.loads(str(exported["metadata/returns"]))["mean"] == pytest.approx(returns.mean())
+    missing = CliRunner().invoke(main, ["export-dataset", str(tmp_path), "--kind", "expert"])
+    assert missing.exit_code != 0
