@@ -28,6 +28,7 @@ from mtrl.configlib import (
     set_path,
     to_dict,
 )
+from mtrl.data import DATASET_KINDS
 from mtrl.errors import ConfigError
 from mtrl.fsio import write_text
 from mtrl.nn import Precision
@@ -61,6 +62,23 @@ class CollectConfig:
     checkpoint_every: int = _f(10_000, "steps between resumable checkpoints", min=1)
     precision: Precision = _f("fp32", PRECISION_HELP)
     sac: SACConfig = field(default_factory=SACConfig)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset kinds a run makes and which one the training stages learn from (docs/datasets.md)."""
+
+    kinds: tuple[str, ...] = _f(("replay",), "dataset kinds `mtrl datasets` makes from collect's SAC run besides "
+                                             f"the replay ({', '.join(DATASET_KINDS)}; docs/datasets.md)")
+    kind: str = _f("replay", "the kind every training stage learns from (made even if not in data.kinds)")
+    transitions: int | None = _f(None, "transitions per task of a rolled-out kind (random, medium, expert, mixed); "
+                                       "default: collect.steps, the replay's size", min=1)
+    medium_level: float = _f(1 / 3, "medium = the first evaluated checkpoint whose D4RL-normalised return (0: the "
+                                     "step-0 policy, 1: the final one) reaches this level (D4RL: about 1/3)",
+                             min=0.0, max=1.0)
+    mixed_checkpoints: int | None = _f(None, "evenly spaced checkpoints (step 0 to final) the mixed kind rolls out, "
+                                             "equal shares each (default: all of them, FOCAL)", min=2)
+    deterministic: bool = _f(False, "roll out the mean action instead of sampling the policy (D4RL samples)")
 
 
 @dataclass(frozen=True)
@@ -177,6 +195,7 @@ class Config:
                                    "later commands; reports name it, a `smoke` report is flagged; in no fingerprint)")
     env: EnvConfig = field(default_factory=EnvConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     bcq: BCQStageConfig = field(default_factory=BCQStageConfig)
     rewards: EnsembleConfig = field(default_factory=EnsembleConfig)
     dynamics: EnsembleConfig = field(default_factory=_dynamics_ensemble)
@@ -215,6 +234,11 @@ def validate(config: Config) -> None:
         bad = [name for name in names if name not in methods.names(stage)]
         if bad:
             raise ConfigError(f"config key '{key}': '{bad[0]}' is not one of: {', '.join(methods.names(stage))}")
+    for key, names in (("data.kinds", config.data.kinds), ("data.kind", (config.data.kind,))):
+        bad = [name for name in names if name not in DATASET_KINDS]
+        if bad:
+            raise ConfigError(f"config key '{key}': '{bad[0]}' is not a dataset kind; choose from: "
+                              f"{', '.join(DATASET_KINDS)}")
     bad = [b for b in config.sac_init.baselines if b not in SAC_INIT_BASELINES]
     if bad:
         raise ConfigError(f"config key 'sac_init.baselines': '{bad[0]}' is not one of: "

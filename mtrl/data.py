@@ -9,6 +9,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+# Dataset kinds, D4RL's names (docs/datasets.md): `replay` is collect's whole SAC replay (MBML's data), the
+# others are made by `mtrl datasets` from that SAC run's saved policies (mixed: FOCAL's checkpoint mixture).
+DATASET_KINDS = ("replay", "medium-replay", "random", "medium", "expert", "mixed")
 TRANSITION_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 
 
@@ -75,6 +78,25 @@ def sample_rows(data: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np
 def episode_ends(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
     """Indices of the last transition of every episode."""
     return np.flatnonzero(np.logical_or(terminals, timeouts))
+
+
+def episode_returns(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.ndarray, horizon: int) -> np.ndarray:
+    """Returns of a dataset's complete episodes: those ending in a termination or at the time limit `horizon`.
+    An episode that a budget cut (the last one of a collect run or of a rolled-out share, the end of a
+    medium-replay) would bias the statistics low and is left out."""
+    ends = episode_ends(terminals, timeouts)
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(int)
+    complete = terminals[ends] | (ends - starts + 1 == horizon)
+    sums = np.array([rewards[s: e + 1].sum(dtype=np.float64) for s, e in zip(starts, ends, strict=True)])
+    return sums[complete] if len(sums) else sums
+
+
+def return_stats(returns: np.ndarray) -> dict[str, float]:
+    """The D4RL-style summary of behaviour returns a reader checks first (NaN where there is no episode)."""
+    if not len(returns):
+        return {"episodes": 0, "mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"episodes": len(returns), "mean": float(returns.mean()), "std": float(returns.std()),
+            "min": float(returns.min()), "max": float(returns.max())}
 
 
 def stack_task_batches(rows: Sequence[Mapping[str, np.ndarray]], device) -> dict:

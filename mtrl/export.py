@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mtrl import __version__
-from mtrl.data import episode_ends
+from mtrl.data import episode_ends, episode_returns, return_stats
 from mtrl.errors import ConfigError
 from mtrl.fsio import atomic_path
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 # Minari's id syntax is (namespace/)(env_name/)dataset_name(-vN); {task} is the task key, e.g. task_03
 MINARI_ID = "mtrl/{family}/{run}-{task}-v0"
+MINARI_KIND_ID = "mtrl/{family}/{run}-{kind}-{task}-v0"  # the default for kinds other than the replay
 INSTALL = "pip install 'mtrl-batch[minari]'"
 
 
@@ -42,10 +44,29 @@ def fill(template: str, option: str, keys: list[str], **values: str) -> list[str
     return names
 
 
-def to_npz(data: dict[str, np.ndarray], path: Path) -> Path:
-    """The flat D4RL dict (observations, actions, rewards, next_observations, terminals, timeouts, infos/*)."""
+KIND_WORDS = {"replay": "every transition of SAC's learning run in mtrl collect",
+              "medium-replay": "SAC's replay up to its first checkpoint at the medium level",
+              "random": "rollouts of SAC's initial (random) policy", "medium": "rollouts of SAC's medium-level policy",
+              "expert": "rollouts of SAC's final policy", "mixed": "rollouts of evenly spaced SAC checkpoints"}
+
+
+def dataset_metadata(dist: TaskDistribution, task: int, kind: str, run: str, fingerprint: str,
+                     data: dict[str, np.ndarray], kind_info: dict) -> dict:
+    """What a reader of an exported dataset needs to know: its kind (and how it was made), family, task
+    parameters and the returns of its behaviour data (complete episodes, `mtrl.data.episode_returns`)."""
+    returns = episode_returns(data["rewards"], data["terminals"], data["timeouts"], dist.spec.horizon)
+    return {"kind": kind, "kind_info": kind_info, "family": dist.name, "gym_id": dist.spec.gym_id, "split": "train",
+            "task_index": task, "task": dist.train_tasks[task].tolist(), "task_meaning": dist.spec.task_meaning,
+            "run": run, "dataset_fingerprint": fingerprint, "returns": return_stats(returns)}
+
+
+def to_npz(data: dict[str, np.ndarray], path: Path, metadata: dict | None = None) -> Path:
+    """The flat D4RL dict (observations, actions, rewards, next_observations, terminals, timeouts, infos/*), and
+    `metadata/<key>` entries as D4RL's files carry them (nested values as JSON text)."""
+    meta = {f"metadata/{key}": np.asarray(value if isinstance(value, (str, int, float)) else json.dumps(value))
+            for key, value in (metadata or {}).items()}
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **data)
+        np.savez(fh, **data, **meta)
     return path
 
 
@@ -100,19 +121,16 @@ def task_env_spec(gym_id: str, task: list[float]):
     return dataclasses.replace(spec, kwargs={**spec.kwargs, "task": [float(x) for x in task]})
 
 
-def to_minari(data: dict[str, np.ndarray], dataset_id: str, dist: TaskDistribution, task: int, run: str,
-              fingerprint: str, overwrite: bool = False):
+def to_minari(data: dict[str, np.ndarray], dataset_id: str, dist: TaskDistribution, task: int, metadata: dict,
+              overwrite: bool = False):
     """Create a local Minari dataset (under Minari's datasets path, `MINARI_DATASETS_PATH`) of training task
-    `task` of `dist` in run `run` (its dataset artifact's `fingerprint`); replace one with the same id if
-    `overwrite`."""
+    `task` of `dist` with its `dataset_metadata`; replace one with the same id if `overwrite`."""
     minari = _minari()
     from minari.data_collector import EpisodeBuffer
 
     params = dist.train_tasks[task].tolist()
-    metadata = {"family": dist.name, "gym_id": dist.spec.gym_id, "split": "train", "task_index": task,
-                "task": params, "task_meaning": dist.spec.task_meaning, "run": run, "dataset_fingerprint": fingerprint}
-    description = (f"{dist.name} training task {task} of run {run} ({dist.spec.task_meaning}: {params}): every "
-                   "transition of SAC's learning run in mtrl collect")
+    description = (f"{dist.name} training task {task} of run {metadata['run']} ({dist.spec.task_meaning}: "
+                   f"{params}), dataset kind {metadata['kind']}: {KIND_WORDS[metadata['kind']]}")
     if overwrite and minari_exists(dataset_id):
         with contextlib.redirect_stdout(io.StringIO()):  # Minari prints a line of its own
             minari.delete_dataset(dataset_id)

@@ -7,6 +7,7 @@ import click
 from mtrl import methods
 from mtrl.cli.group import main, verbosity
 from mtrl.cli.options import resolve, stage_options
+from mtrl.data import DATASET_KINDS
 from mtrl.pipeline.registry import PIPELINE
 
 
@@ -47,6 +48,20 @@ def collect(**opts) -> None:
     """Sample the task split (tasks.h5), then run SAC on each training task and keep everything it saw
     (datasets/task_NN.h5) with its learning curve and final weights (sac/task_NN.h5)."""
     run_stages(["tasks", "collect"], **opts)
+
+
+@main.command(short_help="Make the dataset kinds of data.kinds (medium, expert, ...) from collect's saved policies.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice([k for k in DATASET_KINDS if k != "replay"]),
+              help="Kind(s) to make, instead of config data.kinds (docs/datasets.md).")
+@stage_options
+def datasets(kinds, **opts) -> None:
+    """Make the dataset kinds of config data.kinds besides the replay (datasets/<kind>/task_NN.h5) from the
+    policies collect saved during its SAC runs, without rerunning SAC (docs/datasets.md)."""
+    run_stages(["datasets"], overrides(**{"data.kinds": kind_list(kinds)}), **opts)
+
+
+def kind_list(kinds: tuple[str, ...]) -> str | None:
+    return None if not kinds else "[" + ",".join(kinds) + "]"
 
 
 @main.command("train-bcq", short_help="Train one BCQ per training task on its dataset (bcq/task_NN.h5).")

@@ -9,8 +9,9 @@ import click
 
 from mtrl.cli.group import main
 from mtrl.cli.options import parse_tasks
+from mtrl.data import DATASET_KINDS
 from mtrl.errors import ConfigError
-from mtrl.export import MINARI_ID
+from mtrl.export import MINARI_ID, MINARI_KIND_ID
 
 
 @main.command()
@@ -121,17 +122,21 @@ def plot(run_dirs: tuple[Path, ...], curve: str, columns: tuple[str, ...], out: 
 @click.option("--format", "fmt", type=click.Choice(["npz", "minari"]), default="npz", show_default=True,
               help="npz: the flat D4RL dict per task; minari: a local Minari dataset per task (in "
                    "$MINARI_DATASETS_PATH, default ~/.minari/datasets) that recovers its task's env.")
-@click.option("--out", help="npz file to write; {task} becomes the task key, e.g. task_03 "
-                            "(default: RUN_DIR/export/{task}.npz).")
-@click.option("--dataset-id", default=MINARI_ID, show_default=True,
-              help="Minari dataset id; {family}, {run} (the run directory's name) and {task} (e.g. task_03) are "
-                   "filled in.")
+@click.option("--kind", type=click.Choice(DATASET_KINDS), default="replay", show_default=True,
+              help="Dataset kind to export (docs/datasets.md; kinds other than replay come from `mtrl datasets`).")
+@click.option("--out", help="npz file to write; {task} becomes the task key, e.g. task_03, {kind} the kind "
+                            "(default: RUN_DIR/export/{task}.npz for the replay, RUN_DIR/export/{kind}/{task}.npz "
+                            "for other kinds).")
+@click.option("--dataset-id", help=f"Minari dataset id; {{family}}, {{run}} (the run directory's name), {{kind}} and "
+                                   f"{{task}} (e.g. task_03) are filled in (default: {MINARI_ID} for the replay, "
+                                   f"{MINARI_KIND_ID} for other kinds).")
 @click.option("--overwrite", is_flag=True, help="Replace Minari datasets that have the same ids (default: refuse).")
-def export_dataset(run_dir: Path, task_text: str, fmt: str, out: str | None, dataset_id: str,
+def export_dataset(run_dir: Path, task_text: str, fmt: str, kind: str, out: str | None, dataset_id: str | None,
                    overwrite: bool) -> None:
-    """Write a run's training-task datasets in a form another offline-RL tool reads directly."""
+    """Write a run's training-task datasets of one kind in a form another offline-RL tool reads directly, with
+    their kind, family, task parameters and behaviour returns as metadata."""
     from mtrl.artifacts import open_artifact
-    from mtrl.export import check_minari_ids, fill, to_minari, to_npz
+    from mtrl.export import check_minari_ids, dataset_metadata, fill, to_minari, to_npz
     from mtrl.pipeline import layout
     from mtrl.pipeline.base import task_key
     from mtrl.pipeline.run_data import load_dataset, read_distribution
@@ -142,17 +147,26 @@ def export_dataset(run_dir: Path, task_text: str, fmt: str, out: str | None, dat
     if any(task >= count for task in tasks):
         raise ConfigError(f"--task {task_text}: {run_dir} has training tasks 0..{count - 1}")
     keys = [task_key(task) for task in tasks]
+    missing = [task for task in tasks if not layout.dataset(run_dir, task, kind).exists()]
+    if missing:
+        make = "mtrl collect" if kind == "replay" else f"mtrl datasets --kind {kind}"
+        raise ConfigError(f"--kind {kind}: {layout.dataset(run_dir, missing[0], kind)} does not exist; run "
+                          f"`{make} --run-dir {run_dir}` first")
     if fmt == "npz":
-        targets = fill(out, "--out", keys) if out else [str(run_dir / "export" / f"{key}.npz") for key in keys]
+        default = "export/{task}.npz" if kind == "replay" else "export/{kind}/{task}.npz"
+        targets = fill(out or str(run_dir / default), "--out", keys, kind=kind)
     else:
-        targets = fill(dataset_id, "--dataset-id", keys, family=dist.name, run=run_dir.name)
+        template = dataset_id or (MINARI_ID if kind == "replay" else MINARI_KIND_ID)
+        targets = fill(template, "--dataset-id", keys, family=dist.name, run=run_dir.name, kind=kind)
         check_minari_ids(targets, overwrite)
     for task, target in zip(tasks, targets, strict=True):
-        with open_artifact(layout.dataset(run_dir, task), "dataset") as art:
-            data, fingerprint = load_dataset(art, dist.spec, infos=True), art.fingerprint
+        with open_artifact(layout.dataset(run_dir, task, kind), "dataset") as art:
+            data = load_dataset(art, dist.spec, infos=True)
+            info = art.meta("kind_info") if "kind_info" in art.attrs else {"kind": kind}
+            metadata = dataset_metadata(dist, task, kind, run_dir.name, art.fingerprint, data, info)
         if fmt == "npz":
-            click.echo(f"wrote {to_npz(data, Path(target))} ({len(data['rewards'])} transitions)")
+            click.echo(f"wrote {to_npz(data, Path(target), metadata)} ({len(data['rewards'])} transitions)")
             continue
-        dataset = to_minari(data, target, dist, task, run_dir.name, fingerprint, overwrite)
+        dataset = to_minari(data, target, dist, task, metadata, overwrite)
         click.echo(f"created Minari dataset {target} ({dataset.total_episodes} episodes, {dataset.total_steps} "
                    "steps)")

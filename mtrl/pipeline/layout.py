@@ -3,8 +3,9 @@
     runs/<name>/
       config.yaml                 resolved config of the last command
       tasks.h5                    train/test task parameters
-      datasets/task_NN.h5         per-task transitions (D4RL keys)      collect
-      sac/task_NN.h5              final SAC weights + learning curve     collect
+      datasets/task_NN.h5         per-task transitions (D4RL keys): the replay kind     collect
+      datasets/<kind>/task_NN.h5  the other dataset kinds (medium, expert, ...)          datasets
+      sac/task_NN.h5              final SAC weights + curve + policy checkpoints         collect
       bcq/task_NN.h5              per-task BCQ                           train-bcq
       rewards/task_NN.h5          reward ensembles                       fit-rewards
       dynamics/task_NN.h5         next-state ensembles                   fit-dynamics
@@ -27,8 +28,11 @@ def tasks(run_dir: Path) -> Path:
     return run_dir / "tasks.h5"
 
 
-def dataset(run_dir: Path, task: int) -> Path:
-    return run_dir / "datasets" / f"{task_key(task)}.h5"
+def dataset(run_dir: Path, task: int, kind: str = "replay") -> Path:
+    """The replay keeps its historical path (so runs made before kinds existed stay up to date); every other kind
+    has a folder of its own."""
+    folder = run_dir / "datasets" if kind == "replay" else run_dir / "datasets" / kind
+    return folder / f"{task_key(task)}.h5"
 
 
 def sac(run_dir: Path, task: int) -> Path:
@@ -64,5 +68,6 @@ def tasks_input(run_dir: Path) -> Input:
     return Input(tasks(run_dir), "tasks", "collect")
 
 
-def dataset_input(run_dir: Path, task: int) -> Input:
-    return Input(dataset(run_dir, task), "dataset", "collect")
+def dataset_input(run_dir: Path, task: int, kind: str = "replay") -> Input:
+    """A training task's dataset of `kind` as a stage input (the training stages pass `config.data.kind`)."""
+    return Input(dataset(run_dir, task, kind), "dataset", "collect" if kind == "replay" else "datasets")

@@ -11,6 +11,7 @@ from mtrl.pipeline.base import Stage
 PIPELINE: dict[str, str] = {
     "tasks": "mtrl.stages.collect:SampleTasks",
     "collect": "mtrl.stages.collect:Collect",
+    "datasets": "mtrl.stages.datasets:MakeDatasets",
     "train-bcq": "mtrl.stages.train_bcq:TrainBCQ",
     "fit-rewards": "mtrl.stages.fit_ensembles:FitRewards",
     "fit-dynamics": "mtrl.stages.fit_ensembles:FitDynamics",

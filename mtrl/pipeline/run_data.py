@@ -50,7 +50,7 @@ def load_dataset(art: Artifact, spec: EnvSpec, infos: bool = False) -> dict[str,
     data = {key: art.array(key) for key in TRANSITION_KEYS}
     if infos and "infos" in art:
         data |= {f"infos/{key}": art.array(f"infos/{key}") for key in art.file["infos"]}
-    fix = f"recreate it with `mtrl collect --force --tasks {art.attrs['task']}`"
+    fix = f"recreate it with `mtrl {art.attrs.get('stage', 'collect')} --force --tasks {art.attrs['task']}`"
     rows = len(data["rewards"])
     widths = {"observations": (spec.obs_dim,), "next_observations": (spec.obs_dim,), "actions": (spec.act_dim,)}
     for key, values in data.items():

@@ -109,6 +109,7 @@ class Summary:
     relabel: RelabelSummary | None = None
     per_task: dict[str, dict[int, Stat]] = field(default_factory=dict)  # Table 9 column -> task -> Stat
     per_task_mean: dict[str, Stat] = field(default_factory=dict)  # Table 9 column -> mean over tasks per run
+    datasets: dict[str, dict[int, Stat]] = field(default_factory=dict)  # dataset kind -> task -> mean return
     stage_seconds: dict[str, Stat] = field(default_factory=dict)
     stage_eval_seconds: dict[str, Stat] = field(default_factory=dict)  # of which evaluation during training
     config_differences: dict[str, dict[str, Any]] = field(default_factory=dict)  # dotted key -> label -> value
@@ -141,6 +142,7 @@ def summarise(runs: list[RunResults]) -> Summary:
     _sac_init(summary, by_label)
     summary.relabel = _relabel(by_label)
     _per_task(summary, by_label)
+    summary.datasets = _datasets(by_label)
     collection = {label: run.sac_curves for label, run in by_label.items() if run.sac_curves}
     summary.collection = _mean_over_tasks(collection) if collection else None
     summary.stage_seconds = _stage_seconds({label: run.stage_seconds for label, run in by_label.items()})
@@ -234,6 +236,17 @@ def _per_task(summary: Summary, runs: dict[str, RunResults]) -> None:
         tasks = sorted({t for v in values.values() for t in v})
         summary.per_task[column] = {t: Stat({lb: float(v[t]) for lb, v in values.items() if t in v}) for t in tasks}
         summary.per_task_mean[column] = Stat({lb: float(np.mean(list(v.values()))) for lb, v in values.items()})
+
+
+def _datasets(runs: dict[str, RunResults]) -> dict[str, dict[int, Stat]]:
+    """Mean behaviour return per dataset kind (in `DATASET_KINDS` order) and task, as Stats over runs."""
+    from mtrl.data import DATASET_KINDS
+
+    found = {kind for run in runs.values() for kind in run.dataset_returns}
+    return {kind: {task: Stat({label: run.dataset_returns[kind][task]["mean"] for label, run in runs.items()
+                               if task in run.dataset_returns.get(kind, {})})
+                   for task in sorted({t for run in runs.values() for t in run.dataset_returns.get(kind, {})})}
+            for kind in DATASET_KINDS if kind in found}
 
 
 def _stage_seconds(per_run: dict[str, dict[str, float]]) -> dict[str, Stat]:

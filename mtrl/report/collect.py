@@ -51,6 +51,8 @@ class RunResults:
     sac_final: dict[int, float] = field(default_factory=dict)  # training task -> final SAC evaluation return
     sac_curves: dict[int, Curve] = field(default_factory=dict)  # training task -> collection SAC's eval curve
     bcq_returns: dict[int, dict[str, float]] = field(default_factory=dict)  # training task -> {best, final}
+    # dataset kind -> training task -> behaviour return statistics (`mtrl.data.return_stats`)
+    dataset_returns: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def seed(self) -> int | None:
@@ -177,5 +179,18 @@ def _read_bcq(results: RunResults, art: Artifact, name: str) -> None:
                                                        "final": float(art.attrs["final_return"])}
 
 
-_READERS = {"policy": _read_policy, "eval": _read_eval, "relabel": _read_relabel, "sac_init": _read_sac_init,
-            "sac": _read_sac, "bcq": _read_bcq}
+def _read_dataset(results: RunResults, art: Artifact, name: str) -> None:
+    """Behaviour returns of a dataset's complete episodes, the D4RL-style check of what the data is worth."""
+    from mtrl.data import episode_returns, return_stats
+    from mtrl.envs.registry import get_family
+
+    if results.config is None:
+        return  # the family's horizon, which tells complete episodes from cut ones, is unknown
+    horizon = get_family(results.config["env"]["family"]).spec.horizon
+    returns = episode_returns(art.array("rewards"), art.array("terminals"), art.array("timeouts"), horizon)
+    kind = str(art.attrs["dataset_kind"]) if "dataset_kind" in art.attrs else "replay"
+    results.dataset_returns.setdefault(kind, {})[int(art.attrs["task"])] = return_stats(returns)
+
+
+_READERS = {"dataset": _read_dataset, "policy": _read_policy, "eval": _read_eval, "relabel": _read_relabel,
+            "sac_init": _read_sac_init, "sac": _read_sac, "bcq": _read_bcq}

@@ -25,6 +25,7 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
         _relabel(summary, figures),
         _sac_init(summary, figures),
         _per_task(runs, summary),
+        _datasets(runs, summary),
         _wall_time(summary),
         _config(runs, summary),
         _fingerprints(runs, summary),
@@ -194,6 +195,32 @@ def _per_task(runs: list[RunResults], summary: Summary) -> str:
         f"the two on the same protocol. {SPREAD}; the last row averages the tasks of each run first.",
         _table(["task", *columns], rows), "Per run:", _table(["task", "run", *columns], per_run),
         *_collection(summary)])
+
+
+def _datasets(runs: list[RunResults], summary: Summary) -> str:
+    if not summary.datasets:
+        return ""
+    kinds = list(summary.datasets)
+    tasks = sorted({t for by_task in summary.datasets.values() for t in by_task})
+    rows = [[f"task_{t:02d}", *(_pm(summary.datasets[k][t]) if t in summary.datasets[k] else "—" for k in kinds)]
+            for t in tasks]
+    per_run = []
+    for run, label in zip(runs, summary.labels, strict=True):
+        for t in tasks:
+            cells = []
+            for k in kinds:
+                stats = run.dataset_returns.get(k, {}).get(t)
+                cells.append("—" if stats is None else
+                             f"{_num(stats['mean'])} ± {_num(stats['std'])} [{_num(stats['min'])}, "
+                             f"{_num(stats['max'])}] ({stats['episodes']} ep.)")
+            per_run.append([f"task_{t:02d}", label, *cells])
+    return "\n\n".join([
+        "## Behaviour data per dataset kind",
+        "Return of the behaviour data in each training task's dataset of each kind (docs/datasets.md): the mean "
+        "over its complete episodes (those ending by termination or at the horizon; an episode cut by the "
+        f"dataset's size is left out). {SPREAD}.",
+        _table(["task", *kinds], rows),
+        "Per run: mean ± std over episodes [min, max] (episodes):", _table(["dataset of", "run", *kinds], per_run)])
 
 
 def _collection(summary: Summary) -> list[str]:

@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 
-def run_lockstep(envs: Sequence, act, seed: int) -> list[tuple[np.ndarray, ...]]:
+def run_lockstep(envs: Sequence, act, seed: int, on_step: Callable | None = None) -> list[tuple[np.ndarray, ...]]:
     """One episode in every env, stepped together; `act(obs[active], active)` gives the active rows' actions.
 
     Every env resets with `seed`. Returns per env (observations, actions, rewards, next_observations) of its
-    episode (float32, float32, float64, float32).
+    episode (float32, float32, float64, float32). `on_step(b, obs, action, reward, next_obs, terminated,
+    truncated, info)`, if given, sees every transition of env b as it happens (what a dataset stores).
     """
     n = len(envs)
     obs = [env.reset(seed=seed)[0] for env in envs]
@@ -21,8 +22,10 @@ def run_lockstep(envs: Sequence, act, seed: int) -> list[tuple[np.ndarray, ...]]
         idx = np.flatnonzero(active)
         actions = act(np.stack([obs[b] for b in idx]).astype(np.float32), idx)
         for b, action in zip(idx, actions, strict=True):
-            next_obs, reward, terminated, truncated, _ = envs[b].step(action)
+            next_obs, reward, terminated, truncated, info = envs[b].step(action)
             traces[b].append((obs[b], action, reward, next_obs))
+            if on_step is not None:
+                on_step(b, obs[b], action, reward, next_obs, terminated, truncated, info)
             obs[b] = next_obs
             if terminated or truncated:
                 active[b] = False
@@ -42,12 +45,12 @@ def evaluate_lockstep(envs: Sequence, make_act: Callable[[int], Callable[[np.nda
     last observation and their actions are dropped."""
     returns = np.empty((len(envs), episodes))
     for k in range(episodes):
-        for t, episode in enumerate(run_lockstep(envs, _on_active_rows(make_act(k), len(envs)), seed + k)):
+        for t, episode in enumerate(run_lockstep(envs, on_active_rows(make_act(k), len(envs)), seed + k)):
             returns[t, k] = episode[2].sum()
     return returns
 
 
-def _on_active_rows(act: Callable[[np.ndarray], np.ndarray], tasks: int):
+def on_active_rows(act: Callable[[np.ndarray], np.ndarray], tasks: int):
     """`run_lockstep`'s act(obs[active], active) from a policy that takes one observation per task."""
     latest: np.ndarray | None = None
 

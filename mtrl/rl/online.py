@@ -42,6 +42,9 @@ class OnlineState:
     episode_start: int = 0  # buffer row of the current episode's first transition
     curve: list[list[float]] = field(default_factory=list)  # [step, mean return, std] per evaluation
     episode_returns: list[float] = field(default_factory=list)
+    # step -> the task's policy state (`SAC.task_policy_states`) at step 0 and at every evaluation, with
+    # `Schedule.keep_policies`: what `mtrl datasets` rolls out later (random, medium, expert, mixed kinds)
+    policies: dict[int, Any] = field(default_factory=dict)
 
     def write_curve(self, writer, name: str) -> None:
         """The evaluations (also as CSV: steps, return_mean, return_std) and the training episodes' returns."""
@@ -59,6 +62,7 @@ class Schedule:
     checkpoint_every: int
     random_warmup: bool = True  # warm up with uniform random actions (else with the agent's own policy)
     precision: str = "fp32"  # of the updates (`mtrl.nn.precision`)
+    keep_policies: bool = False  # snapshot each task's actor at step 0 and at every evaluation (`OnlineState`)
 
 
 def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: Sequence,
@@ -94,6 +98,8 @@ def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: 
         raise ValueError(f"train_online: tasks at steps {[r.step for r in runs]} with buffers of "
                          f"{[b.size for b in buffers]} transitions; a group runs in lockstep from empty buffers")
 
+    if schedule.keep_policies and step == 0:
+        keep_policies(agent, runs, step)
     starts = [resume_episode(env, ctx.seed + run.episode, buffer, run.episode_start)
               for env, ctx, buffer, run in zip(envs, ctxs, buffers, runs, strict=True)]
     obs, episode_returns = [s[0] for s in starts], [s[1] for s in starts]
@@ -124,6 +130,8 @@ def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: 
                                             schedule.eval_episodes, ONLINE_SAC_EVAL_SEED)
             for run, task_returns in zip(runs, returns, strict=True):
                 run.curve.append([step, float(task_returns.mean()), float(task_returns.std())])
+            if schedule.keep_policies:
+                keep_policies(agent, runs, step)
             bar.set_postfix(eval_return=f"{returns.mean():.1f}")
         bar.update(1)
         for t in ended:
@@ -142,6 +150,12 @@ def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: 
     for run in runs:
         run.step = step
     return runs
+
+
+def keep_policies(agent, runs: Sequence[OnlineState], step: int) -> None:
+    """Snapshot every task's actor (the policy part of its state, as NumPy) into its run under `step`."""
+    for run, state in zip(runs, agent.task_policy_states(), strict=True):
+        run.policies[step] = to_numpy_tree(state)
 
 
 def stacked_batch(buffers: Sequence[TransitionBuffer], rngs: Sequence[np.random.Generator], batch_size: int,

@@ -40,7 +40,8 @@ class SampleTasks(Stage):
 
 
 class Collect(Stage):
-    """One SAC learning run per training task; keeps everything it saw, its learning curve and weights.
+    """One SAC learning run per training task; keeps everything it saw (the `replay` dataset kind), its
+    learning curve, its final weights and its actor at step 0 and at every evaluation (`policy_checkpoints`).
 
     Task-batched: a group of tasks learns as one `SAC` with a task axis, one env per task stepped in lockstep
     (`mtrl.rl.online`); each task's dataset and weights are those of its own run with its unit's seed.
@@ -70,7 +71,7 @@ class Collect(Stage):
                     seeds=[ctx.seed for ctx in ctxs])
         buffers = [TransitionBuffer(cfg.steps, spec.obs_dim, spec.act_dim, spec.info_keys) for _ in ctxs]
         schedule = Schedule(cfg.steps, cfg.sac.random_steps, cfg.eval_every, cfg.eval_episodes, cfg.checkpoint_every,
-                            precision=cfg.precision)
+                            precision=cfg.precision, keep_policies=True)
         envs, eval_envs = ([dist.make_env(task) for task in tasks] for _ in range(2))
         runs = train_online(ctxs, agent, envs, eval_envs, buffers, schedule, load_group_checkpoints(ctxs))
 
@@ -84,8 +85,11 @@ class Collect(Stage):
                 for key, values in data.items():
                     w.array(key, values)
                 w.attrs["task"] = ctx.unit.task
+                w.attrs["dataset_kind"] = "replay"
                 w.attrs["episodes"] = len(episode_ends(data["terminals"], data["timeouts"]))
             with ctx.writer("sac") as w:
                 w.tree("weights", state)  # a single-task SAC's state (tasks = 1)
                 run.write_curve(w, "curve")
+                # the actor at step 0 and at every evaluation (the curve's steps): `mtrl datasets` rolls them out
+                w.tree("policy_checkpoints", run.policies)
                 w.attrs["final_return"] = run.curve[-1][1]

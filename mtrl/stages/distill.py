@@ -37,7 +37,7 @@ class Distill(Stage):
         for variant in self.variants or config.distill.variants:
             method = get_method(variant)
             inputs = {"tasks": layout.tasks_input(run_dir)}
-            inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i) for i in range(k)}
+            inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind) for i in range(k)}
             inputs |= {f"bcq_{i}": bcq_input(run_dir, i) for i in range(k)}
             if method.needs_relabel:
                 inputs["relabel"] = Input(layout.relabel(run_dir, relabel), "relabel", "relabel")

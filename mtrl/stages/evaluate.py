@@ -45,7 +45,8 @@ class Evaluate(Stage):
                 producer = get_method(name.removesuffix(GROUND_TRUTH_SUFFIX)).stage
                 inputs["policy"] = Input(layout.policy(run_dir, name), "policy", producer)
                 if env_spec(config).varies == "reward":  # the task-inference probe relabels with true rewards
-                    inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i) for i in range(n_train_tasks(config))}
+                    inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind)
+                               for i in range(n_train_tasks(config))}
             units.append(Unit(name, {"eval": Output(layout.evaluation(run_dir, name), "eval")}, inputs,
                               params={"policy": name}))
         return units

@@ -30,7 +30,8 @@ class FitEnsembles(Stage):
             return []
         return [
             Unit(task_key(i), {"ensemble": Output(layout.ensemble(run_dir, self.target, i), "ensemble")},
-                 {"dataset": layout.dataset_input(run_dir, i)}, params={"task": i, "target": self.target}, task=i)
+                 {"dataset": layout.dataset_input(run_dir, i, config.data.kind)},
+                 params={"task": i, "target": self.target}, task=i)
             for i in range(n_train_tasks(config))
         ]
 

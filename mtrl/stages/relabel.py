@@ -35,7 +35,7 @@ class Relabel(Stage):
         units = []
         for source in sources:
             inputs = {"tasks": layout.tasks_input(run_dir)}
-            inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i) for i in range(k)}
+            inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind) for i in range(k)}
             if source == "learned":
                 inputs |= {f"rewards_{i}": ensemble_input(run_dir, "rewards", i) for i in range(k)}
                 if spec.varies == "dynamics":

@@ -34,7 +34,8 @@ class TrainBaseline(Stage):
 
     def units(self, config, run_dir):
         inputs = {"tasks": layout.tasks_input(run_dir)}
-        inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i) for i in range(n_train_tasks(config))}
+        inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind)
+                   for i in range(n_train_tasks(config))}
         return [Unit(algo, {"policy": Output(layout.policy(run_dir, algo), "policy")}, inputs,
                      params={"algo": algo, "algo_config": to_dict(get_method(algo).config(config))})
                 for algo in self.algos or config.baselines.algos]

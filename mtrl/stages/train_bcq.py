@@ -34,7 +34,8 @@ class TrainBCQ(Stage):
     def units(self, config, run_dir):
         return [
             Unit(task_key(i), {"bcq": Output(layout.bcq(run_dir, i), "bcq")},
-                 {"tasks": layout.tasks_input(run_dir), "dataset": layout.dataset_input(run_dir, i)},
+                 {"tasks": layout.tasks_input(run_dir),
+                  "dataset": layout.dataset_input(run_dir, i, config.data.kind)},
                  params={"task": i}, task=i)
             for i in range(n_train_tasks(config))
         ]

@@ -105,10 +105,11 @@ GROUP_OVERRIDES = ("collect.steps=300", "collect.eval_every=150", "collect.check
 
 
 def read_unit(run_dir, task):
-    """A collect unit's artifacts as arrays: its dataset, and its SAC weights and curve."""
+    """A collect unit's artifacts as arrays: its dataset, and its SAC weights (with the policy checkpoints the
+    dataset kinds are made from) and curve."""
     data, _ = read(run_dir / "datasets" / f"task_{task:02d}.h5")
     with open_artifact(run_dir / "sac" / f"task_{task:02d}.h5", "sac") as art:
-        return data, art.tree("weights"), art.tree("curve")
+        return data, {"final": art.tree("weights"), "checkpoints": art.tree("policy_checkpoints")}, art.tree("curve")
 
 
 def assert_same_units(run_a, run_b, tasks=(0, 1)):

@@ -35,7 +35,7 @@ def test_every_task_becomes_a_minari_dataset_with_the_documented_id_that_recover
     result = export(run_dir, "--format", "minari")  # default: every training task
     assert result.exit_code == 0, result.output
     help_text = " ".join(export("--help").output.split())
-    template = re.search(r"\[default: (mtrl/\S+)\]", help_text).group(1)
+    template = re.search(r"default: (mtrl/\S+) for the replay", help_text).group(1)
     with open_artifact(run_dir / "tasks.h5") as art:
         train_tasks = art.array("train_tasks")
     for index, task in enumerate(train_tasks):
@@ -43,6 +43,7 @@ def test_every_task_becomes_a_minari_dataset_with_the_documented_id_that_recover
         dataset = minari.load_dataset(dataset_id)
         meta = dataset.storage.metadata["mtrl"]
         assert meta["task_index"] == index and meta["family"] == "PointGoalArc" and meta["split"] == "train"
+        assert meta["kind"] == "replay" and meta["returns"]["episodes"] == config.collect.steps // 20
         np.testing.assert_array_equal(meta["task"], task)
         env = dataset.recover_environment()
         np.testing.assert_array_equal(env.unwrapped.task, task)
