@@ -1,8 +1,8 @@
 """The experiment configuration: one typed tree with a section per stage, loaded from `configs/*.yaml`.
 
-Dataclass defaults are the papers' values (REFERENCE.md); a YAML file names the task distribution and its
-profiles (`smoke` for tests, `paper` for paper scale, ...) override what they need. Algorithm hyper-parameters
-live beside their algorithm (`mtrl.algos.*Config`) and are nested here.
+Dataclass defaults are the papers' values (and their reference code's, docs/algorithms.md); a YAML file names
+the task distribution and its profiles (`smoke` for tests, `paper` for paper scale, ...) override what they
+need. Algorithm hyper-parameters live beside their algorithm (`mtrl.algos.*Config`) and are nested here.
 """
 
 from __future__ import annotations

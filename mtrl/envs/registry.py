@@ -1,7 +1,7 @@
 """The registered task families, `make_distribution`, and their Gymnasium ids (mtrl/<family>-v0).
 
-Sources: MBML App. G/H.1 and Table 9 (seeds/000), FOCAL (seeds/002), HCSAC (seeds/004), and the
-facts about their reference code in shared/REFERENCE.md. docs/envs.md describes every family.
+Sources: MBML (Li et al., NeurIPS 2020) App. G/H.1 and Table 9, FOCAL (Li, Yang and Luo, ICLR 2021), HCSAC (Bu,
+Wang and Xue), and facts about their reference code. docs/envs.md describes every family.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _dmc_walker_family(name, speeds) -> Family:
 
 
 _FAMILY_LIST = [
-    # MBML (seeds/000, App. H.1, Table 9)
+    # MBML (App. H.1, Table 9)
     _family(
         "AntDir", "mtrl.envs.ant:AntDirEnv", partial(sampling.uniform_scalar, low=0.0, high=ARC),
         obs_dim=105, act_dim=8, raw_max_action=1.0, horizon=200, varies="reward", task_dim=1,
@@ -110,7 +110,7 @@ _FAMILY_LIST = [
         info_keys={"qpos": (2,), "qvel": (2,)},
         reward_std_threshold=0.02, next_state_std_threshold=None, default_n_train=10, default_n_test=8,
     ),
-    # FOCAL (seeds/002) and the MBML Fig. 1 toy
+    # FOCAL and the MBML Fig. 1 toy
     _point_family(
         "PointRobot", "mtrl.envs.point:PointGoalEnv", partial(sampling.uniform_box, low=-1.0, high=1.0),
         env_kwargs={"start": "square"},
@@ -146,7 +146,7 @@ _FAMILY_LIST = [
         reward_std_threshold=0.1, next_state_std_threshold=None, default_n_train=2, default_n_test=2,
         discrete_tasks=True,
     ),
-    # HCSAC (seeds/004): DMC walker walk and run, alone (CSAC) and together (MTCSAC, HCSAC)
+    # HCSAC: DMC walker walk and run, alone (CSAC) and together (MTCSAC, HCSAC)
     _dmc_walker_family("WalkerWalk", [[1.0]]),
     _dmc_walker_family("WalkerRun", [[8.0]]),
     _dmc_walker_family("WalkerWalkRun", [[1.0], [8.0]]),
