@@ -79,6 +79,9 @@ class DataConfig:
     mixed_checkpoints: int | None = _f(None, "evenly spaced checkpoints (step 0 to final) the mixed kind rolls out, "
                                              "equal shares each (default: all of them, FOCAL)", min=2)
     deterministic: bool = _f(False, "roll out the mean action instead of sampling the policy (D4RL samples)")
+    test_tasks: bool = _f(False, "also make offline data for the test tasks (collect's SAC and every kind), under "
+                                 "datasets/test/ and sac/test/; no training stage reads it (evaluate.context offline "
+                                 "draws test contexts from it)")
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,10 @@ class EvaluateConfig:
                          "noise of sampled beliefs); evaluation during training always runs it once", min=1)
     probe_sets: int = _f(20, "context sets per task pair in the task-inference probe (mtrl/rl/probe.py)", min=1)
     probe_context_size: int = _f(64, "transitions per probe context set", min=1)
+    context: Literal["online", "offline"] = _f("online", "online: Alg. 5, context gathered in the task; offline: "
+                                                         "FOCAL's meta-test, z from rows of the task's offline data "
+                                                         "(needs data.test_tasks; written to eval/offline/)")
+    offline_context_size: int = _f(64, "rows of a task's offline data the offline protocol infers z from", min=1)
 
 
 @dataclass(frozen=True)
@@ -239,6 +246,9 @@ def validate(config: Config) -> None:
         if bad:
             raise ConfigError(f"config key '{key}': '{bad[0]}' is not a dataset kind; choose from: "
                               f"{', '.join(DATASET_KINDS)}")
+    if config.evaluate.context == "offline" and not config.data.test_tasks:
+        raise ConfigError("config key 'evaluate.context': offline draws each test task's context from its offline "
+                          "data; set data.test_tasks: true (collect then runs SAC on the test tasks too)")
     bad = [b for b in config.sac_init.baselines if b not in SAC_INIT_BASELINES]
     if bad:
         raise ConfigError(f"config key 'sac_init.baselines': '{bad[0]}' is not one of: "

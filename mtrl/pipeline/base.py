@@ -49,6 +49,7 @@ class Unit:
     inputs: dict[str, Input] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)  # part of the fingerprint (e.g. the task index)
     task: int | None = None  # training-task index, for `--tasks` selection
+    split: str = "train"  # "test": a test task's unit (data.test_tasks); `--tasks` names training tasks only
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,16 @@
       tasks.h5                    train/test task parameters
       datasets/task_NN.h5         per-task transitions (D4RL keys): the replay kind     collect
       datasets/<kind>/task_NN.h5  the other dataset kinds (medium, expert, ...)          datasets
+      datasets/test/[<kind>/]task_NN.h5  the same for test tasks (data.test_tasks)        collect, datasets
       sac/task_NN.h5              final SAC weights + curve + policy checkpoints         collect
+      sac/test/task_NN.h5         the same for test tasks (data.test_tasks)              collect
       bcq/task_NN.h5              per-task BCQ                           train-bcq
       rewards/task_NN.h5          reward ensembles                       fit-rewards
       dynamics/task_NN.h5         next-state ensembles                   fit-dynamics
       relabel.h5                  relabelled rewards/next states          relabel
       policies/<name>.h5          multi-task policies                     distill, train-baseline
-      eval/<name>.h5              evaluation returns                      evaluate
+      eval/<name>.h5              evaluation returns (online context)     evaluate
+      eval/offline/<name>.h5      evaluation returns (offline context)    evaluate
       sac_init/<name>/task_NN.h5  SAC learning curves on test tasks       sac-init
       checkpoints/<stage>/…       resumable state of unfinished work
       logs/mtrl.log               run log
@@ -28,15 +31,23 @@ def tasks(run_dir: Path) -> Path:
     return run_dir / "tasks.h5"
 
 
-def dataset(run_dir: Path, task: int, kind: str = "replay") -> Path:
+SPLITS = ("train", "test")
+
+
+def _split_folder(folder: Path, split: str) -> Path:
+    """A training task's files keep their historical place; a test task's (data.test_tasks) lie in `test/`."""
+    return folder if split == "train" else folder / "test"
+
+
+def dataset(run_dir: Path, task: int, kind: str = "replay", split: str = "train") -> Path:
     """The replay keeps its historical path (so runs made before kinds existed stay up to date); every other kind
-    has a folder of its own."""
-    folder = run_dir / "datasets" if kind == "replay" else run_dir / "datasets" / kind
-    return folder / f"{task_key(task)}.h5"
+    has a folder of its own. Test tasks' datasets mirror this under datasets/test/."""
+    folder = _split_folder(run_dir / "datasets", split)
+    return (folder if kind == "replay" else folder / kind) / f"{task_key(task)}.h5"
 
 
-def sac(run_dir: Path, task: int) -> Path:
-    return run_dir / "sac" / f"{task_key(task)}.h5"
+def sac(run_dir: Path, task: int, split: str = "train") -> Path:
+    return _split_folder(run_dir / "sac", split) / f"{task_key(task)}.h5"
 
 
 def bcq(run_dir: Path, task: int) -> Path:
@@ -56,8 +67,10 @@ def policy(run_dir: Path, name: str) -> Path:
     return run_dir / "policies" / f"{name}.h5"
 
 
-def evaluation(run_dir: Path, name: str) -> Path:
-    return run_dir / "eval" / f"{name}.h5"
+def evaluation(run_dir: Path, name: str, context: str = "online") -> Path:
+    """Online-context evaluations (Alg. 5) at eval/<name>.h5, offline-context ones (FOCAL) beside them in
+    eval/offline/, so a run holds both and reports them side by side."""
+    return run_dir / "eval" / ("" if context == "online" else context) / f"{name}.h5"
 
 
 def sac_init(run_dir: Path, name: str, test_task: int) -> Path:
@@ -68,6 +81,7 @@ def tasks_input(run_dir: Path) -> Input:
     return Input(tasks(run_dir), "tasks", "collect")
 
 
-def dataset_input(run_dir: Path, task: int, kind: str = "replay") -> Input:
-    """A training task's dataset of `kind` as a stage input (the training stages pass `config.data.kind`)."""
-    return Input(dataset(run_dir, task, kind), "dataset", "collect" if kind == "replay" else "datasets")
+def dataset_input(run_dir: Path, task: int, kind: str = "replay", split: str = "train") -> Input:
+    """A task's dataset of `kind` as a stage input (the training stages pass `config.data.kind` and only ever
+    the train split)."""
+    return Input(dataset(run_dir, task, kind, split), "dataset", "collect" if kind == "replay" else "datasets")

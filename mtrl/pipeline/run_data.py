@@ -10,6 +10,7 @@ import numpy as np
 from mtrl.artifacts import Artifact, open_artifact
 from mtrl.data import TRANSITION_KEYS
 from mtrl.errors import ArtifactError, NonFiniteError
+from mtrl.pipeline.base import task_key
 
 if TYPE_CHECKING:
     from mtrl.config import Config
@@ -28,6 +29,26 @@ def n_train_tasks(config: Config) -> int:
 
 def n_test_tasks(config: Config) -> int:
     return config.env.n_test or env_spec(config).default_n_test
+
+
+def task_splits(config) -> tuple[str, ...]:
+    """The task splits that get offline data: the training tasks, and the test tasks with data.test_tasks."""
+    return ("train", "test") if config.data.test_tasks else ("train",)
+
+
+def split_key(split: str, task: int) -> str:
+    """task_NN for a training task, test_task_NN for a test task."""
+    return task_key(task) if split == "train" else f"test_{task_key(task)}"
+
+
+def split_params(split: str, task: int) -> dict:
+    """A unit's params: a training task's are unchanged since before splits (same fingerprints)."""
+    return {"task": task} if split == "train" else {"task": task, "split": split}
+
+
+def split_tasks(dist: TaskDistribution, split: str) -> np.ndarray:
+    """The task parameters of a split, "train" or "test"."""
+    return dist.train_tasks if split == "train" else dist.test_tasks
 
 
 def load_distribution(tasks_artifact: Artifact) -> TaskDistribution:

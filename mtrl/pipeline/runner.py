@@ -96,7 +96,7 @@ def output_state(path: Path, kind: str, expected: str | None) -> str:
 
 def select_units(stage: Stage, units: list[Unit], tasks: tuple[int, ...] | None) -> list[Unit]:
     """Keep the units of the requested training tasks (`--tasks`); stages without task units use every task,
-    and say so."""
+    and say so. Test tasks' units (data.test_tasks) run only when no `--tasks` selection is given."""
     per_task = [u for u in units if u.task is not None]
     if tasks is None:
         return units
@@ -108,7 +108,7 @@ def select_units(stage: Stage, units: list[Unit], tasks: tuple[int, ...] | None)
     bad = [t for t in tasks if t not in known]
     if bad:
         raise StageError(f"--tasks {','.join(map(str, bad))}: {stage.name} has tasks {known[0]}..{known[-1]}")
-    return [u for u in units if u.task is None or u.task in tasks]
+    return [u for u in units if (u.task is None and u.split == "train") or u.task in tasks]
 
 
 @dataclass(frozen=True)

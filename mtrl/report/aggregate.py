@@ -102,6 +102,8 @@ class Summary:
     test_curves: dict[str, Series] = field(default_factory=dict)  # multi-task method -> test score vs epoch
     train_curves: dict[str, Series] = field(default_factory=dict)  # multi-task method -> training score vs epoch
     method_scores: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> score name -> Stat
+    # method -> "offline test"/"offline train" -> Stat: evaluate.context offline (eval/offline/), kept apart
+    offline_scores: dict[str, dict[str, Stat]] = field(default_factory=dict)
     probes: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> probe statistic -> Stat
     sac_init: dict[str, Series] = field(default_factory=dict)  # sac-init run -> mean return over test tasks
     sac_init_tasks: dict[str, dict[str, int]] = field(default_factory=dict)  # sac-init run -> run label -> tasks
@@ -173,6 +175,12 @@ def method_order(names) -> list[str]:
 
 def _methods(summary: Summary, runs: dict[str, RunResults]) -> None:
     names = {name for run in runs.values() for name in (*run.policy_curves, *run.eval_summaries)}
+    offline = {name for run in runs.values() for name in run.offline_eval_summaries}
+    for method in method_order(offline):
+        stats = {f"offline {split}": Stat({label: run.offline_eval_summaries[method][f"{split}_score"]
+                                           for label, run in runs.items() if method in run.offline_eval_summaries})
+                 for split in ("test", "train")}
+        summary.offline_scores[method] = stats
     for method in method_order(names - set(methods.PER_TASK_BASELINES)):
         curves = {label: run.policy_curves[method] for label, run in runs.items() if method in run.policy_curves}
         if curves:

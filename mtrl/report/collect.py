@@ -45,6 +45,8 @@ class RunResults:
     policy_curves: dict[str, Curve] = field(default_factory=dict)  # method -> eval_curve {epochs, *_score}
     eval_summaries: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {train_score, test_score}
     eval_task_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> train_scores per task
+    # name -> {train_score, test_score} under the offline protocol (eval/offline/, evaluate.context: offline)
+    offline_eval_summaries: dict[str, dict[str, float]] = field(default_factory=dict)
     probes: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> task-inference probe summary
     relabel_stats: dict[str, np.ndarray] | None = None  # learned relabelling: keep_fraction, error_* [K, K]
     sac_init: dict[str, dict[int, Curve]] = field(default_factory=dict)  # run name -> test task -> curves
@@ -148,6 +150,9 @@ def _read_policy(results: RunResults, art: Artifact, name: str) -> None:
 
 
 def _read_eval(results: RunResults, art: Artifact, name: str) -> None:
+    if art.attrs.get("context", "online") == "offline":  # never mixed with the online scores
+        results.offline_eval_summaries[name] = art.meta("summary")
+        return
     results.eval_summaries[name] = art.meta("summary")
     results.eval_task_scores[name] = art.tree("returns")["train_scores"]
     if "task_inference" in art:  # mtrl.rl.probe: does task inference follow the rewards?
@@ -169,6 +174,8 @@ def _read_sac_init(results: RunResults, art: Artifact, name: str) -> None:
 
 
 def _read_sac(results: RunResults, art: Artifact, name: str) -> None:
+    if art.meta("params").get("split", "train") == "test":  # a test task's SAC (data.test_tasks): no baseline
+        return
     task = art.meta("params")["task"]
     results.sac_final[task] = float(art.attrs["final_return"])
     results.sac_curves[task] = art.tree("curve")
@@ -184,7 +191,7 @@ def _read_dataset(results: RunResults, art: Artifact, name: str) -> None:
     from mtrl.data import episode_returns, return_stats
     from mtrl.envs.registry import get_family
 
-    if results.config is None:
+    if results.config is None or art.attrs.get("split", "train") == "test":
         return  # the family's horizon, which tells complete episodes from cut ones, is unknown
     horizon = get_family(results.config["env"]["family"]).spec.horizon
     returns = episode_returns(art.array("rewards"), art.array("terminals"), art.array("timeouts"), horizon)

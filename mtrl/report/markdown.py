@@ -72,6 +72,7 @@ def _missing(runs: list[RunResults], summary: Summary) -> str:
 
 FINAL_COLUMNS = {"test (evaluate)": "eval test", "train (evaluate)": "eval train",
                  "test (last training eval.)": "last test", "train (last training eval.)": "last train"}
+OFFLINE_COLUMNS = {"test (offline context)": "offline test", "train (offline context)": "offline train"}
 BEST_COLUMNS = {"test": "best-on-train test", "train (selected on)": "best-on-train train",
                 "epoch (per run)": "best-on-train epoch"}
 
@@ -95,6 +96,7 @@ def _methods(summary: Summary, figures: dict[str, str]) -> str:
              "(`eval/<method>.h5`, `evaluate.repeats` runs of the protocol); *last training eval.*: the last point "
              "of the evaluation during training (`policies/<method>.h5` eval_curve, one run of the protocol).",
              _score_table(scores, FINAL_COLUMNS),
+             *_offline(summary),
              "### Best point during training, selected on the training tasks",
              "**Rule: best-on-train point.** In each run, the evaluation during training with the highest "
              "*training-task* score (the first of equals; `mtrl.report.aggregate.best_on_train`); the table gives "
@@ -108,6 +110,18 @@ def _methods(summary: Summary, figures: dict[str, str]) -> str:
              "Training-task score per evaluation during training (what the best-on-train rule selects on):",
              _series_table("train curve", "epoch", summary.train_curves, summary.labels)]
     return "\n\n".join(p for p in parts if p)
+
+
+def _offline(summary: Summary) -> list[str]:
+    """FOCAL's meta-test scores, a table of their own: a different protocol from the online ones above."""
+    if not summary.offline_scores:
+        return []
+    return ["### Final policy, offline context (FOCAL's meta-test)",
+            "**Rule: final policy**, evaluated with `evaluate.context: offline` (`eval/offline/<method>.h5`): each "
+            "task's z is inferred once from `evaluate.offline_context_size` rows of that task's own offline dataset "
+            "(test tasks: `datasets/test/`, made with `data.test_tasks`), every episode counted. Not comparable "
+            "with the online-context scores above, which gather their context in the task (Alg. 5).",
+            _score_table(summary.offline_scores, OFFLINE_COLUMNS)]
 
 
 def _score_table(scores: dict[str, dict[str, Stat]], columns: dict[str, str]) -> str:

@@ -4,11 +4,15 @@ In each task, episode 1 acts with a belief drawn from the prior; before every la
 drawn from the posterior over all transitions collected so far in that task. The score of a task is the
 mean return of the episodes after the first `skip` (MBML and PEARL do not count the first two).
 All tasks run in lockstep so a policy acts on one batch per time step.
+
+The offline protocol (FOCAL Alg. 2, `evaluate.context: offline`) infers each task's belief once from rows of
+that task's offline data and rolls the policy out with it for every episode; no context is gathered online, so
+every episode counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -33,6 +37,25 @@ def run_protocol(envs: Sequence, policy: ContextPolicy, episodes: int, seed: int
     return returns
 
 
+def run_fixed_context(envs: Sequence, policy: ContextPolicy, contexts: Sequence[np.ndarray], episodes: int,
+                      seed: int) -> np.ndarray:
+    """The offline protocol: returns [n_tasks, episodes]; env b acts with one belief inferred from contexts[b]
+    (rows [s, a, s', r]) for all its episodes; episode e of every task resets with seed + e (as Alg. 5)."""
+    beliefs = np.stack([policy.infer(c) for c in contexts])
+    returns = np.zeros((len(envs), episodes))
+    for episode in range(episodes):
+        rollouts = run_lockstep(envs, lambda obs, active, b=beliefs: policy.act(obs, b[active]), seed + episode)
+        returns[:, episode] = [rew.sum() for _, _, rew, _ in rollouts]
+    return returns
+
+
+def offline_context(data: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
+    """`size` rows [s, a, s', r] drawn without replacement from a task's offline dataset (all of it if smaller)."""
+    rows = rng.choice(len(data["rewards"]), min(size, len(data["rewards"])), replace=False)
+    return context_rows(data["observations"][rows], data["actions"][rows], data["next_observations"][rows],
+                        data["rewards"][rows])
+
+
 def score(returns: np.ndarray, skip: int) -> np.ndarray:
     """Per-task score: mean return of the episodes after the first `skip` ([n_tasks, episodes] → [n_tasks])."""
     if returns.shape[1] <= skip:
@@ -45,13 +68,17 @@ def evaluation_seed(config) -> int:
     return derive_seed(config.seed, "evaluation-episodes")
 
 
-def evaluate_tasks(envs: list, policy: ContextPolicy, cfg, seed: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluate_tasks(envs: list, policy: ContextPolicy, cfg, seed: int, repeats: int,
+                   contexts: Callable[[int], list[np.ndarray]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Alg. 5 in every env, `repeats` independent times (episode seeds seed + 1000·r, fresh beliefs): returns
-    [tasks, repeats, episodes] and per-task scores averaged over the repeats [tasks]."""
+    [tasks, repeats, episodes] and per-task scores averaged over the repeats [tasks]. With `contexts` (repeat r
+    -> one context per env), the offline protocol instead, every episode counted."""
     returns = np.zeros((len(envs), repeats, cfg.episodes))
     for r in range(repeats if envs else 0):
-        returns[:, r] = run_protocol(envs, policy, cfg.episodes, seed + 1000 * r)
-    scores = score(returns.reshape(-1, cfg.episodes), cfg.skip_episodes).reshape(len(envs), repeats).mean(1)
+        returns[:, r] = (run_protocol(envs, policy, cfg.episodes, seed + 1000 * r) if contexts is None else
+                         run_fixed_context(envs, policy, contexts(r), cfg.episodes, seed + 1000 * r))
+    skip = cfg.skip_episodes if contexts is None else 0
+    scores = score(returns.reshape(-1, cfg.episodes), skip).reshape(len(envs), repeats).mean(1)
     return returns, scores
 
 
@@ -64,9 +91,17 @@ def summary_of(returns: dict[str, np.ndarray], scores: dict[str, np.ndarray]) ->
     return result
 
 
-def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int, repeats: int = 1) -> dict:
-    """`evaluate_tasks` on all train and test tasks of `dist`."""
+def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int, repeats: int = 1,
+                   datasets: dict[str, list[dict[str, np.ndarray]]] | None = None) -> dict:
+    """`evaluate_tasks` on all train and test tasks of `dist`: Alg. 5, or with `datasets` (split -> each task's
+    offline data) the offline protocol, repeat r of task i drawing `cfg.offline_context_size` rows of its own data
+    with a seed shared by every policy of the run (methods meet the same contexts)."""
     returns, scores = {}, {}
     for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks)):
-        returns[split], scores[split] = evaluate_tasks([dist.make_env(t) for t in tasks], policy, cfg, seed, repeats)
+        contexts = None if datasets is None else (
+            lambda r, split=split: [offline_context(data, cfg.offline_context_size, np.random.default_rng(
+                derive_seed(seed, "offline-context", split, str(i), str(r))))
+                for i, data in enumerate(datasets[split])])
+        returns[split], scores[split] = evaluate_tasks([dist.make_env(t) for t in tasks], policy, cfg, seed, repeats,
+                                                       contexts)
     return summary_of(returns, scores)

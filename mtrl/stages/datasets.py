@@ -28,8 +28,17 @@ from mtrl.data import DATASET_KINDS, episode_ends
 from mtrl.errors import ArtifactError
 from mtrl.nn import require_finite, to_torch_tree
 from mtrl.pipeline import layout
-from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, task_key
-from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
+from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
+from mtrl.pipeline.run_data import (
+    load_dataset,
+    n_test_tasks,
+    n_train_tasks,
+    read_distribution,
+    split_key,
+    split_params,
+    split_tasks,
+    task_splits,
+)
 from mtrl.rl.episodes import evaluate_lockstep
 from mtrl.rl.rollouts import rollout_rows
 from mtrl.seeding import ONLINE_SAC_EVAL_SEED, derive_seed
@@ -71,18 +80,23 @@ def shares(rows: int, parts: int) -> list[int]:
 class MakeDatasets(Stage):
     name = "datasets"
     sections = ("data",)
-    not_covered = ("data.kinds", "data.kind")  # which units exist, not what one computes
+    not_covered = ("data.kinds", "data.kind", "data.test_tasks")  # which units exist, not what one computes
 
     def units(self, config, run_dir):
+        """Every made kind of every training task and, with data.test_tasks, of every test task too (from the test
+        task's own SAC run, sac/test/)."""
         units = []
-        for kind in made_kinds(config):
-            for i in range(n_train_tasks(config)):
-                inputs = {"tasks": layout.tasks_input(run_dir), "sac": Input(layout.sac(run_dir, i), "sac", "collect")}
-                if kind == "medium-replay":
-                    inputs["replay"] = layout.dataset_input(run_dir, i)
-                units.append(Unit(f"{kind}_{task_key(i)}", {"dataset": Output(layout.dataset(run_dir, i, kind),
-                                                                                 "dataset")},
-                                  inputs, params={"task": i, "kind": kind}, task=i))
+        for split in task_splits(config):
+            for kind in made_kinds(config):
+                for i in range(n_train_tasks(config) if split == "train" else n_test_tasks(config)):
+                    inputs = {"tasks": layout.tasks_input(run_dir),
+                              "sac": Input(layout.sac(run_dir, i, split), "sac", "collect")}
+                    if kind == "medium-replay":
+                        inputs["replay"] = layout.dataset_input(run_dir, i, split=split)
+                    output = Output(layout.dataset(run_dir, i, kind, split), "dataset")
+                    units.append(Unit(f"{kind}_{split_key(split, i)}", {"dataset": output}, inputs,
+                                      params=split_params(split, i) | {"kind": kind},
+                                      task=i if split == "train" else None, split=split))
         return units
 
     def unused_keys(self, config, unit):
@@ -93,9 +107,9 @@ class MakeDatasets(Stage):
     def run_unit(self, ctx: UnitContext) -> None:
         from mtrl.algos.sac import SAC, SACConfig
 
-        kind, task, cfg = ctx.unit.params["kind"], ctx.unit.task, ctx.config.data
+        kind, task, cfg = ctx.unit.params["kind"], ctx.unit.params["task"], ctx.config.data
         dist = read_distribution(ctx.unit.inputs["tasks"].path)
-        spec = dist.spec
+        spec, params = dist.spec, split_tasks(dist, ctx.unit.split)[task]
         with ctx.read("sac") as art:
             if "policy_checkpoints" not in art:
                 raise ArtifactError(f"{art.path} has no policy checkpoints (collected before dataset kinds existed); "
@@ -105,7 +119,7 @@ class MakeDatasets(Stage):
             collect = art.meta("config")["collect"]
         sac_cfg = build(SACConfig, collect["sac"])
         steps = sorted(policies)
-        env = dist.make_env(dist.train_tasks[task])
+        env = dist.make_env(params)
 
         def agent(chosen: list[int], seed_name: str):
             """The chosen checkpoints as one task-batched SAC, each drawing its noise from its own generator."""
@@ -134,7 +148,7 @@ class MakeDatasets(Stage):
                       "mixed": mixed_steps(steps, cfg.mixed_checkpoints)}[kind]
             rows = cfg.transitions or int(collect["steps"])
             sac = agent(chosen, "rollout")
-            parts = rollout_rows([dist.make_env(dist.train_tasks[task]) for _ in chosen],
+            parts = rollout_rows([dist.make_env(params) for _ in chosen],
                                  lambda obs: sac.act(obs, deterministic=cfg.deterministic), shares(rows, len(chosen)),
                                  derive_seed(ctx.seed, "episodes"), spec.obs_dim, spec.act_dim, spec.info_keys)
             data = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
@@ -144,6 +158,7 @@ class MakeDatasets(Stage):
             for key, values in data.items():
                 w.array(key, values)
             w.attrs["task"] = task
+            w.attrs["split"] = ctx.unit.split
             w.attrs["dataset_kind"] = kind
             w.attrs["episodes"] = len(episode_ends(data["terminals"], data["timeouts"]))
             w.json("kind_info", info)

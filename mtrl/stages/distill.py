@@ -26,7 +26,8 @@ class Distill(Stage):
     name = "distill"
     sections = ("distill", "evaluate")
     # the variants to train are units; evaluation during training runs the protocol once (no repeats)
-    not_covered = ("distill.variants", "evaluate.repeats")
+    # evaluation during training runs Alg. 5 once: not the repeats nor the offline protocol's keys
+    not_covered = ("distill.variants", "evaluate.repeats", "evaluate.context", "evaluate.offline_context_size")
 
     def __init__(self, variants: tuple[str, ...] | None = None):
         self.variants = variants  # `mtrl distill --variant X` selects; None: the config's list

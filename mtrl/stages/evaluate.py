@@ -3,6 +3,11 @@
 Multi-task policies (policies/<name>.h5) are evaluated on every train and unseen test task; the per-task
 baselines `sac` and `bcq` (MBML Table 9) on their own training task. Episodes reset from seeds shared by all
 policies of a run, so methods are compared on the same start states.
+
+`evaluate.context: offline` evaluates the multi-task policies under FOCAL's meta-test instead (each task's z
+inferred from rows of its own offline dataset of `data.kind`: test tasks' from datasets/test/, made with
+data.test_tasks) and writes eval/offline/<name>.h5 beside the online eval/<name>.h5, so a run can hold and report
+both. The per-task baselines have no context and stay online.
 """
 
 from __future__ import annotations
@@ -13,16 +18,20 @@ from mtrl.methods import GROUND_TRUTH_SUFFIX, PER_TASK_BASELINES, get_method
 from mtrl.nn import to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
-from mtrl.pipeline.run_data import env_spec, load_dataset, n_train_tasks, read_distribution
+from mtrl.pipeline.run_data import env_spec, load_dataset, n_test_tasks, n_train_tasks, read_distribution
 from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed, run_evaluation, summary_of
 from mtrl.rl.policies import ContextFreePolicy, load_multitask_policy
 from mtrl.rl.probe import task_inference_probe
 from mtrl.stages.distill import policy_name
 
+OFFLINE_ONLY = ("evaluate.offline_context_size",)
+ONLINE_ONLY = ("evaluate.skip_episodes", "evaluate.probe_sets", "evaluate.probe_context_size")
+
 
 class Evaluate(Stage):
     name = "evaluate"
     sections = ("evaluate",)
+    not_covered = ("evaluate.context",)  # which units exist (eval/ or eval/offline/), not what one computes
 
     def __init__(self, policies: tuple[str, ...] | None = None):
         self.policies = policies  # `mtrl evaluate --policy X`; None: every policy the config trains
@@ -32,8 +41,12 @@ class Evaluate(Stage):
         names = self.policies or (*PER_TASK_BASELINES,
                                   *(policy_name(v, config.distill.relabel) for v in config.distill.variants),
                                   *config.baselines.algos)
+        offline = config.evaluate.context == "offline"
         units = []
         for name in names:
+            if offline and name not in PER_TASK_BASELINES:
+                units.append(self._offline_unit(config, run_dir, name))
+                continue
             inputs = {"tasks": layout.tasks_input(run_dir)}
             if name == "sac":
                 inputs |= {f"task_{i}": Input(layout.sac(run_dir, i), "sac", "collect")
@@ -51,8 +64,25 @@ class Evaluate(Stage):
                               params={"policy": name}))
         return units
 
+    @staticmethod
+    def _offline_unit(config, run_dir, name: str) -> Unit:
+        """A multi-task policy under the offline protocol: its inputs are every train and test task's dataset of
+        `data.kind` (the test tasks' from data.test_tasks)."""
+        producer = get_method(name.removesuffix(GROUND_TRUTH_SUFFIX)).stage
+        inputs = {"tasks": layout.tasks_input(run_dir),
+                  "policy": Input(layout.policy(run_dir, name), "policy", producer)}
+        for split, count in (("train", n_train_tasks(config)), ("test", n_test_tasks(config))):
+            inputs |= {f"{split}_dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind, split)
+                       for i in range(count)}
+        return Unit(f"offline_{name}", {"eval": Output(layout.evaluation(run_dir, name, "offline"), "eval")}, inputs,
+                    params={"policy": name, "context": "offline"})
+
+    def unused_keys(self, config, unit):
+        return ONLINE_ONLY if unit.params.get("context") == "offline" else OFFLINE_ONLY
+
     def run_unit(self, ctx: UnitContext) -> None:
-        cfg, name = ctx.config.evaluate, ctx.unit.key
+        cfg, name = ctx.config.evaluate, ctx.unit.params["policy"]
+        context = ctx.unit.params.get("context", "online")
         dist = read_distribution(ctx.unit.inputs["tasks"].path)
         seed = evaluation_seed(ctx.config)
         if name in PER_TASK_BASELINES:
@@ -60,17 +90,31 @@ class Evaluate(Stage):
         else:
             with ctx.read("policy") as art:
                 policy = load_multitask_policy(art, ctx.device, ctx.seed)
-            result = run_evaluation(dist, policy, cfg, seed, cfg.repeats)
-            if dist.spec.varies == "reward":
-                result["probe"] = self._probe(ctx, dist, policy)
+            if context == "offline":
+                datasets = {split: [self._dataset(ctx, f"{split}_dataset_{i}", dist.spec) for i in range(len(tasks))]
+                            for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks))}
+                result = run_evaluation(dist, policy, cfg, seed, cfg.repeats, datasets)
+            else:
+                result = run_evaluation(dist, policy, cfg, seed, cfg.repeats)
+                if dist.spec.varies == "reward":
+                    result["probe"] = self._probe(ctx, dist, policy)
         with ctx.writer("eval") as w:
             w.tree("returns", {k: v for k, v in result.items() if k.endswith(("_returns", "_scores"))})
             if "probe" in result:
                 w.tree("task_inference", result["probe"])
             w.json("summary", {k: v for k, v in result.items() if k.endswith("_score")})
-            w.attrs["skip_episodes"] = cfg.skip_episodes
+            w.attrs["context"] = context
+            w.attrs["skip_episodes"] = cfg.skip_episodes if context == "online" else 0
+            if context == "offline":
+                w.attrs["offline_context_size"] = cfg.offline_context_size
+                w.attrs["data_kind"] = ctx.config.data.kind
         test = "none (one policy per training task)" if name in PER_TASK_BASELINES else f"{result['test_score']:.2f}"
-        ctx.log.info(f"evaluate {name}: train {result['train_score']:.2f}, test {test}")
+        ctx.log.info(f"evaluate {ctx.unit.key} ({context} context): train {result['train_score']:.2f}, test {test}")
+
+    @staticmethod
+    def _dataset(ctx: UnitContext, name: str, spec) -> dict:
+        with ctx.read(name) as art:
+            return load_dataset(art, spec)
 
     @staticmethod
     def _probe(ctx: UnitContext, dist, policy) -> dict:

@@ -29,8 +29,10 @@ class TrainBaseline(Stage):
     def excluded_keys(self, config):
         """The schedule and the evaluation settings are covered; the list of units and each method's config are
         not: a unit's method config is one of its parameters, so changing one baseline's hyper-parameters leaves
-        the others' artifacts up to date. Evaluation during training runs the protocol once (no repeats)."""
-        return ("baselines.algos", "evaluate.repeats", *(f"baselines.{name}" for name in names("train-baseline")))
+        the others' artifacts up to date. Evaluation during training runs Alg. 5 once (no repeats, never the
+        offline protocol)."""
+        return ("baselines.algos", "evaluate.repeats", "evaluate.context", "evaluate.offline_context_size",
+                *(f"baselines.{name}" for name in names("train-baseline")))
 
     def units(self, config, run_dir):
         inputs = {"tasks": layout.tasks_input(run_dir)}
