@@ -143,6 +143,16 @@ def test_default_config_unchanged_and_offline_evaluation_end_to_end(smoke_run, t
     assert set(results.offline_eval_summaries) == set(methods)
     assert all(results.eval_summaries[name] != results.offline_eval_summaries[name] for name in methods)
     assert sorted(results.sac_final) == [0, 1, 2]  # test tasks' SAC runs are not training-task baselines
+    assert sorted(results.dataset_returns["replay"]) == [0, 1, 2]  # nor their datasets training tasks' data
+
+    from mtrl.report import write_report
+
+    text = write_report([run_dir], tmp_path / "report").read_text()
+    final, offline_table = text.split("### Final policy, offline context")[0], text.split("### Final policy, offline "
+                                                                                          "context")[1]
+    offline_table = offline_table.split("###")[0]
+    assert "test (offline context)" in offline_table and "test (offline context)" not in final
+    assert all(name in offline_table for name in methods)
 
 
 def _rows(run_dir: Path, task: int, split: str) -> set:
