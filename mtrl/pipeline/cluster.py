@@ -56,10 +56,14 @@ def plan_launch(config: Config, options: RunOptions, until: str | None = None) -
     check_stage(get_stage("collect"), config, options, inputs=False)  # --tasks names training tasks that exist
     plans = plan_pipeline(stages, config, options.run_dir)
     todo = [(stage.name, plan) for stage, plan in plans if options.force or not plan.up_to_date]
-    tasks = sorted({p.unit.task for name, p in todo if name in PER_TASK_STAGES})
+    tasks = sorted({p.unit.task for name, p in todo if name in PER_TASK_STAGES and p.unit.task is not None})
     if options.tasks is not None:
         tasks = [t for t in tasks if t in options.tasks]
-    multi = [] if options.tasks is not None else [n for n in names if n not in PER_TASK_STAGES and n != TASKS_STAGE]
+    # test tasks' units (data.test_tasks: collect's) are in no array job (`--tasks` names training tasks): their
+    # stage runs once more as a job of its own after the array, where only those units are left to do
+    test_units = {name for name, p in todo if p.unit.split == "test"}
+    multi = [] if options.tasks is not None else [n for n in names if n != TASKS_STAGE and
+                                                  (n not in PER_TASK_STAGES or n in test_units)]
     return LaunchPlan(
         n_train=n_train_tasks(config),
         tasks=tuple(tasks),

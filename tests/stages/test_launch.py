@@ -40,6 +40,16 @@ def test_array_is_sized_from_the_resolved_config_not_a_guess(tmp_path):
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
 
 
+def test_test_task_units_run_as_one_job_after_the_array(tmp_path):
+    """data.test_tasks: collect's test-task units are in no array job (their task is no training task); collect
+    runs again as a job of its own after the array, before datasets needs their SAC runs."""
+    config = load_config(ROOT / "configs" / "walker_param.yaml", "paper", ["data.test_tasks=true"])
+    plan = plan_launch(config, RunOptions(tmp_path))
+    assert plan.tasks == tuple(range(30))
+    assert plan.multi_task == ("collect", "relabel", "distill", "train-baseline", "evaluate", "sac-init")
+    assert plan_launch(config, RunOptions(tmp_path, tasks=(0,))).multi_task == ()
+
+
 def test_compact_writes_slurm_array_syntax():
     assert compact((0, 1, 2, 5, 7, 8)) == "0-2,5,7-8" and compact((3,)) == "3" and compact(()) == ""
 
