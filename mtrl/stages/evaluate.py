@@ -109,7 +109,7 @@ class Evaluate(Stage):
                 w.attrs["offline_context_size"] = cfg.offline_context_size
                 w.attrs["data_kind"] = ctx.config.data.kind
         test = "none (one policy per training task)" if name in PER_TASK_BASELINES else f"{result['test_score']:.2f}"
-        ctx.log.info(f"evaluate {ctx.unit.key} ({context} context): train {result['train_score']:.2f}, test {test}")
+        ctx.log.info(f"evaluate {ctx.unit.key}: train {result['train_score']:.2f}, test {test}")
 
     @staticmethod
     def _dataset(ctx: UnitContext, name: str, spec) -> dict:
