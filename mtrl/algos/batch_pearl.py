@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from mtrl.algos.context import ContextEncoder, InfersTasks, context_dim, kl_to_standard_normal, rsample
@@ -76,6 +77,16 @@ class BatchPEARLConfig:
     )
 
 
+def pearl_sac_networks(obs_dim: int, z_dim: int, act_dim: int, hidden: tuple[int, ...], max_action: float,
+                       device: torch.device) -> tuple[TanhGaussianActor, EnsembleMLP, nn.Module, nn.Module]:
+    """PEARL's soft actor-critic (v1) on the task-augmented state [s, z]: a tanh-Gaussian policy π(a | s, z), twin
+    critics Q(s, z, a) as one ensemble, a state value V(s, z) and its Polyak-averaged target V' (no gradients)."""
+    actor = TanhGaussianActor(obs_dim, act_dim, hidden, max_action, cond_dim=z_dim).to(device)
+    critic = EnsembleMLP(2, obs_dim + z_dim + act_dim, hidden, 1).to(device)  # input [s, z, a]
+    value = mlp(obs_dim + z_dim, hidden, 1).to(device)
+    return actor, critic, value, copy.deepcopy(value).requires_grad_(False)
+
+
 class BatchPEARL(InfersTasks, AgentState):
     """The Batch PEARL learner and multi-task policy.
 
@@ -97,10 +108,8 @@ class BatchPEARL(InfersTasks, AgentState):
         self.context_dim = context_dim(obs_dim, act_dim)
         z = cfg.z_dim
         self.encoder = ContextEncoder(self.context_dim, z, cfg.encoder_hidden).to(self.device)
-        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.hidden, self.max_action, cond_dim=z).to(self.device)
-        self.critic = EnsembleMLP(2, obs_dim + z + act_dim, cfg.hidden, 1).to(self.device)  # input [s, z, a]
-        self.value = mlp(obs_dim + z, cfg.hidden, 1).to(self.device)
-        self.value_target = copy.deepcopy(self.value).requires_grad_(False)
+        self.actor, self.critic, self.value, self.value_target = pearl_sac_networks(
+            obs_dim, z, act_dim, cfg.hidden, self.max_action, self.device)
         self.actor_opt = adam(self.actor.parameters(), cfg.lr)
         # The critic loss trains θ_Q and, with β·KL, the encoder φ (Alg. 6 lines 11 and 13).
         self.critic_opt = adam([*self.critic.parameters(), *self.encoder.parameters()], cfg.lr)

@@ -35,7 +35,6 @@ Choices where the paper is silent, and deviations (also in docs/algorithms.md):
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,10 +42,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.algos.batch_pearl import BatchPEARL
+from mtrl.algos.batch_pearl import BatchPEARL, pearl_sac_networks
 from mtrl.algos.context import InfersTasks, context_dim
 from mtrl.errors import ConfigError
-from mtrl.nn import AgentState, EnsembleMLP, TanhGaussianActor, adam, mlp, seeded_generator, soft_update
+from mtrl.nn import AgentState, adam, mlp, seeded_generator, soft_update
 
 RATIO_EPS = 1e-8  # inside the log of the density-ratio estimate (BRAC's EPS)
 
@@ -167,10 +166,8 @@ class FOCAL(InfersTasks, AgentState):
         self.context_dim = context_dim(obs_dim, act_dim)
         z = cfg.z_dim
         self.encoder = DeterministicEncoder(self.context_dim, z, cfg.encoder_hidden).to(self.device)
-        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.hidden, self.max_action, cond_dim=z).to(self.device)
-        self.critic = EnsembleMLP(2, obs_dim + z + act_dim, cfg.hidden, 1).to(self.device)  # input [s, z, a]
-        self.value = mlp(obs_dim + z, cfg.hidden, 1).to(self.device)
-        self.value_target = copy.deepcopy(self.value).requires_grad_(False)
+        self.actor, self.critic, self.value, self.value_target = pearl_sac_networks(
+            obs_dim, z, act_dim, cfg.hidden, self.max_action, self.device)
         self.discriminator = mlp(obs_dim + z + act_dim, cfg.discriminator_hidden, 1).to(self.device)
         self.encoder_opt = adam(self.encoder.parameters(), cfg.encoder_lr)
         self.actor_opt = adam(self.actor.parameters(), cfg.lr)
