@@ -1,0 +1,144 @@
+"""Where every column of MBML's batches comes from (mtrl.rl.batches), on synthetic data whose values encode
+their origin: task j, dataset row t, column c, and for relabelled values the relabelling task i.
+
+A batch that mixes up tasks or rows, keeps the original rewards where relabelled ones belong, or relabels the
+next state of a reward-only family, fails here with the offending column named.
+"""
+
+import numpy as np
+import pytest
+
+from mtrl.algos.context import context_rows
+from mtrl.algos.mbml import MBMLConfig
+from mtrl.rl.batches import RelabelledContexts, context_sets, mbml_sampler
+
+K, N, OBS, ACT = 3, 40, 2, 1
+D = 2 * OBS + ACT + 1
+S_COLS, A_COLS, NEXT_COLS, R_COL = slice(0, OBS), slice(OBS, OBS + ACT), slice(OBS + ACT, 2 * OBS + ACT), D - 1
+
+
+def code(task, row, column):
+    """The value at (task j, dataset row t, column c) of the original data: readable back by `decode`."""
+    return 1000.0 * (task + 1) + 10.0 * row + column
+
+
+def decode(value):
+    task, rest = divmod(value, 1000.0)
+    return int(task) - 1, int(rest // 10)
+
+
+def datasets():
+    """K datasets of N rows; column c of [s, a, s', r] holds code(j, t, c) (the reward negated)."""
+    out = []
+    for j in range(K):
+        t = np.arange(N)[:, None]
+        out.append({"observations": code(j, t, np.arange(OBS)).astype(np.float32),
+                    "actions": code(j, t, OBS + np.arange(ACT)).astype(np.float32),
+                    "next_observations": code(j, t, OBS + ACT + np.arange(OBS)).astype(np.float32),
+                    "rewards": -code(j, t[:, 0], R_COL).astype(np.float32),
+                    "terminals": np.zeros(N, np.float32)})
+    return out
+
+
+def relabelled_code(i, j, m, column=0):
+    """Relabelled values by task i's models of relabel row m of task j: 1e5·(i + 1) above the original code."""
+    return 1e5 * (i + 1) + code(j, m, column)
+
+
+class FakeRelabelArtifact:
+    """The arrays of relabel.h5 that `RelabelledContexts.load` reads."""
+
+    def __init__(self, dynamics: bool, m: int = 7):
+        rng = np.random.default_rng(3)
+        self.arrays = {"indices": np.stack([np.sort(rng.choice(N, m, replace=False)) for _ in range(K)])}
+        i, j, r = np.meshgrid(np.arange(K), np.arange(K), np.arange(m), indexing="ij")
+        self.arrays["rewards"] = relabelled_code(i, j, r, R_COL).astype(np.float32)
+        self.arrays["reward_mask"] = (i + j + r) % 2 == 0
+        if dynamics:
+            cols = OBS + ACT + np.arange(OBS)
+            self.arrays["next_observations"] = relabelled_code(i[..., None], j[..., None], r[..., None], cols)
+            self.arrays["next_state_mask"] = r % 3 != 0
+
+    def array(self, name):
+        return self.arrays[name]
+
+    def __contains__(self, name):
+        return name in self.arrays
+
+
+@pytest.mark.parametrize("dynamics", [False, True])
+def test_relabelled_contexts_every_column_comes_from_the_right_task_row_and_model(dynamics):
+    data, art = datasets(), FakeRelabelArtifact(dynamics)
+    contexts = RelabelledContexts.load(art, data)
+    indices = art.arrays["indices"]
+    m = indices.shape[1]
+    # rows: relabel row r of task j is dataset row indices[j, r] of task j, with its own reward
+    for j in range(K):
+        for r in range(m):
+            t = indices[j, r]
+            expected = context_rows(*(data[j][key][t] for key in
+                                      ("observations", "actions", "next_observations", "rewards")))
+            np.testing.assert_array_equal(contexts.rows[j, r], expected)
+    expected_mask = art.arrays["reward_mask"] & (art.arrays["next_state_mask"] if dynamics else True)
+    np.testing.assert_array_equal(contexts.mask, expected_mask)
+
+    size = 25
+    context, relabelled, mask = contexts.sample(np.random.default_rng(0), size)
+    assert context.shape == (K, size, D) and relabelled.shape == (K, K, size, D) and mask.shape == (K, K, size)
+    row_of = {(j, int(t)): r for j in range(K) for r, t in enumerate(indices[j])}
+    for j in range(K):
+        for s in range(size):
+            task, t = decode(context[j, s, 0])
+            assert task == j, "context c_j holds rows of task j"
+            r = row_of[(j, t)]  # the relabel row it was drawn as
+            np.testing.assert_array_equal(context[j, s], contexts.rows[j, r])
+            for i in range(K):
+                row = relabelled[i, j, s]
+                np.testing.assert_array_equal(row[S_COLS], context[j, s, S_COLS], err_msg="s: the original")
+                np.testing.assert_array_equal(row[A_COLS], context[j, s, A_COLS], err_msg="a: the original")
+                assert row[R_COL] == relabelled_code(i, j, r, R_COL), f"r of c_{{{j}->{i}}}: task {i}'s relabel"
+                if dynamics:
+                    cols = OBS + ACT + np.arange(OBS)
+                    np.testing.assert_array_equal(row[NEXT_COLS], relabelled_code(i, j, r, cols).astype(np.float32),
+                                                  err_msg="s': task i's relabelled next state")
+                else:
+                    np.testing.assert_array_equal(row[NEXT_COLS], context[j, s, NEXT_COLS],
+                                                  err_msg="s': the original (reward-only family)")
+                assert mask[i, j, s] == contexts.mask[i, j, r], "mask of the same (i, j, row)"
+
+
+def test_mbml_sampler_pairs_observations_with_their_actions_per_task():
+    data = datasets()
+    cfg = MBMLConfig(batch_size=64, context_size=16, neither_context_size=16, no_relabel_context_size=8,
+                     hard_negative_sets=3)
+    contexts = RelabelledContexts.load(FakeRelabelArtifact(False), data)
+    for variant in ("mbml", "neither", "no-relabel"):
+        batch = mbml_sampler(data, cfg, variant, contexts if variant == "mbml" else None)(np.random.default_rng(1))
+        assert batch["observations"].shape == (K, 64, OBS)
+        for j in range(K):
+            for s in range(64):
+                task, t = decode(batch["observations"][j, s, 0])
+                assert task == j
+                np.testing.assert_array_equal(batch["actions"][j, s], data[j]["actions"][t])
+        if variant == "mbml":
+            assert set(batch) == {"observations", "actions", "context", "relabelled_context", "relabel_mask"}
+        else:
+            context = batch["context"]
+            assert context.shape == ((K, 16, D) if variant == "neither" else (K, 3, 8, D))
+            _assert_rows_of_own_task(context, data)
+
+
+def _assert_rows_of_own_task(context, data):
+    for j in range(K):
+        rows = context[j].reshape(-1, D)
+        for row in rows:
+            task, t = decode(row[0])
+            assert task == j
+            expected = context_rows(*(data[j][key][t] for key in
+                                      ("observations", "actions", "next_observations", "rewards")))
+            np.testing.assert_array_equal(row, expected)
+
+
+def test_context_sets_are_whole_rows_of_the_tasks_own_data():
+    data = datasets()
+    _assert_rows_of_own_task(context_sets(data, np.random.default_rng(2), (4, 5)), data)
