@@ -1,0 +1,58 @@
+"""The artifact writer's completion flag during a write, and what a checkpoint written under another config
+does on resume (nothing: the unit starts afresh)."""
+
+import numpy as np
+import pytest
+
+from mtrl.artifacts import ArtifactMeta, ArtifactWriter, open_artifact
+from mtrl.artifacts.store import COMPLETE_ATTR
+from mtrl.errors import ArtifactError
+from mtrl.pipeline.base import Checkpointer
+
+
+def test_completion_flag_is_false_while_the_write_is_open_and_true_after(tmp_path):
+    path = tmp_path / "a.h5"
+    with ArtifactWriter(path, ArtifactMeta("checkpoint", "distill", {"a": 1})) as w:
+        assert bool(w.attrs[COMPLETE_ATTR]) is False  # written first, as false
+        w.tree("state", {"x": np.arange(3)})
+        assert bool(w.attrs[COMPLETE_ATTR]) is False  # still false after the data went in
+        assert not path.exists()  # nothing at the final path until the writer finishes
+    with open_artifact(path, "checkpoint") as art:
+        assert bool(art.attrs[COMPLETE_ATTR]) is True
+
+
+def test_a_write_that_raises_leaves_no_artifact(tmp_path):
+    path = tmp_path / "a.h5"
+    with pytest.raises(RuntimeError), ArtifactWriter(path, ArtifactMeta("eval", "evaluate", {})) as w:
+        w.array("x", np.arange(3))
+        raise RuntimeError("killed mid-write")
+    assert not path.exists()
+    with pytest.raises(ArtifactError):
+        open_artifact(path)
+
+
+def _checkpointer(path, config):
+    return Checkpointer(path, ArtifactMeta("checkpoint", "distill", config, {"dataset": "abc"}))
+
+
+def test_checkpoint_of_the_same_config_resumes(tmp_path):
+    path = tmp_path / "ckpt.h5"
+    _checkpointer(path, {"lr": 1e-3}).save({"epoch": np.int64(4), "w": np.ones(2)})
+    state = _checkpointer(path, {"lr": 1e-3}).load()
+    assert int(state["epoch"]) == 4 and state["w"].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("other", [{"config": {"lr": 3e-4}}, {"inputs": {"dataset": "xyz"}}])
+def test_checkpoint_from_another_config_or_other_inputs_is_ignored(tmp_path, other):
+    path = tmp_path / "ckpt.h5"
+    _checkpointer(path, {"lr": 1e-3}).save({"epoch": np.int64(4)})
+    meta = {"config": {"lr": 1e-3}, "inputs": {"dataset": "abc"}} | other
+    assert Checkpointer(path, ArtifactMeta("checkpoint", "distill", meta["config"], meta["inputs"])).load() is None
+    assert path.exists()  # ignored, not deleted: the new run overwrites it at its first checkpoint
+
+
+def test_missing_or_corrupt_checkpoint_starts_afresh(tmp_path):
+    path = tmp_path / "ckpt.h5"
+    assert _checkpointer(path, {}).load() is None
+    path.write_bytes(b"not hdf5")
+    assert _checkpointer(path, {}).load() is None
