@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES: dict[str, list[str]] = {
     "mtrl/algos/mbml.py": ["tests/algos/test_mbml.py", "tests/algos/test_loss_terms.py",
                            "tests/algos/test_mbml_survivors.py", "tests/envs/test_task_sampling.py"],
-    "mtrl/algos/bcq.py": ["tests/algos/test_bcq.py", "tests/algos/test_targets.py"],
+    "mtrl/algos/bcq.py": ["tests/algos/test_bcq.py", "tests/algos/test_targets.py", "tests/algos/test_bcq_steps.py",
+                          "tests/algos/test_contextual_bcq.py"],
     "mtrl/algos/sac.py": ["tests/algos/test_sac.py", "tests/algos/test_targets.py"],
     "mtrl/algos/contextual_bcq.py": ["tests/algos/test_contextual_bcq.py"],
     "mtrl/algos/batch_pearl.py": ["tests/algos/test_batch_pearl.py", "tests/algos/test_targets.py",
