@@ -140,12 +140,13 @@ def test_hard_negative_loss_by_brute_force():
         positive = max(d[i][a][i][b] for a in range(n) for b in range(n))
         negative = min(d[i][a][j][b] for a in range(n) for j in range(k) if j != i for b in range(n))
         gaps.append(positive - negative)
-    margin = 0.5 - gaps[0]  # task 0's hinge is 0.5
-    loss, active = hard_negative_triplet_loss(mean, var, margin)
-    hinges = [max(gap + margin, 0.0) for gap in gaps]
-    assert len(set(round(gap, 6) for gap in gaps)) == k  # tasks differ, so a shared hardest negative shows
-    assert loss.item() == pytest.approx(sum(hinges) / k, rel=1e-5)
-    assert active.item() == pytest.approx(sum(h > 0 for h in hinges) / k)
+    # a margin that makes every hinge positive (the loss sees each task's own hardest pairs), then one that
+    # makes task 0's hinge 0.5 (active, and below 1)
+    for margin in (30.0 - min(gaps), 0.5 - gaps[0]):
+        loss, active = hard_negative_triplet_loss(mean, var, margin)
+        hinges = [max(gap + margin, 0.0) for gap in gaps]
+        assert loss.item() == pytest.approx(sum(hinges) / k, rel=1e-5)
+        assert active.item() == pytest.approx(sum(h > 0 for h in hinges) / k)
 
 
 def test_random_subsets_are_independent_across_entries():
