@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mtrl.artifacts import ArtifactMeta, ArtifactWriter, open_artifact
-from mtrl.artifacts.store import COMPLETE_ATTR
+from mtrl.artifacts.store import COMPLETE_ATTR, fingerprint
 from mtrl.errors import ArtifactError
 from mtrl.pipeline.base import Checkpointer
 
@@ -56,3 +56,26 @@ def test_missing_or_corrupt_checkpoint_starts_afresh(tmp_path):
     assert _checkpointer(path, {}).load() is None
     path.write_bytes(b"not hdf5")
     assert _checkpointer(path, {}).load() is None
+
+
+def test_fingerprint_formula_is_stable():
+    """Golden values: changing how fingerprints are computed marks every existing run directory stale. If this
+    fails on purpose, say so in the release notes."""
+    assert fingerprint("distill", 3, {"b": 1, "a": [1, 2.5]}, {"x": "y"}, {"variant": "mbml"}) == "e007acfdcd8d5e96"
+    assert fingerprint("distill", 3, {"a": [1, 2.5], "b": 1}, {"x": "y"}, {"variant": "mbml"}) == "e007acfdcd8d5e96"
+    assert fingerprint("distill", 3, None, {}) == "e7fb68d2eb62f3df"
+
+
+def test_provenance_attributes(tmp_path):
+    path = tmp_path / "a.h5"
+    meta = ArtifactMeta("checkpoint", "distill", {"lr": 1}, {"data": "f0"}, {"variant": "mbml"}, attrs={"wall": 2.0})
+    with ArtifactWriter(path, meta) as w:
+        w.tree("state", {"x": np.arange(2)})
+        w.json("summary", {"score": 1.5})
+    with open_artifact(path, "checkpoint") as art:
+        assert art.attrs["stage"] == "distill" and art.kind == "checkpoint"
+        assert art.meta("config") == {"lr": 1} and art.meta("inputs") == {"data": "f0"}
+        assert art.meta("params") == {"variant": "mbml"} and art.meta("summary") == {"score": 1.5}
+        assert art.fingerprint == meta.fingerprint and art.seed == -1 and art.attrs["wall"] == 2.0
+        assert {"python", "mtrl"} <= set(art.meta("versions"))
+        assert art.attrs["created"].endswith("+00:00")  # UTC

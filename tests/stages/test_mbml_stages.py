@@ -93,3 +93,27 @@ def test_repeated_evaluation_averages_independent_protocol_runs():
     assert returns.shape == (2, 4, 3)
     assert returns[0, :, 2].tolist() == [2, 1002, 2002, 3002]  # repeat r resets with seeds shifted by 1000·r
     assert scores.tolist() == [1502.0, 1502.0]
+
+
+def test_a_split_without_tasks_has_empty_returns_and_a_nan_score():
+    from types import SimpleNamespace
+
+    from mtrl.rl.evaluation import evaluate_tasks, summary_of
+
+    cfg = SimpleNamespace(episodes=3, skip_episodes=2)
+    returns, scores = evaluate_tasks([], RecordingPolicy(), cfg, seed=0, repeats=2)
+    assert returns.shape == (0, 2, 3) and scores.shape == (0,)
+    train_returns, train_scores = evaluate_tasks([CountingEnv()], RecordingPolicy(), cfg, seed=0, repeats=2)
+    summary = summary_of({"train": train_returns, "test": returns}, {"train": train_scores, "test": scores})
+    assert summary["train_score"] == pytest.approx(train_scores.mean()) and np.isnan(summary["test_score"])
+    assert summary["train_returns"] is train_returns and summary["test_scores"] is scores
+
+
+def test_evaluation_seed_is_derived_from_the_run_seed():
+    from types import SimpleNamespace
+
+    from mtrl.rl.evaluation import evaluation_seed
+    from mtrl.seeding import derive_seed
+
+    assert evaluation_seed(SimpleNamespace(seed=7)) == derive_seed(7, "evaluation-episodes")  # published seeds
+    assert evaluation_seed(SimpleNamespace(seed=7)) != evaluation_seed(SimpleNamespace(seed=8))

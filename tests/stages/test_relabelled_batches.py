@@ -5,12 +5,15 @@ A batch that mixes up tasks or rows, keeps the original rewards where relabelled
 next state of a reward-only family, fails here with the offending column named.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from mtrl.algos.context import context_rows
 from mtrl.algos.mbml import MBMLConfig
-from mtrl.rl.batches import RelabelledContexts, context_sets, mbml_sampler
+from mtrl.errors import ConfigError
+from mtrl.rl.batches import RelabelledContexts, baseline_sampler, context_sets, mbml_sampler
 
 K, N, OBS, ACT = 3, 40, 2, 1
 D = 2 * OBS + ACT + 1
@@ -142,3 +145,56 @@ def _assert_rows_of_own_task(context, data):
 def test_context_sets_are_whole_rows_of_the_tasks_own_data():
     data = datasets()
     _assert_rows_of_own_task(context_sets(data, np.random.default_rng(2), (4, 5)), data)
+
+
+def test_every_row_can_be_drawn_and_rows_are_drawn_uniformly():
+    """Row 0 and the last row included: counts over many draws are flat (chi-square, fixed seed)."""
+    data = datasets()
+    rng = np.random.default_rng(4)
+    contexts = RelabelledContexts.load(FakeRelabelArtifact(False, m=N), data)  # every dataset row relabelled
+    cfg = MBMLConfig(batch_size=200, context_size=200, neither_context_size=200)
+    counts = {"relabel": np.zeros(N), "batch": np.zeros(N), "context": np.zeros(N), "baseline": np.zeros(N)}
+    baseline = baseline_sampler(data, SimpleNamespace(batch_size=200, context_size=200))
+    for _ in range(10):
+        context, _, _ = contexts.sample(rng, 200)
+        batch = mbml_sampler(data, cfg, "neither", None)(rng)
+        base = baseline(rng)
+        for key, values in (("relabel", context[0, :, 0]), ("batch", batch["observations"][0, :, 0]),
+                            ("context", batch["context"][0, :, 0]), ("baseline", base["observations"][0, :, 0])):
+            np.add.at(counts[key], [decode(v)[1] for v in values], 1)
+    for key, c in counts.items():
+        assert c.min() > 0, f"{key}: a row is never drawn"
+        expected = c.sum() / N
+        assert ((c - expected) ** 2 / expected).sum() < 72.06, key  # chi-square, 39 dof, p = 0.001
+
+
+def test_baseline_batches_are_whole_transitions_of_each_task_and_a_context_of_its_own_rows():
+    data = datasets()
+    for j in range(K):
+        data[j]["terminals"] = (np.arange(N) % 3 == 0).astype(np.float32)
+    batch = baseline_sampler(data, SimpleNamespace(batch_size=32, context_size=12))(np.random.default_rng(5))
+    assert set(batch) == {"observations", "actions", "rewards", "next_observations", "terminals", "context"}
+    assert batch["observations"].shape == (K, 32, OBS) and batch["context"].shape == (K, 12, D)
+    for j in range(K):
+        for s in range(32):
+            task, t = decode(batch["observations"][j, s, 0])
+            assert task == j
+            for key in ("actions", "rewards", "next_observations", "terminals"):
+                np.testing.assert_array_equal(batch[key][j, s], data[j][key][t], err_msg=key)
+    _assert_rows_of_own_task(batch["context"], data)
+
+
+def test_relabel_artifact_of_another_task_count_is_refused():
+    data = datasets()
+    art = FakeRelabelArtifact(False)
+    art.arrays["indices"] = art.arrays["indices"][:-1]
+    with pytest.raises(ValueError):
+        RelabelledContexts.load(art, data)
+    single = FakeRelabelArtifact(False)  # one task: loads (nothing to relabel across, but no crash)
+    single.arrays = {key: value[:1] if key == "indices" else value[:1, :1] for key, value in single.arrays.items()}
+    assert RelabelledContexts.load(single, data[:1]).rows.shape[0] == 1
+
+
+def test_relabel_variants_need_relabel_h5():
+    with pytest.raises(ConfigError, match="variant mbml needs relabel.h5; run `mtrl relabel` first"):
+        mbml_sampler(datasets(), MBMLConfig(), "mbml", None)
