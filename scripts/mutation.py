@@ -39,7 +39,9 @@ MODULES: dict[str, list[str]] = {
                               "context_and_skips_two_episodes",
                               "tests/stages/test_mbml_stages.py::test_repeated_evaluation_averages_independent_protocol_runs",
                               "tests/stages/test_mbml_stages.py::test_a_split_without_tasks_has_empty_returns_and_a_nan_score",
-                              "tests/stages/test_mbml_stages.py::test_evaluation_seed_is_derived_from_the_run_seed"],
+                              "tests/stages/test_mbml_stages.py::test_evaluation_seed_is_derived_from_the_run_seed",
+                              "tests/stages/test_mbml_stages.py::test_run_evaluation_runs_the_protocol_on_the_train_and_"
+                              "the_test_tasks"],
     "mtrl/artifacts/store.py": ["tests/foundation/test_artifacts.py",
                                 "tests/foundation/test_writer_and_checkpoints.py"],
     # the stages need a pipeline run per test (minutes each): listed for completeness, expensive to measure

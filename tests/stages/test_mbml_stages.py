@@ -117,3 +117,24 @@ def test_evaluation_seed_is_derived_from_the_run_seed():
 
     assert evaluation_seed(SimpleNamespace(seed=7)) == derive_seed(7, "evaluation-episodes")  # published seeds
     assert evaluation_seed(SimpleNamespace(seed=7)) != evaluation_seed(SimpleNamespace(seed=8))
+
+
+def test_run_evaluation_runs_the_protocol_on_the_train_and_the_test_tasks():
+    from types import SimpleNamespace
+
+    from mtrl.rl.evaluation import run_evaluation
+
+    made = []
+
+    def make_env(task):
+        made.append(task)
+        return CountingEnv()
+
+    dist = SimpleNamespace(train_tasks=["a", "b"], test_tasks=["c"], make_env=make_env)
+    cfg = SimpleNamespace(episodes=3, skip_episodes=2)
+    result = run_evaluation(dist, RecordingPolicy(), cfg, seed=10)
+    assert made == ["a", "b", "c"]
+    assert result["train_returns"].shape == (2, 1, 3) and result["test_returns"].shape == (1, 1, 3)  # 1 repeat
+    assert result["train_returns"][0, 0].tolist() == [10, 11, 12]  # episode e resets with seed + e
+    assert result["train_score"] == result["test_score"] == 12.0
+    assert run_evaluation(dist, RecordingPolicy(), cfg, seed=10, repeats=2)["test_returns"].shape == (1, 2, 3)

@@ -182,6 +182,8 @@ def test_baseline_batches_are_whole_transitions_of_each_task_and_a_context_of_it
             for key in ("actions", "rewards", "next_observations", "terminals"):
                 np.testing.assert_array_equal(batch[key][j, s], data[j][key][t], err_msg=key)
     _assert_rows_of_own_task(batch["context"], data)
+    one = baseline_sampler(data[:1], SimpleNamespace(batch_size=4, context_size=2))(np.random.default_rng(6))
+    assert one["observations"].shape == (1, 4, OBS)  # a single task
 
 
 def test_relabel_artifact_of_another_task_count_is_refused():
