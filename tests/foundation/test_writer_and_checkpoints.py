@@ -79,3 +79,25 @@ def test_provenance_attributes(tmp_path):
         assert art.fingerprint == meta.fingerprint and art.seed == -1 and art.attrs["wall"] == 2.0
         assert {"python", "mtrl"} <= set(art.meta("versions"))
         assert art.attrs["created"].endswith("+00:00")  # UTC
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no complete flag", "incomplete artifact"),
+    ("no schema version", "schema version -1 was written by an older mtrl"),
+    ("a required dataset missing", "missing state; it is corrupt"),
+])
+def test_a_damaged_artifact_is_refused_with_a_clear_error(tmp_path, damage, message):
+    import h5py
+
+    path = tmp_path / "a.h5"
+    with ArtifactWriter(path, ArtifactMeta("checkpoint", "distill", {})) as w:
+        w.tree("state", {"x": np.arange(2)})
+    with h5py.File(path, "a") as f:
+        if damage == "no complete flag":
+            del f.attrs[COMPLETE_ATTR]
+        elif damage == "no schema version":
+            del f.attrs["schema_version"]
+        else:
+            del f["state"]
+    with pytest.raises(ArtifactError, match=message):
+        open_artifact(path, "checkpoint")
