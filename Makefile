@@ -73,13 +73,14 @@ lint: $(STAMP)
 # Mutation testing with mutmut (slow: not part of `make test`; docs/mutation.md has the scores and the survivors).
 #   make mutation MODULE=mtrl/algos/mbml.py      one module (default: every module scripts/mutation.py lists)
 #   make mutation MODULE=... BASE=<commit>       the score of an older commit's code and tests (the "before")
-# Results stay in .mutation/<module>/ (git-ignored); a rerun resumes there.
+# Results stay in .mutation/<module>/ (git-ignored); a rerun resumes there (FRESH=1 starts over: needed after
+# changing tests, which mutmut does not notice).
 MODULE ?=
 BASE ?=
 MUTMUT_SPEC ?= mutmut==3.8.1
 mutation: $(STAMP)
 	$(BIN)/pip install --quiet "$(MUTMUT_SPEC)"
-	nice -n 10 $(BIN)/python scripts/mutation.py $(MODULE) $(if $(BASE),--base $(BASE)) --show
+	nice -n 10 $(BIN)/python scripts/mutation.py $(MODULE) $(if $(BASE),--base $(BASE)) $(if $(FRESH),--fresh) --show
 
 # The one-line bugs of issue 23, planted one at a time: each must make its test fail (about a minute).
 planted-bugs: $(STAMP)

@@ -121,12 +121,16 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=1, help="parallel mutants (mutmut's --max-children)")
     parser.add_argument("--show", action="store_true", help="list the surviving mutants")
     parser.add_argument("--results-only", action="store_true", help="summarise the last run, run nothing")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard the module's earlier results (mutmut does not notice changed tests)")
     parser.add_argument("--base", help="measure the code and tests of this commit instead (the score before)")
     args = parser.parse_args()
     status = 0
     for module in args.modules or list(MODULES):
         if module not in MODULES:
             parser.error(f"unknown module {module}; known: {', '.join(MODULES)}")
+        if args.fresh and not args.results_only:
+            shutil.rmtree(scratch_dir(module, args.base), ignore_errors=True)
         work = scratch_dir(module, args.base) if args.results_only else prepare(module, MODULES[module], args.base)
         start = time.monotonic()
         if not args.results_only:
