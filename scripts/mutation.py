@@ -28,7 +28,7 @@ MODULES: dict[str, list[str]] = {
                            "tests/algos/test_mbml_survivors.py", "tests/envs/test_task_sampling.py"],
     "mtrl/algos/bcq.py": ["tests/algos/test_bcq.py", "tests/algos/test_targets.py", "tests/algos/test_bcq_steps.py",
                           "tests/algos/test_contextual_bcq.py"],
-    "mtrl/algos/sac.py": ["tests/algos/test_sac.py", "tests/algos/test_targets.py"],
+    "mtrl/algos/sac.py": ["tests/algos/test_sac.py", "tests/algos/test_targets.py", "tests/algos/test_sac_steps.py"],
     "mtrl/algos/contextual_bcq.py": ["tests/algos/test_contextual_bcq.py"],
     "mtrl/algos/batch_pearl.py": ["tests/algos/test_batch_pearl.py", "tests/algos/test_targets.py",
                                   "tests/algos/test_loss_terms.py"],
