@@ -15,7 +15,7 @@ DEVICE ?= auto
 SEEDS ?= 0 1 2
 WORKERS ?= 4
 
-.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-fig4
+.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-fig4 mutation planted-bugs
 
 install: $(STAMP)
 
@@ -68,10 +68,26 @@ reproduce-fig4: $(STAMP)
 	$(BIN)/mtrl report $(foreach seed,$(SEEDS),runs/fig4_$(ENV)_s$(seed)) --out runs/fig4_$(ENV)_report
 
 lint: $(STAMP)
-	$(BIN)/ruff check mtrl tests benchmarks
+	$(BIN)/ruff check mtrl tests benchmarks scripts
+
+# Mutation testing with mutmut (slow: not part of `make test`; docs/mutation.md has the scores and the survivors).
+#   make mutation MODULE=mtrl/algos/mbml.py      one module (default: every module scripts/mutation.py lists)
+#   make mutation MODULE=... BASE=<commit>       the score of an older commit's code and tests (the "before")
+# Results stay in .mutation/<module>/ (git-ignored); a rerun resumes there (FRESH=1 starts over: needed after
+# changing tests, which mutmut does not notice).
+MODULE ?=
+BASE ?=
+MUTMUT_SPEC ?= mutmut==3.8.1
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet "$(MUTMUT_SPEC)"
+	nice -n 10 $(BIN)/python scripts/mutation.py $(MODULE) $(if $(BASE),--base $(BASE)) $(if $(FRESH),--fresh) --show
+
+# The one-line bugs of issue 23, planted one at a time: each must make its test fail (about a minute).
+planted-bugs: $(STAMP)
+	$(BIN)/python scripts/plant_bugs.py
 
 bench: $(STAMP)
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache MUJOCO_LOG.TXT *.egg-info
+	rm -rf $(VENV) runs/demo .pytest_cache .ruff_cache .mutation MUJOCO_LOG.TXT *.egg-info

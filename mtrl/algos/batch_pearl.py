@@ -130,8 +130,8 @@ class BatchPEARL(InfersTasks, AgentState):
 
         with torch.no_grad():
             next_v = self.value_target(torch.cat([batch["next_observations"], z], -1)).flatten()
-            not_done = 1 - batch["terminals"].flatten()
-            y = cfg.reward_scale * batch["rewards"].flatten() + cfg.gamma * not_done * next_v
+            y = pearl_q_target(batch["rewards"].flatten(), batch["terminals"].flatten(), next_v, cfg.reward_scale,
+                               cfg.gamma)
         q = self.critic(torch.cat([state, actions], -1)).squeeze(-1)  # [2, K·N]
         critic_loss = (q - y).pow(2).mean(1).sum()
         kl = kl_to_standard_normal(mean, var).mean()
@@ -172,3 +172,9 @@ class BatchPEARL(InfersTasks, AgentState):
                                    self.generator if generator is None else generator,
                                    deterministic=self.cfg.deterministic_acting, with_log_prob=False).action
         return action.reshape(*obs_t.shape[:-1], self.act_dim).cpu().numpy()
+
+
+def pearl_q_target(rewards: torch.Tensor, terminals: torch.Tensor, next_v: torch.Tensor, reward_scale: float,
+                   gamma: float) -> torch.Tensor:
+    """PEARL's critic target: y = scale·r + γ(1 − d)·V'(s', z), element-wise (a pure function)."""
+    return reward_scale * rewards + gamma * (1 - terminals) * next_v

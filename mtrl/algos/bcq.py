@@ -228,6 +228,16 @@ class BCQ(BCQPolicy):
                         batch["next_observations"], batch["terminals"])
 
 
+def soft_clipped_target(rewards: torch.Tensor, terminals: torch.Tensor, next_q1: torch.Tensor, next_q2: torch.Tensor,
+                        lmbda: float, gamma: float) -> torch.Tensor:
+    """BCQ's critic target: y = r + γ(1 − d)·max_i [λ min_j Q'_j(s', ã_i) + (1 − λ) max_j Q'_j(s', ã_i)].
+
+    `rewards`, `terminals` [..., B]; `next_q1`, `next_q2` [..., B, n]: the twin target critics on the n candidate
+    next actions ã_i of each row. A pure function of its inputs (the arithmetic of `bcq_step`, unchanged)."""
+    soft = lmbda * torch.minimum(next_q1, next_q2) + (1 - lmbda) * torch.maximum(next_q1, next_q2)
+    return rewards + gamma * (1 - terminals) * soft.amax(-1)
+
+
 BCQ_METRICS = ("vae_loss", "recon_loss", "kl_loss", "critic_loss", "actor_loss", "q_mean")
 
 
@@ -258,8 +268,7 @@ def bcq_step(agent, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Ten
         sampled = agent.vae.decode(torch.cat([obs, next_states], 1))
         actor_candidates, next_candidates = sampled.split([B, B * n], 1)
         tq1, tq2 = agent.critic_target(next_states, agent.actor_target(next_states, next_candidates))
-        target_q = cfg.lmbda * torch.minimum(tq1, tq2) + (1 - cfg.lmbda) * torch.maximum(tq1, tq2)
-        y = rewards + cfg.gamma * (1 - terminals) * target_q.view(T, B, n).amax(2)
+        y = soft_clipped_target(rewards, terminals, tq1.view(T, B, n), tq2.view(T, B, n), cfg.lmbda, cfg.gamma)
 
     q1, q2 = agent.critic(obs if critic_obs is None else critic_obs, actions)
     critic_loss = (q1 - y).pow(2).mean(1) + (q2 - y).pow(2).mean(1)

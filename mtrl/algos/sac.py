@@ -270,8 +270,9 @@ class SAC(TaskBatchedState):
             next_actor = self.actor if self.actor_target is None else self.actor_target
             next_actions, next_log_prob = next_actor(next_obs, generator=self.generators)  # [T, n, B, ·]
             target_in = self._critic_input(next_obs, next_actions).flatten(1, 2)  # both critics see all n·B
-            next_q = self.critic_target(target_in).min(1).values.view(T, n, B)
-            y = rewards + self.cfg.gamma * (1.0 - terminals) * (next_q - alpha.view(T, 1, 1) * next_log_prob)
+            next_q1, next_q2 = self.critic_target(target_in).view(T, 2, n, B).unbind(1)
+            y = soft_bellman_target(rewards, terminals, next_q1, next_q2, next_log_prob, alpha.view(T, 1, 1),
+                                    self.cfg.gamma)
         critic_in = self._critic_input(obs, actions)  # [T, n, B, in]: critic i gets batch i (or the one batch)
         q = self.critic(critic_in[:, 0] if n == 1 else critic_in)  # [T, 2, B]
         critic_losses = (q - y).pow(2).mean(-1)  # [T, 2]; y [T, n, B] broadcasts over the twins when n = 1
@@ -358,6 +359,16 @@ class SAC(TaskBatchedState):
         states = [state for state in self._per_task(q_states) for _ in range(2)]
         load_mlps(self.critic.layers, [(t, i) for t in range(self.tasks) for i in range(2)], states)
         self.critic_target.load_state_dict(self.critic.state_dict())
+
+
+def soft_bellman_target(rewards: torch.Tensor, terminals: torch.Tensor, next_q1: torch.Tensor, next_q2: torch.Tensor,
+                        next_log_prob: torch.Tensor, alpha: torch.Tensor | float, gamma: float) -> torch.Tensor:
+    """SAC's critic target: y = r + γ(1 − d)(min_j Q'_j(s', ã') − α log π(ã' | s')), element-wise.
+
+    `next_q1`, `next_q2`: the twin target critics on the next action ã' drawn from the (target) policy,
+    `next_log_prob` its log-probability; all shaped like `rewards` (`alpha` broadcasts). A pure function of its
+    inputs (the arithmetic of `SAC.update`, unchanged)."""
+    return rewards + gamma * (1.0 - terminals) * (torch.minimum(next_q1, next_q2) - alpha * next_log_prob)
 
 
 @torch.no_grad()

@@ -93,3 +93,48 @@ def test_repeated_evaluation_averages_independent_protocol_runs():
     assert returns.shape == (2, 4, 3)
     assert returns[0, :, 2].tolist() == [2, 1002, 2002, 3002]  # repeat r resets with seeds shifted by 1000·r
     assert scores.tolist() == [1502.0, 1502.0]
+
+
+def test_a_split_without_tasks_has_empty_returns_and_a_nan_score():
+    from types import SimpleNamespace
+
+    from mtrl.rl.evaluation import evaluate_tasks, summary_of
+
+    cfg = SimpleNamespace(episodes=3, skip_episodes=2)
+    returns, scores = evaluate_tasks([], RecordingPolicy(), cfg, seed=0, repeats=2)
+    assert returns.shape == (0, 2, 3) and scores.shape == (0,)
+    train_returns, train_scores = evaluate_tasks([CountingEnv()], RecordingPolicy(), cfg, seed=0, repeats=2)
+    summary = summary_of({"train": train_returns, "test": returns}, {"train": train_scores, "test": scores})
+    assert summary["train_score"] == pytest.approx(train_scores.mean()) and np.isnan(summary["test_score"])
+    assert summary["train_returns"] is train_returns and summary["test_scores"] is scores
+
+
+def test_evaluation_seed_is_derived_from_the_run_seed():
+    from types import SimpleNamespace
+
+    from mtrl.rl.evaluation import evaluation_seed
+    from mtrl.seeding import derive_seed
+
+    assert evaluation_seed(SimpleNamespace(seed=7)) == derive_seed(7, "evaluation-episodes")  # published seeds
+    assert evaluation_seed(SimpleNamespace(seed=7)) != evaluation_seed(SimpleNamespace(seed=8))
+
+
+def test_run_evaluation_runs_the_protocol_on_the_train_and_the_test_tasks():
+    from types import SimpleNamespace
+
+    from mtrl.rl.evaluation import run_evaluation
+
+    made = []
+
+    def make_env(task):
+        made.append(task)
+        return CountingEnv()
+
+    dist = SimpleNamespace(train_tasks=["a", "b"], test_tasks=["c"], make_env=make_env)
+    cfg = SimpleNamespace(episodes=3, skip_episodes=2)
+    result = run_evaluation(dist, RecordingPolicy(), cfg, seed=10)
+    assert made == ["a", "b", "c"]
+    assert result["train_returns"].shape == (2, 1, 3) and result["test_returns"].shape == (1, 1, 3)  # 1 repeat
+    assert result["train_returns"][0, 0].tolist() == [10, 11, 12]  # episode e resets with seed + e
+    assert result["train_score"] == result["test_score"] == 12.0
+    assert run_evaluation(dist, RecordingPolicy(), cfg, seed=10, repeats=2)["test_returns"].shape == (1, 2, 3)

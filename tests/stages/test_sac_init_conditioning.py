@@ -1,0 +1,81 @@
+"""What sac-init conditions SAC on (Alg. 8-9): z is the posterior *mean* over exactly the first `rollout_steps`
+rows the multi-task policy collected in the task (prior belief in its first episode, then the posterior), the
+critics start from that policy's Q_D, and the imitated actor is fitted to the actions it took."""
+
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mtrl.algos.sac import SACConfig
+from mtrl.nn import mlp
+from mtrl.stages import sac_init
+from mtrl.stages.sac_init import SacInit
+
+OBS, ACT, Z = 2, 1, 3
+
+
+class StepEnv(gym.Env):
+    """Episodes of 4 steps; reward = 10·(reset seed) + step, so every collected row says where it came from."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS,))
+    action_space = gym.spaces.Box(-1, 1, (ACT,))
+
+    def reset(self, *, seed=None, options=None):
+        self.seed_, self.t = seed, 0
+        return np.zeros(OBS, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(OBS, self.t, np.float32), 10.0 * self.seed_ + self.t, False, self.t == 4, {}
+
+
+class FakeAlgo:
+    """Posterior mean and variance that encode the context they were given, and a real Q_D."""
+
+    def __init__(self):
+        self.q_d = mlp(OBS + ACT + Z, (4,), 1)
+        self.contexts = []
+
+    def posterior(self, context):
+        self.contexts.append(context)
+        rewards = context[:, -1]
+        return np.array([len(context), rewards.sum(), rewards[-1]]), np.full(Z, -7.0)
+
+
+class FakePolicy:
+    def __init__(self):
+        self.algo, self.beliefs = FakeAlgo(), []
+
+    def infer(self, context):
+        return np.array([0.0 if context is None else len(context)])
+
+    def act(self, obs, beliefs):
+        self.beliefs.append(float(beliefs[0, 0]))
+        return np.full((len(obs), ACT), 0.5)
+
+
+def test_initialisation_conditions_on_the_posterior_mean_of_the_first_rollout_steps(monkeypatch):
+    policy = FakePolicy()
+    monkeypatch.setattr(sac_init, "load_multitask_policy", lambda art, device, seed: policy)
+    cfg = SimpleNamespace(rollout_steps=10, imitation_steps=3, imitation_batch=4)
+    ctx = SimpleNamespace(config=SimpleNamespace(sac_init=cfg), seed=5, device=torch.device("cpu"),
+                          read=lambda name: nullcontext())
+    dist = SimpleNamespace(spec=SimpleNamespace(obs_dim=OBS, act_dim=ACT, max_action=1.0),
+                           make_env=lambda task: StepEnv())
+    init, networks = SacInit()._initialise(ctx, dist, task=None, sac_cfg=SACConfig(actor_hidden=(8,)))
+
+    # three 4-step episodes (seeds 5, 6, 7) collect 12 rows; the first 10 condition z
+    assert init["rollout_returns"].tolist() == [50 * 4 + 10, 60 * 4 + 10, 70 * 4 + 10]
+    (context,) = policy.algo.contexts
+    assert len(context) == 10
+    expected_rewards = [51, 52, 53, 54, 61, 62, 63, 64, 71, 72]
+    np.testing.assert_array_equal(context[:, -1], expected_rewards)
+    np.testing.assert_array_equal(init["z"], [10, sum(expected_rewards), 72])  # the mean, not the variance
+    assert policy.beliefs[:4] == [0.0] * 4 and policy.beliefs[4:8] == [4.0] * 4  # prior, then the posterior
+    assert networks["q_d"].keys() == policy.algo.q_d.state_dict().keys()
+    for key, value in policy.algo.q_d.state_dict().items():
+        assert torch.equal(networks["q_d"][key], value)
+    assert len(init["imitation_losses"]) == 3
