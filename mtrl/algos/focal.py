@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.algos.batch_pearl import BatchPEARL, pearl_sac_networks
+from mtrl.algos.batch_pearl import BatchPEARL, pearl_q_target, pearl_sac_networks
 from mtrl.algos.context import InfersTasks, context_dim
 from mtrl.errors import ConfigError
 from mtrl.nn import AgentState, adam, mlp, seeded_generator, soft_update
@@ -222,8 +222,8 @@ class FOCAL(InfersTasks, AgentState):
             next_v = self.value_target(next_state).squeeze(-1)
             if cfg.regularisation == "value":
                 next_v = next_v - cfg.alpha * divergence
-            not_done = 1 - batch["terminals"].flatten()
-            y = cfg.reward_scale * batch["rewards"].flatten() + cfg.gamma * not_done * next_v
+            y = pearl_q_target(batch["rewards"].flatten(), batch["terminals"].flatten(), next_v, cfg.reward_scale,
+                               cfg.gamma)
         critic_state = torch.cat([batch["observations"], critic_z], -1).flatten(0, 1)
         q = self.critic(torch.cat([critic_state, actions], -1)).squeeze(-1)  # [2, K·N]
         critic_loss = (q - y).pow(2).mean(1).sum()

@@ -187,13 +187,19 @@ def _sac_init(summary: Summary, figures: dict[str, str]) -> str:
         "Per evaluation:", _series_table("run", "interactions", summary.sac_init, summary.labels)] if p)
 
 
+def _by_task_rows(table: dict) -> tuple[list, list[int], list[list[str]]]:
+    """The columns, the tasks and one row per task (mean ± std, — where a column lacks the task) of a
+    {column: {task: Stat}} table."""
+    columns = list(table)
+    tasks = sorted({t for by_task in table.values() for t in by_task})
+    rows = [[f"task_{t:02d}", *(_pm(table[c][t]) if t in table[c] else "—" for c in columns)] for t in tasks]
+    return columns, tasks, rows
+
+
 def _per_task(runs: list[RunResults], summary: Summary) -> str:
     if not summary.per_task:
         return "## Per-task SAC and BCQ (Table 9)\n\nNo sac/, bcq/, eval/sac.h5 or eval/bcq.h5 artifacts found."
-    columns = list(summary.per_task)
-    tasks = sorted({t for by_task in summary.per_task.values() for t in by_task})
-    rows = [[f"task_{t:02d}", *(_pm(summary.per_task[c][t]) if t in summary.per_task[c] else "—" for c in columns)]
-            for t in tasks]
+    columns, tasks, rows = _by_task_rows(summary.per_task)
     rows.append(["mean over tasks", *(_pm(summary.per_task_mean[c]) for c in columns)])
     per_run = [[f"task_{t:02d}", label, *(_num(summary.per_task[c][t].per_run[label])
                                          if t in summary.per_task[c] and label in summary.per_task[c][t].per_run
@@ -214,10 +220,7 @@ def _per_task(runs: list[RunResults], summary: Summary) -> str:
 def _datasets(runs: list[RunResults], summary: Summary) -> str:
     if not summary.datasets:
         return ""
-    kinds = list(summary.datasets)
-    tasks = sorted({t for by_task in summary.datasets.values() for t in by_task})
-    rows = [[f"task_{t:02d}", *(_pm(summary.datasets[k][t]) if t in summary.datasets[k] else "—" for k in kinds)]
-            for t in tasks]
+    kinds, tasks, rows = _by_task_rows(summary.datasets)
     per_run = []
     for run, label in zip(runs, summary.labels, strict=True):
         for t in tasks:
