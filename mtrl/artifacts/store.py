@@ -179,7 +179,7 @@ class ArtifactWriter:
         table = [np.asarray(columns[k], np.float64) for k in header]
         if any(c.shape != table[0].shape or c.ndim != 1 for c in table):
             raise ValueError(f"curve {name}: columns of different lengths {[c.shape for c in table]}")
-        self._curves[name] = (header, np.column_stack(table).reshape(len(table[0]), -1))
+        self._curves[name] = (header, np.column_stack(table))  # [rows, columns], also for no rows
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.file is not None

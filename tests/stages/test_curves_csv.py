@@ -2,6 +2,7 @@
 
 import csv
 
+import h5py
 import numpy as np
 import pytest
 
@@ -41,3 +42,14 @@ def test_a_failed_writer_leaves_no_csv(tmp_path):
     with pytest.raises(ValueError, match="columns of different lengths"):
         with ArtifactWriter(path, ArtifactMeta("sac_init", "test")) as w:
             w.curve("curves", {"steps": np.arange(3.0), "return_mean": np.zeros(2)}, "steps")
+
+
+def test_a_curve_with_no_rows_is_stored_with_its_header(tmp_path):
+    """A training too short for its first evaluation (distill epochs < eval_every) has an empty eval curve."""
+    path = tmp_path / "a.h5"
+    with ArtifactWriter(path, ArtifactMeta("policy", "test")) as w:
+        w.curve("eval_curve", {"epochs": np.zeros(0), "test_score": np.zeros(0)}, "epochs")
+    with h5py.File(path) as f:
+        assert f["eval_curve/epochs"].shape == (0,)
+    with open(tmp_path / "a.eval_curve.csv", newline="") as fh:
+        assert list(csv.reader(fh)) == [["epochs", "test_score"]]
