@@ -46,10 +46,11 @@ class TransitionBuffer:
             d[f"infos/{key}"][i] = info[key]
         self.size += 1
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A uniform mini-batch (with replacement) of the training keys; `terminals` as float 0/1."""
+    def sample(self, batch_size: int, rng: np.random.Generator, rewards: str = "rewards") -> dict[str, np.ndarray]:
+        """A uniform mini-batch (with replacement) of the training keys; `terminals` as float 0/1. `rewards`: the
+        array that becomes the batch's rewards (e.g. "infos/dense_reward", `EnvSpec.behaviour_reward`)."""
         idx = rng.integers(0, self.size, batch_size)
-        return sample_rows(self.data, idx)
+        return sample_rows(self.data, idx) | {"rewards": self.data[rewards][idx].astype(np.float32)}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The filled part of every array (views, no copy)."""

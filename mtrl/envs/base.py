@@ -40,6 +40,10 @@ class EnvSpec:
     default_n_train: int
     default_n_test: int
     discrete_tasks: bool = False  # finite task set: both splits cycle through it, so they overlap
+    # An info key (of `info_keys`) holding a shaped reward that collect's SAC learns from in place of the task's
+    # reward, for tasks whose reward is too sparse for SAC to find (SparsePointRobot: the dense −distance, the
+    # reward PEARL's env trains on). Datasets, evaluation and every later stage keep the task's own reward.
+    behaviour_reward: str | None = None
 
     @property
     def max_action(self) -> float:

@@ -48,11 +48,15 @@ class PointEnv(TaskEnv, gym.Env):
         self._x += min(max(float(action[0]), -MAX_ACTION), MAX_ACTION) + self._drift_x
         self._y += min(max(float(action[1]), -MAX_ACTION), MAX_ACTION) + self._drift_y
         distance = math.hypot(self._x - self._goal_x, self._y - self._goal_y)
-        return np.array((self._x, self._y)), self._reward(distance), False, False, {}
+        return np.array((self._x, self._y)), self._reward(distance), False, False, self._info(distance)
 
     @staticmethod
     def _reward(distance: float) -> float:
         return -distance
+
+    @staticmethod
+    def _info(distance: float) -> dict:
+        return {}
 
 
 class PointGoalEnv(PointEnv):
@@ -71,7 +75,11 @@ class PointGoalEnv(PointEnv):
 
 
 class SparsePointGoalEnv(PointGoalEnv):
-    """SparsePointRobot: start at the origin; reward 1 - d within radius 0.2 of the goal, else 0."""
+    """SparsePointRobot: start at the origin; reward 1 - d within radius 0.2 of the goal, else 0.
+
+    The info's `dense_reward` (−d, PointRobot's reward) is what collect's SAC learns from (`spec.behaviour_reward`):
+    from the sparse reward alone it never reaches a goal (0 return after 6000 steps, measured), as PEARL's env,
+    which hands its learner the dense reward, anticipates."""
 
     def __init__(self, task):
         super().__init__(task, start="origin")
@@ -79,6 +87,10 @@ class SparsePointGoalEnv(PointGoalEnv):
     @staticmethod
     def _reward(distance: float) -> float:
         return 1.0 - distance if distance <= SPARSE_GOAL_RADIUS else 0.0
+
+    @staticmethod
+    def _info(distance: float) -> dict:
+        return {"dense_reward": -distance}
 
     @classmethod
     def reward_batch(cls, task, obs, act, next_obs, infos):

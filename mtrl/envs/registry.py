@@ -125,6 +125,7 @@ _FAMILY_LIST = [
     _point_family(
         "SparsePointRobot", "mtrl.envs.point:SparsePointGoalEnv",
         partial(sampling.points_on_arc, radius=1.0, max_angle=math.pi),
+        info_keys={"dense_reward": ()}, behaviour_reward="dense_reward",
     ),
     _point_family(
         "PointRobotWind", "mtrl.envs.point:PointWindEnv", partial(sampling.uniform_box, low=-0.05, high=0.05),

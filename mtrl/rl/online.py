@@ -63,6 +63,7 @@ class Schedule:
     random_warmup: bool = True  # warm up with uniform random actions (else with the agent's own policy)
     precision: str = "fp32"  # of the updates (`mtrl.nn.precision`)
     keep_policies: bool = False  # snapshot each task's actor at step 0 and at every evaluation (`OnlineState`)
+    rewards: str = "rewards"  # the buffer array SAC learns from (`EnvSpec.behaviour_reward`: a shaped reward)
 
 
 def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: Sequence,
@@ -120,7 +121,7 @@ def train_online(ctxs: Sequence[UnitContext], agent, envs: Sequence, eval_envs: 
                 ended.append(t)
         if step >= schedule.warmup_steps and buffers[0].size >= batch_size:  # every buffer holds `step` rows
             for _ in range(utd):
-                batches = [stacked_batch(buffers, rngs, batch_size, ctx0.device)
+                batches = [stacked_batch(buffers, rngs, batch_size, ctx0.device, schedule.rewards)
                            for _ in range(agent.batches_per_update)]
                 with precision(schedule.precision, ctx0.device):
                     agent.update(*batches)
@@ -159,10 +160,10 @@ def keep_policies(agent, runs: Sequence[OnlineState], step: int) -> None:
 
 
 def stacked_batch(buffers: Sequence[TransitionBuffer], rngs: Sequence[np.random.Generator], batch_size: int,
-                  device) -> dict:
+                  device, rewards: str = "rewards") -> dict:
     """One mini-batch per task, buffer t sampled with rngs[t], stacked on a leading task axis [tasks, B, ...]."""
-    return stack_task_batches([buffer.sample(batch_size, rng) for buffer, rng in zip(buffers, rngs, strict=True)],
-                              device)
+    return stack_task_batches([buffer.sample(batch_size, rng, rewards)
+                               for buffer, rng in zip(buffers, rngs, strict=True)], device)
 
 
 def resume_episode(env, seed: int, buffer: TransitionBuffer, start: int) -> tuple[np.ndarray, float]:

@@ -86,7 +86,8 @@ class Collect(Stage):
                     seeds=[ctx.seed for ctx in ctxs])
         buffers = [TransitionBuffer(cfg.steps, spec.obs_dim, spec.act_dim, spec.info_keys) for _ in ctxs]
         schedule = Schedule(cfg.steps, cfg.sac.random_steps, cfg.eval_every, cfg.eval_episodes, cfg.checkpoint_every,
-                            precision=cfg.precision, keep_policies=True)
+                            precision=cfg.precision, keep_policies=True,
+                            rewards=f"infos/{spec.behaviour_reward}" if spec.behaviour_reward else "rewards")
         envs, eval_envs = ([dist.make_env(task) for task in tasks] for _ in range(2))
         runs = train_online(ctxs, agent, envs, eval_envs, buffers, schedule, load_group_checkpoints(ctxs))
 

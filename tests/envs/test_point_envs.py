@@ -36,11 +36,14 @@ def test_motion_and_rewards_follow_the_formulas(name):
         position = position + np.clip(0.1 * action, -0.1, 0.1) + wind
         np.testing.assert_allclose(obs, position, atol=1e-12)
         assert reward == pytest.approx(_formula_reward(name, task, position), abs=1e-12)
-        assert info == {} and not terminated and truncated == (step == dist.spec.horizon)
+        distance = math.hypot(*(position - ((1.0, 0.0) if name == "PointRobotWind" else task)))
+        assert info == ({"dense_reward": -distance} if name == "SparsePointRobot" else {})
+        assert not terminated and truncated == (step == dist.spec.horizon)
         next_positions.append(obs)
         rewards.append(reward)
     observations = np.array([env.reset(seed=5)[0], *next_positions[:-1]])
-    batch = dist.reward(task, observations, actions, np.array(next_positions), {})
+    infos = {"dense_reward": np.zeros(len(actions))} if name == "SparsePointRobot" else {}  # the reward ignores it
+    batch = dist.reward(task, observations, actions, np.array(next_positions), infos)
     np.testing.assert_allclose(batch, rewards, atol=1e-12)
 
 

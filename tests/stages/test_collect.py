@@ -216,3 +216,25 @@ def test_collect_resumes_after_sigkill_to_the_identical_dataset(tmp_path):
         for key in uninterrupted:
             assert np.array_equal(resumed[key], uninterrupted[key]), key
     assert not any(c.exists() for c in checkpoints)  # removed once the group finished
+
+
+def test_sparse_point_robots_sac_learns_from_the_dense_reward_and_stores_the_sparse_one(tmp_path, monkeypatch):
+    """`EnvSpec.behaviour_reward`: from the sparse reward alone SAC never finds a goal; PEARL's env hands its
+    learner the dense −distance. Every SAC batch must carry it; the dataset must keep the task's sparse reward."""
+    from mtrl.algos.sac import SAC
+
+    config = load_config(SMOKE_CONFIG.with_name("sparse_point_robot.yaml"), "smoke",
+                         ["env.n_train=1", "env.n_test=1", "collect.steps=120", "collect.sac.random_steps=40",
+                          "collect.sac.batch_size=16"])
+    batches, update = [], SAC.update
+    monkeypatch.setattr(SAC, "update", lambda self, *b: (batches.extend(b), update(self, *b))[1])
+    run_stages(config, tmp_path, ["tasks", "collect"])
+    goal = read_distribution(tmp_path / "tasks.h5").train_tasks[0]
+    assert len(batches) == 120 - 40 + 1  # one update per step from the end of the warm-up
+    for batch in batches:
+        distance = np.linalg.norm(batch["next_observations"].numpy() - goal, axis=-1)
+        np.testing.assert_allclose(batch["rewards"].numpy(), -distance, atol=1e-5)
+    data, _ = read(tmp_path / "datasets" / "task_00.h5")
+    distance = np.linalg.norm(data["next_observations"] - goal, axis=-1)
+    np.testing.assert_allclose(data["rewards"], np.where(distance <= 0.2, 1 - distance, 0.0), atol=1e-6)
+    np.testing.assert_allclose(data["infos/dense_reward"], -distance, atol=1e-6)
