@@ -105,6 +105,9 @@ class Summary:
     # method -> "offline test"/"offline train" -> Stat: evaluate.context offline (eval/offline/), kept apart
     offline_scores: dict[str, dict[str, Stat]] = field(default_factory=dict)
     probes: dict[str, dict[str, Stat]] = field(default_factory=dict)  # method -> probe statistic -> Stat
+    # method -> the probe's embeddings [K, sets, z] of the first run that has them (one run: a picture, not a mean)
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    embeddings_run: str | None = None
     sac_init: dict[str, Series] = field(default_factory=dict)  # sac-init run -> mean return over test tasks
     sac_init_tasks: dict[str, dict[str, int]] = field(default_factory=dict)  # sac-init run -> run label -> tasks
     collection: Series | None = None  # the collection SACs' evaluation return vs steps, mean over training tasks
@@ -141,6 +144,7 @@ def summarise(runs: list[RunResults]) -> Summary:
     summary = Summary(labels, family=_joined(run.config["env"]["family"] if run.config else None for run in runs),
                       profile=_joined(run.profile for run in runs), smoke=any(run.profile == "smoke" for run in runs))
     _methods(summary, by_label)
+    _embeddings(summary, by_label)
     _sac_init(summary, by_label)
     summary.relabel = _relabel(by_label)
     _per_task(summary, by_label)
@@ -201,6 +205,14 @@ def _methods(summary: Summary, runs: dict[str, RunResults]) -> None:
         if probes:
             keys = next(iter(probes.values()))
             summary.probes[method] = {key: Stat({lb: p[key] for lb, p in probes.items()}) for key in keys}
+
+
+def _embeddings(summary: Summary, runs: dict[str, RunResults]) -> None:
+    """Every method's embeddings from one run, the first that has any, so the methods share one run's data."""
+    label = next((label for label, run in runs.items() if run.embeddings), None)
+    if label is not None:
+        summary.embeddings_run = label
+        summary.embeddings = {m: runs[label].embeddings[m] for m in method_order(runs[label].embeddings)}
 
 
 def _sac_init(summary: Summary, runs: dict[str, RunResults]) -> None:

@@ -48,6 +48,7 @@ class RunResults:
     # name -> {train_score, test_score} under the offline protocol (eval/offline/, evaluate.context: offline)
     offline_eval_summaries: dict[str, dict[str, float]] = field(default_factory=dict)
     probes: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> task-inference probe summary
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # method -> probe's own-set z [K, sets, z]
     relabel_stats: dict[str, np.ndarray] | None = None  # learned relabelling: keep_fraction, error_* [K, K]
     sac_init: dict[str, dict[int, Curve]] = field(default_factory=dict)  # run name -> test task -> curves
     sac_final: dict[int, float] = field(default_factory=dict)  # training task -> final SAC evaluation return
@@ -161,6 +162,8 @@ def _read_eval(results: RunResults, art: Artifact, name: str) -> None:
         results.probes[name] = {"follows rewards": float(probe["reward_following"][off].mean()),
                                 "follows state-actions": float(probe["state_following"][off].mean()),
                                 "own-task accuracy": float(probe["own_accuracy"].mean())}
+        if "embeddings" in probe:  # evaluations before the report drew embeddings do not have them
+            results.embeddings[name] = probe["embeddings"]
 
 
 def _read_relabel(results: RunResults, art: Artifact, name: str) -> None:

@@ -32,6 +32,10 @@ def draw_figures(summary: Summary, out: Path) -> dict[str, str]:
         drawn["fig7"] = _relabel(summary.relabel.matrices, out / "fig7_relabel_error.png",
                                  f"{heading}\nRelabelling on other tasks' transitions (Fig. 7), "
                                  f"mean over n={len(summary.relabel.runs)} seed(s)")
+    if summary.embeddings:
+        drawn["embeddings"] = _embeddings(summary.embeddings, out / "embeddings.png",
+                                          f"{heading}\nTask embeddings of the training tasks' context sets, run "
+                                          f"{summary.embeddings_run} (PCA per method)")
     if summary.sac_init:
         drawn["fig8"] = draw_curves(summary.sac_init, out / "fig8_sac_init.png",
                                 f"{heading}\nSAC on test tasks: initialised vs baselines (Fig. 8)",
@@ -93,5 +97,33 @@ def _relabel(matrices: dict[str, np.ndarray], path: Path, title: str) -> str:
                xticks=range(len(matrix)), yticks=range(len(matrix)))
         ax.title.set_fontsize("small")
     fig.suptitle(title)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path.name
+
+
+def _embeddings(embeddings: dict[str, np.ndarray], path: Path, title: str) -> str:
+    """One panel per method: its embeddings z of each training task's own context sets [K, sets, z], projected
+    on their first two principal components (scikit-learn's PCA, deterministic, as FOCAL's Fig. 7 shows a
+    projection rather than t-SNE) and coloured by task. Tight, separate clusters: the encoder tells tasks apart."""
+    from sklearn.decomposition import PCA
+
+    fig = Figure(figsize=(3.6 * len(embeddings), 3.8), layout="constrained")
+    colours = [f"C{k % 10}" for k in range(max(len(z) for z in embeddings.values()))]
+    for ax, (method, z) in zip(fig.subplots(1, len(embeddings), squeeze=False)[0], embeddings.items(),
+                               strict=True):
+        flat = z.reshape(-1, z.shape[-1])
+        pca = PCA(n_components=min(2, *flat.shape))
+        points = pca.fit_transform(flat).reshape(*z.shape[:2], -1)
+        if points.shape[-1] == 1:  # a 1-D embedding: spread the sets vertically
+            points = np.concatenate([points, np.zeros_like(points)], axis=-1)
+        for task, task_points in enumerate(points):
+            ax.scatter(*task_points.T, s=8, color=colours[task], marker="o" if task < 10 else "x",
+                       label=f"task {task}")
+        ratio = pca.explained_variance_ratio_
+        ax.set(title=method, xlabel=f"PC 1 ({ratio[0]:.0%})",
+               ylabel=f"PC 2 ({ratio[1]:.0%})" if len(ratio) > 1 else "")
+        ax.title.set_fontsize("small")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", fontsize="x-small")
+    fig.suptitle(title, fontsize="medium")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path.name

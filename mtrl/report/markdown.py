@@ -21,7 +21,7 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
         _runs(runs, summary),
         _missing(runs, summary),
         _methods(summary, figures),
-        _probe(summary),
+        _probe(summary, figures),
         _relabel(summary, figures),
         _sac_init(summary, figures),
         _per_task(runs, summary),
@@ -135,7 +135,7 @@ def _score_table(scores: dict[str, dict[str, Stat]], columns: dict[str, str]) ->
     return _table(["method", *columns], rows)
 
 
-def _probe(summary: Summary) -> str:
+def _probe(summary: Summary, figures: dict[str, str]) -> str:
     if not summary.probes:
         return ""
     keys = list(next(iter(summary.probes.values())))
@@ -146,7 +146,12 @@ def _probe(summary: Summary) -> str:
         "by each method's encoder: *follows rewards* is the share assigned to task i's embedding, *follows "
         "state-actions* the share assigned to task j's (mean over ordered pairs i ≠ j); *own-task accuracy*: "
         f"unaltered sets assigned to their own task. {SPREAD}.",
-        _table(["method", *keys], rows)])
+        _table(["method", *keys], rows),
+        *([_image(figures, "embeddings", "task embeddings"),
+           f"The embeddings (posterior means; FOCAL's deterministic z) of `evaluate.probe_sets` context sets of "
+           f"`evaluate.probe_context_size` rows from each training task's own data, run {summary.embeddings_run}, "
+           "projected on their first two principal components per method (axis labels: the share of variance "
+           "each keeps), coloured by task (FOCAL's Fig. 2a)."] if "embeddings" in figures else [])])
 
 
 def _relabel(summary: Summary, figures: dict[str, str]) -> str:

@@ -20,7 +20,8 @@ def task_inference_probe(posterior_mean, dist, datasets: list[dict[str, np.ndarr
 
     Returns own_accuracy [K] (own sets nearest their own centroid), reward_following [K_i, K_j] and
     state_following [K_i, K_j] (fraction of task-j sets relabelled with task i's rewards nearest centroid i,
-    resp. j; the diagonal is NaN) and the centroids [K, z_dim].
+    resp. j; the diagonal is NaN), the centroids [K, z_dim] and the embeddings [K, sets, z_dim] of each task's
+    own sets (the report's picture of the embedding space, FOCAL's Fig. 2a).
     """
     k = len(datasets)
     samples = [rng.integers(0, len(d["rewards"]), (sets, size)) for d in datasets]
@@ -53,4 +54,4 @@ def task_inference_probe(posterior_mean, dist, datasets: list[dict[str, np.ndarr
                 assigned = nearest(embed(j, i))
                 reward_following[i, j], state_following[i, j] = (assigned == i).mean(), (assigned == j).mean()
     return {"own_accuracy": own_accuracy, "reward_following": reward_following,
-            "state_following": state_following, "centroids": centroids}
+            "state_following": state_following, "centroids": centroids, "embeddings": np.stack(own)}

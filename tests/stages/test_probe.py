@@ -30,6 +30,10 @@ def test_probe_tells_reward_readers_from_state_readers(smoke_run):
     reader = task_inference_probe(goal_from_rewards, dist, datasets, sets=5, size=32, rng=rng)
     assert reader["reward_following"][off].min() == 1.0 and reader["own_accuracy"].min() == 1.0
     np.testing.assert_allclose(reader["centroids"], dist.train_tasks, atol=1e-3)
+    # the report's picture: every own set's embedding, in task order (here each set recovers its goal)
+    assert reader["embeddings"].shape == (len(datasets), 5, 2)
+    np.testing.assert_allclose(reader["embeddings"], np.repeat(dist.train_tasks[:, None], 5, 1), atol=1e-3)
+    np.testing.assert_allclose(reader["centroids"], reader["embeddings"].mean(1))
     ignorer = task_inference_probe(mean_next_state, dist, datasets, sets=5, size=32, rng=rng)
     # new rewards do not move an encoder that ignores them: a relabelled set lands where its unaltered set does
     k = len(datasets)

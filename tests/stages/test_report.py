@@ -10,7 +10,8 @@ from mtrl.artifacts import open_artifact
 from mtrl.artifacts.tree import read_tree, write_tree
 from mtrl.cli import main
 
-FIGURES = ("fig4_multitask_returns.png", "fig6_ablations.png", "fig7_relabel_error.png", "fig8_sac_init.png")
+FIGURES = ("fig4_multitask_returns.png", "fig6_ablations.png", "fig7_relabel_error.png", "fig8_sac_init.png",
+           "embeddings.png")
 
 
 def report(*args):

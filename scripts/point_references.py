@@ -1,13 +1,14 @@
-"""Reference returns on PointGoalArc, to read a run's numbers against: what is achievable, and what a policy
-that ignores the task gets.
+"""Reference returns on the point-goal families (PointGoalArc, PointRobot, SparsePointRobot), to read a run's
+numbers against: what is achievable, and what a policy that ignores the task gets.
 
-- optimum per training task: straight to the goal at the fastest speed the action box allows, then stay
-  (the return of an episode from the origin; `collect`'s final SAC evaluation is compared with it);
+- optimum per training task (families that start at the origin): straight to the goal at the fastest speed the
+  action box allows, then stay; `collect`'s final SAC evaluation is compared with it;
 - oracle: that policy run through MBML's evaluation protocol (Alg. 5) with the run's evaluation settings;
-- task-agnostic: the best single point to head for (grid search on the training tasks), ignoring the task,
-  through the same protocol. A multi-task policy that does not beat it has not used the task at all.
+- task-agnostic: the best single point to head for (grid search over the training goals' bounding box, chosen
+  on the training tasks), ignoring the task, through the same protocol. A multi-task policy that does not beat
+  it has not used the task at all.
 
-Usage: python scripts/point_goal_arc_references.py runs/toy_s0
+Usage: python scripts/point_references.py runs/toy_s0
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ from mtrl.pipeline.run_data import read_distribution
 from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed
 
 
-def optimal_return(goal: np.ndarray, horizon: int, raw_max_action: float) -> float:
+def optimal_return(dist, goal: np.ndarray) -> float:
     """Return of heading straight for `goal` from the origin at the box's top speed in that direction."""
-    distance = float(np.linalg.norm(goal))
-    speed = raw_max_action / np.abs(goal / distance).max()
-    return -sum(max(0.0, distance - k * speed) for k in range(1, horizon + 1))
+    env, policy = dist.make_env(goal), HeadFor(goal[None], dist.spec.raw_max_action)
+    obs, _ = env.reset(seed=0)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy.act(obs[None], None)[0])
+        total, done = total + reward, terminated or truncated
+    return total
 
 
 class HeadFor:
@@ -56,17 +61,22 @@ def main(run_dir: Path) -> None:
     dist = read_distribution(run_dir / "tasks.h5")
     train, test = np.asarray(dist.train_tasks), np.asarray(dist.test_tasks)
 
-    sac, optimum = [], []
-    for i, goal in enumerate(train):
-        with open_artifact(run_dir / "sac" / f"task_{i:02d}.h5", "sac") as art:
-            sac.append(float(art.tree("curve")["return_mean"][-1]))
-        optimum.append(optimal_return(goal, dist.spec.horizon, dist.spec.raw_max_action))
-        print(f"task {i}: goal {np.round(goal, 3)}  SAC final {sac[-1]:.2f}  optimum {optimum[-1]:.2f}")
-    print(f"mean over training tasks: SAC final {np.mean(sac):.2f}, optimum {np.mean(optimum):.2f}")
+    if dist.make_env(train[0]).reset(seed=0)[0].any() or dist.make_env(train[0]).reset(seed=1)[0].any():
+        print("optimum per task: none (episodes start at random points); see the oracle")
+    else:
+        sac, optimum = [], []
+        for i, goal in enumerate(train):
+            with open_artifact(run_dir / "sac" / f"task_{i:02d}.h5", "sac") as art:
+                sac.append(float(art.tree("curve")["return_mean"][-1]))
+            optimum.append(optimal_return(dist, goal))
+            print(f"task {i}: goal {np.round(goal, 3)}  SAC final {sac[-1]:.2f}  optimum {optimum[-1]:.2f}")
+        print(f"mean over training tasks: SAC final {np.mean(sac):.2f}, optimum {np.mean(optimum):.2f}")
 
     print(f"oracle (protocol): train {protocol_score(dist, config, train, train):.2f}, "
           f"test {protocol_score(dist, config, test, test):.2f}")
-    grid = [np.array([x, y]) for x in np.linspace(-0.2, 1.0, 13) for y in np.linspace(0.0, 1.0, 11)]
+    low, high = np.floor(train.min(0) * 10) / 10, np.ceil(train.max(0) * 10) / 10
+    grid = [np.array([x, y]) for x in np.arange(low[0], high[0] + 0.05, 0.1)
+            for y in np.arange(low[1], high[1] + 0.05, 0.1)]
     point = max(grid, key=lambda p: protocol_score(dist, config, train, np.tile(p, (len(train), 1))))
     print(f"task-agnostic, heading for {np.round(point, 2)} (protocol): "
           f"train {protocol_score(dist, config, train, np.tile(point, (len(train), 1))):.2f}, "
@@ -75,5 +85,5 @@ def main(run_dir: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python scripts/point_goal_arc_references.py RUN_DIR")
+        sys.exit("usage: python scripts/point_references.py RUN_DIR")
     main(Path(sys.argv[1]))
