@@ -22,6 +22,7 @@ from mtrl import __version__
 from mtrl.data import episode_ends, episode_returns, return_stats
 from mtrl.errors import ConfigError
 from mtrl.fsio import atomic_path
+from mtrl.pipeline.run_data import split_tasks
 
 if TYPE_CHECKING:
     from mtrl.envs import TaskDistribution
@@ -51,12 +52,12 @@ KIND_WORDS = {"replay": "every transition of SAC's learning run in mtrl collect"
 
 
 def dataset_metadata(dist: TaskDistribution, task: int, kind: str, run: str, fingerprint: str,
-                     data: dict[str, np.ndarray], kind_info: dict) -> dict:
+                     data: dict[str, np.ndarray], kind_info: dict, split: str = "train") -> dict:
     """What a reader of an exported dataset needs to know: its kind (and how it was made), family, task
     parameters and the returns of its behaviour data (complete episodes, `mtrl.data.episode_returns`)."""
     returns = episode_returns(data["rewards"], data["terminals"], data["timeouts"], dist.spec.horizon)
-    return {"kind": kind, "kind_info": kind_info, "family": dist.name, "gym_id": dist.spec.gym_id, "split": "train",
-            "task_index": task, "task": dist.train_tasks[task].tolist(), "task_meaning": dist.spec.task_meaning,
+    return {"kind": kind, "kind_info": kind_info, "family": dist.name, "gym_id": dist.spec.gym_id, "split": split,
+            "task_index": task, "task": split_tasks(dist, split)[task].tolist(), "task_meaning": dist.spec.task_meaning,
             "run": run, "dataset_fingerprint": fingerprint, "returns": return_stats(returns)}
 
 
@@ -123,13 +124,15 @@ def task_env_spec(gym_id: str, task: list[float]):
 
 def to_minari(data: dict[str, np.ndarray], dataset_id: str, dist: TaskDistribution, task: int, metadata: dict,
               overwrite: bool = False):
-    """Create a local Minari dataset (under Minari's datasets path, `MINARI_DATASETS_PATH`) of training task
-    `task` of `dist` with its `dataset_metadata`; replace one with the same id if `overwrite`."""
+    """Create a local Minari dataset (under Minari's datasets path, `MINARI_DATASETS_PATH`) of task `task` of
+    `dist` (of the split its `dataset_metadata` names) with that metadata; replace one with the same id if
+    `overwrite`."""
     minari = _minari()
     from minari.data_collector import EpisodeBuffer
 
-    params = dist.train_tasks[task].tolist()
-    description = (f"{dist.name} training task {task} of run {metadata['run']} ({dist.spec.task_meaning}: "
+    params = metadata["task"]
+    split = "training" if metadata["split"] == "train" else "test"
+    description = (f"{dist.name} {split} task {task} of run {metadata['run']} ({dist.spec.task_meaning}: "
                    f"{params}), dataset kind {metadata['kind']}: {KIND_WORDS[metadata['kind']]}")
     if overwrite and minari_exists(dataset_id):
         with contextlib.redirect_stdout(io.StringIO()):  # Minari prints a line of its own

@@ -118,7 +118,10 @@ def plot(run_dirs: tuple[Path, ...], curve: str, columns: tuple[str, ...], out: 
 @main.command("export-dataset")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--task", "task_text", default="all", show_default=True,
-              help="Training tasks to export: all, or indices like 0-3,7.")
+              help="Tasks of the split to export: all, or indices like 0-3,7.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Training tasks, or the test tasks' datasets (made with data.test_tasks; their {task} key is "
+                   "test_task_NN).")
 @click.option("--format", "fmt", type=click.Choice(["npz", "minari"]), default="npz", show_default=True,
               help="npz: the flat D4RL dict per task; minari: a local Minari dataset per task (in "
                    "$MINARI_DATASETS_PATH, default ~/.minari/datasets) that recovers its task's env.")
@@ -131,27 +134,29 @@ def plot(run_dirs: tuple[Path, ...], curve: str, columns: tuple[str, ...], out: 
                                    f"{{task}} (e.g. task_03) are filled in (default: {MINARI_ID} for the replay, "
                                    f"{MINARI_KIND_ID} for other kinds).")
 @click.option("--overwrite", is_flag=True, help="Replace Minari datasets that have the same ids (default: refuse).")
-def export_dataset(run_dir: Path, task_text: str, fmt: str, kind: str, out: str | None, dataset_id: str | None,
-                   overwrite: bool) -> None:
-    """Write a run's training-task datasets of one kind in a form another offline-RL tool reads directly, with
-    their kind, family, task parameters and behaviour returns as metadata."""
+def export_dataset(run_dir: Path, task_text: str, split: str, fmt: str, kind: str, out: str | None,
+                   dataset_id: str | None, overwrite: bool) -> None:
+    """Write a run's datasets of one kind (training tasks, or test tasks with --split test) in a form another
+    offline-RL tool reads directly, with their kind, family, task parameters and behaviour returns as metadata."""
     from mtrl.artifacts import open_artifact
     from mtrl.export import check_minari_ids, dataset_metadata, fill, to_minari, to_npz
     from mtrl.pipeline import layout
     from mtrl.pipeline.base import task_key
-    from mtrl.pipeline.run_data import load_dataset, read_distribution
+    from mtrl.pipeline.run_data import load_dataset, read_distribution, split_tasks
 
     dist = read_distribution(layout.tasks(run_dir))
-    count = len(dist.train_tasks)
+    count = len(split_tasks(dist, split))
     tasks = range(count) if task_text == "all" else parse_tasks(task_text, "--task")
     if any(task >= count for task in tasks):
-        raise ConfigError(f"--task {task_text}: {run_dir} has training tasks 0..{count - 1}")
-    keys = [task_key(task) for task in tasks]
-    missing = [task for task in tasks if not layout.dataset(run_dir, task, kind).exists()]
+        raise ConfigError(f"--task {task_text}: {run_dir} has {'training' if split == 'train' else 'test'} tasks "
+                          f"0..{count - 1}")
+    keys = [("test_" if split == "test" else "") + task_key(task) for task in tasks]
+    missing = [task for task in tasks if not layout.dataset(run_dir, task, kind, split).exists()]
     if missing:
         make = "mtrl collect" if kind == "replay" else f"mtrl datasets --kind {kind}"
-        raise ConfigError(f"--kind {kind}: {layout.dataset(run_dir, missing[0], kind)} does not exist; run "
-                          f"`{make} --run-dir {run_dir}` first")
+        test = " --set data.test_tasks=true" if split == "test" else ""
+        raise ConfigError(f"--kind {kind}: {layout.dataset(run_dir, missing[0], kind, split)} does not exist; run "
+                          f"`{make} --run-dir {run_dir}{test}` first")
     if fmt == "npz":
         default = "export/{task}.npz" if kind == "replay" else "export/{kind}/{task}.npz"
         targets = fill(out or str(run_dir / default), "--out", keys, kind=kind)
@@ -160,10 +165,10 @@ def export_dataset(run_dir: Path, task_text: str, fmt: str, kind: str, out: str 
         targets = fill(template, "--dataset-id", keys, family=dist.name, run=run_dir.name, kind=kind)
         check_minari_ids(targets, overwrite)
     for task, target in zip(tasks, targets, strict=True):
-        with open_artifact(layout.dataset(run_dir, task, kind), "dataset") as art:
+        with open_artifact(layout.dataset(run_dir, task, kind, split), "dataset") as art:
             data = load_dataset(art, dist.spec, infos=True)
             info = art.meta("kind_info") if "kind_info" in art.attrs else {"kind": kind}
-            metadata = dataset_metadata(dist, task, kind, run_dir.name, art.fingerprint, data, info)
+            metadata = dataset_metadata(dist, task, kind, run_dir.name, art.fingerprint, data, info, split)
         if fmt == "npz":
             click.echo(f"wrote {to_npz(data, Path(target), metadata)} ({len(data['rewards'])} transitions)")
             continue

@@ -1,5 +1,6 @@
 """Test-task datasets (data.test_tasks) and the offline-context evaluation (evaluate.context: offline, FOCAL Alg. 2)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mtrl.errors import ConfigError
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import RunOptions
 from mtrl.pipeline.registry import PIPELINE, get_stage
+from mtrl.pipeline.run_data import load_dataset, read_distribution
 from mtrl.pipeline.runner import check_stage
 
 TRAINING_STAGES = ("train-bcq", "fit-rewards", "fit-dynamics", "relabel", "distill", "train-baseline")
@@ -153,6 +155,20 @@ def test_default_config_unchanged_and_offline_evaluation_end_to_end(smoke_run, t
     offline_table = offline_table.split("###")[0]
     assert "test (offline context)" in offline_table and "test (offline context)" not in final
     assert all(name in offline_table for name in methods)
+
+    # `export-dataset --split test`: a test task's own data, with its split and task in the metadata
+    from click.testing import CliRunner
+
+    from mtrl.cli import main
+
+    result = CliRunner().invoke(main, ["export-dataset", str(run_dir), "--split", "test", "--task", "1"])
+    assert result.exit_code == 0, result.output
+    exported = np.load(run_dir / "export" / "test_task_01.npz")
+    dist = read_distribution(run_dir / "tasks.h5")
+    with open_artifact(layout.dataset(run_dir, 1, split="test"), "dataset") as art:
+        np.testing.assert_array_equal(exported["observations"], load_dataset(art, dist.spec)["observations"])
+    assert str(exported["metadata/split"]) == "test"
+    np.testing.assert_array_equal(json.loads(str(exported["metadata/task"])), dist.test_tasks[1])
 
 
 def _rows(run_dir: Path, task: int, split: str) -> set:
