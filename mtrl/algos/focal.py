@@ -31,6 +31,11 @@ Choices where the paper is silent, and deviations (also in docs/algorithms.md):
 - Acting: z of the context rows seen so far (zeros, the centre of the latent cube, before any), the policy's
   mean action unless `deterministic_acting` is off. `posterior` reports z with zero variance (a point mass).
 - All randomness comes from the agent's own generator, saved in `state_dict` (bit-identical resume).
+
+Options that follow FOCAL's official code (docs/algorithms.md, "FOCAL in the reference code, audited"; every
+default keeps the behaviour above): `train_alpha` (α adapted by BRAC's dual step towards `target_divergence`,
+used clipped to [0, `alpha_max`]), `regularisation: none` (no BRAC), `context_next_obs: false` (rows [s, a, r]),
+`dml_form: reference` (its root-mean-square distances and sqrt same-task term), `discriminator_lr`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from mtrl.errors import ConfigError
 from mtrl.nn import AgentState, adam, mlp, seeded_generator, soft_update
 
 RATIO_EPS = 1e-8  # inside the log of the density-ratio estimate (BRAC's EPS)
+REFERENCE_SAME_EPS = 1e-3  # under the square root of FOCAL's code's same-task term
 
 
 @dataclass(frozen=True)
@@ -62,13 +68,20 @@ class FOCALConfig:
     discriminator_hidden: tuple[int, ...] = field(
         default=(256, 256), metadata={"help": "hidden widths of the KL-dual discriminator g(s, z, a)"})
     lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of the actor-critic "
-                                                                              "and discriminator"})
+                                                                              "(and of the discriminator unless "
+                                                                              "discriminator_lr)"})
+    discriminator_lr: float | None = field(
+        default=None, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of the discriminator (default: lr; "
+                                                                "FOCAL's code: 1e-4, c_lr)"})
     encoder_lr: float = field(default=3e-4, metadata={"min": 0.0, "max": 1.0, "help": "Adam step size of the "
                                                                                       "encoder"})
     batch_size: int = field(
         default=256, metadata={"min": 1, "max": 1_000_000, "help": "RL batch transitions per task and update"})
     context_size: int = field(
         default=64, metadata={"min": 1, "max": 1_000_000, "help": "rows per context set (two sets per task)"})
+    context_next_obs: bool = field(
+        default=True, metadata={"help": "the encoder reads rows [s, a, s', r]; false: [s, a, r] (FOCAL's code "
+                                        "unless use_next_obs_in_context, which its dynamics families set)"})
     dml_power: float = field(
         default=-2.0, metadata={"min": -8.0, "max": 8.0,
                                 "help": "power of the different-task term: -n repels by beta/(d^n + eps) (Eq. 13; "
@@ -78,15 +91,28 @@ class FOCALConfig:
                                                                                    "task term"})
     dml_epsilon: float = field(default=0.1, metadata={"min": 1e-12, "max": 1e6, "help": "epsilon in beta/(d^n + "
                                                                                         "epsilon)"})
+    dml_form: Literal["eq13", "reference"] = field(
+        default="eq13", metadata={"help": "eq13: squared Euclidean distance for the same task, Euclidean d in the "
+                                          "different-task term; reference (FOCAL's code): d is the root mean square "
+                                          "over z's dimensions and the same-task term sqrt(d^2 + 1e-3)"})
     dml_weight: float = field(default=1.0, metadata={"min": 0.0, "max": 1e6, "help": "weight of the distance "
                                                                                     "metric loss"})
     coupled: bool = field(default=False, metadata={"help": "also train the encoder with the critic's Bellman "
                                                            "gradients (ablation; the paper decouples)"})
-    regularisation: Literal["policy", "value"] = field(
-        default="policy", metadata={"help": "where alpha*D goes: the actor's loss (policy) or the value target "
-                                            "(value penalty)"})
+    regularisation: Literal["policy", "value", "none"] = field(
+        default="policy", metadata={"help": "where alpha*D goes: the actor's loss (policy), the value target "
+                                            "(value penalty) or nowhere (none: no BRAC, FOCAL's use_brac 0)"})
     alpha: float = field(default=1.0, metadata={"min": 0.0, "max": 1e9, "help": "weight alpha of the divergence "
-                                                                                "to the behaviour policy"})
+                                                                                "to the behaviour policy (its "
+                                                                                "initial value if train_alpha)"})
+    train_alpha: bool = field(
+        default=False, metadata={"help": "adapt alpha after every update by alpha += alpha_lr * (mean D - "
+                                         "target_divergence), used clipped to [0, alpha_max] (FOCAL's code, BRAC)"})
+    alpha_max: float = field(default=2000.0, metadata={"min": 0.0, "max": 1e9, "help": "upper clip of a trained "
+                                                                                       "alpha"})
+    target_divergence: float = field(
+        default=0.05, metadata={"min": -1e6, "max": 1e6, "help": "the divergence a trained alpha steers towards"})
+    alpha_lr: float = field(default=1.0, metadata={"min": 0.0, "max": 1e9, "help": "step size of a trained alpha"})
     discriminator_steps: int = field(
         default=3, metadata={"min": 1, "max": 100, "help": "discriminator updates per update (BRAC c_iter)"})
     gradient_penalty: float = field(
@@ -105,18 +131,28 @@ class FOCALConfig:
                               "another nonzero power")
 
 
-class DeterministicEncoder(nn.Module):
-    """q_φ: tanh(MLP(row)) per row, averaged over a set's rows (masked rows ignored; no rows: zeros)."""
+def row_columns(obs_dim: int, act_dim: int, next_obs: bool) -> list[int]:
+    """The columns of a context row [s, a, s', r] the encoder reads: all of them, or [s, a, r] without s'."""
+    width = context_dim(obs_dim, act_dim)
+    return list(range(width)) if next_obs else [*range(obs_dim + act_dim), width - 1]
 
-    def __init__(self, row_dim: int, z_dim: int, hidden: tuple[int, ...]):
+
+class DeterministicEncoder(nn.Module):
+    """q_φ: tanh(MLP(row)) per row, averaged over a set's rows (no rows: zeros). It takes full rows [s, a, s', r]
+    and reads `columns` of them (default: all)."""
+
+    def __init__(self, row_dim: int, z_dim: int, hidden: tuple[int, ...], columns: list[int] | None = None):
         super().__init__()
-        self.net = mlp(row_dim, hidden, z_dim)
+        self.columns = None if columns is None or columns == list(range(row_dim)) else torch.tensor(columns)
+        self.net = mlp(row_dim if self.columns is None else len(columns), hidden, z_dim)
         self.row_dim, self.z_dim = row_dim, z_dim
 
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
         """z [..., z_dim] of the sets rows [..., N, D]."""
         if rows.shape[-2] == 0:
             return rows.new_zeros(*rows.shape[:-2], self.z_dim)
+        if self.columns is not None:
+            rows = rows.index_select(-1, self.columns.to(rows.device))
         return torch.tanh(self.net(rows)).mean(-2)
 
     def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,19 +161,26 @@ class DeterministicEncoder(nn.Module):
         return z, torch.zeros_like(z)
 
 
-def distance_metric_loss(z: torch.Tensor, z_same: torch.Tensor, power: float, beta: float,
-                         epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+def distance_metric_loss(z: torch.Tensor, z_same: torch.Tensor, power: float, beta: float, epsilon: float,
+                         form: str = "eq13") -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 13 for K tasks: `z` [K, z_dim] and `z_same` (another set of each task). Returns the loss and the mean
-    distance between different tasks' embeddings. Same-task pairs: ‖z_i − z'_i‖², averaged over K; different
-    tasks (i < j): β/(‖z_i − z_j‖ⁿ + ε) for power −n, −β‖z_i − z_j‖ⁿ for power +n, averaged over the pairs."""
-    same = (z - z_same).pow(2).sum(-1).mean()
+    Euclidean distance between different tasks' embeddings. Same-task pairs: d(z_i, z'_i)², averaged over K;
+    different tasks (i < j): β/(d(z_i, z_j)ⁿ + ε) for power −n, −β·d(z_i, z_j)ⁿ for power +n, averaged over the
+    pairs. `form` eq13: d is the Euclidean distance; reference (FOCAL's code, `z_loss`): d is the root mean square
+    over the z_dim coordinates and a same-task pair costs sqrt(d² + REFERENCE_SAME_EPS) instead of d²."""
+    per_coordinate = 1.0 / z.shape[-1] if form == "reference" else 1.0
+    same = (z - z_same).pow(2).sum(-1).mul(per_coordinate)
+    if form == "reference":
+        same = (same + REFERENCE_SAME_EPS).sqrt()
     i, j = torch.triu_indices(len(z), len(z), offset=1, device=z.device)
-    distance = (z[i] - z[j]).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+    euclidean = (z[i] - z[j]).pow(2).sum(-1).clamp_min(1e-12).sqrt()
+    distance = euclidean * per_coordinate ** 0.5
     if power < 0:
         different = beta / (distance.pow(-power) + epsilon)
     else:
         different = -beta * distance.pow(power)
-    return same + (different.mean() if len(i) else different.sum()), distance.mean() if len(i) else distance.sum()
+    mean = torch.mean if len(i) else torch.sum  # no pairs (one task): 0
+    return same.mean() + mean(different), mean(euclidean)
 
 
 def kl_dual(logits_policy: torch.Tensor, logits_behaviour: torch.Tensor) -> torch.Tensor:
@@ -156,7 +199,7 @@ class FOCAL(InfersTasks, AgentState):
 
     NETWORKS = ("encoder", "actor")
     TRAINING_PARTS = ("critic", "value", "value_target", "discriminator", "encoder_opt", "actor_opt", "critic_opt",
-                      "value_opt", "discriminator_opt")
+                      "value_opt", "discriminator_opt", "alpha_var")  # alpha_var: only with train_alpha
 
     def __init__(self, cfg: FOCALConfig, obs_dim: int, act_dim: int, max_action: float,
                  device: torch.device | str):
@@ -165,7 +208,8 @@ class FOCAL(InfersTasks, AgentState):
         self.generator = seeded_generator(self.device)
         self.context_dim = context_dim(obs_dim, act_dim)
         z = cfg.z_dim
-        self.encoder = DeterministicEncoder(self.context_dim, z, cfg.encoder_hidden).to(self.device)
+        self.encoder = DeterministicEncoder(self.context_dim, z, cfg.encoder_hidden,
+                                            row_columns(obs_dim, act_dim, cfg.context_next_obs)).to(self.device)
         self.actor, self.critic, self.value, self.value_target = pearl_sac_networks(
             obs_dim, z, act_dim, cfg.hidden, self.max_action, self.device)
         self.discriminator = mlp(obs_dim + z + act_dim, cfg.discriminator_hidden, 1).to(self.device)
@@ -173,7 +217,17 @@ class FOCAL(InfersTasks, AgentState):
         self.actor_opt = adam(self.actor.parameters(), cfg.lr)
         self.critic_opt = adam(self.critic.parameters(), cfg.lr)
         self.value_opt = adam(self.value.parameters(), cfg.lr)
-        self.discriminator_opt = adam(self.discriminator.parameters(), cfg.lr)
+        self.discriminator_opt = adam(self.discriminator.parameters(),
+                                      cfg.lr if cfg.discriminator_lr is None else cfg.discriminator_lr)
+        # a trained α, unclipped (FOCAL's code clips where it is used); a fixed α is cfg.alpha
+        self.alpha_var = torch.tensor(float(cfg.alpha), device=self.device) if cfg.train_alpha else None
+
+    @property
+    def alpha(self) -> torch.Tensor | float:
+        """The weight of D now: cfg.alpha, or the trained α clipped to [0, alpha_max]."""
+        if self.alpha_var is None:
+            return self.cfg.alpha
+        return self.alpha_var.clamp(0.0, self.cfg.alpha_max)
 
     # ---------------------------------------------------------------- learning
     def divergence(self, state: torch.Tensor, policy_actions: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -208,7 +262,8 @@ class FOCAL(InfersTasks, AgentState):
         cfg = self.cfg
         k, b = batch["observations"].shape[:2]
         z_sets = self.encoder.embed(batch["context"])  # [K, 2, z]
-        dml, spread = distance_metric_loss(z_sets[:, 0], z_sets[:, 1], cfg.dml_power, cfg.dml_beta, cfg.dml_epsilon)
+        dml, spread = distance_metric_loss(z_sets[:, 0], z_sets[:, 1], cfg.dml_power, cfg.dml_beta, cfg.dml_epsilon,
+                                           cfg.dml_form)
         z = z_sets[:, 0, None].expand(k, b, -1)
         critic_z = z if cfg.coupled else z.detach()
         state = torch.cat([batch["observations"], z.detach()], -1).flatten(0, 1)  # [K·N, obs + z], no path to φ
@@ -221,7 +276,7 @@ class FOCAL(InfersTasks, AgentState):
             divergence = self.divergence(state, policy_actions, actions)
             next_v = self.value_target(next_state).squeeze(-1)
             if cfg.regularisation == "value":
-                next_v = next_v - cfg.alpha * divergence
+                next_v = next_v - self.alpha * divergence
             y = pearl_q_target(batch["rewards"].flatten(), batch["terminals"].flatten(), next_v, cfg.reward_scale,
                                cfg.gamma)
         critic_state = torch.cat([batch["observations"], critic_z], -1).flatten(0, 1)
@@ -250,15 +305,19 @@ class FOCAL(InfersTasks, AgentState):
 
         actor_loss = (log_pi - min_q).mean() + cfg.policy_reg * (pi_mean.pow(2).mean() + pi_std.log().pow(2).mean())
         if cfg.regularisation == "policy":
-            actor_loss = actor_loss + cfg.alpha * actor_divergence.mean()
+            actor_loss = actor_loss + self.alpha * actor_divergence.mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
 
+        alpha = torch.as_tensor(self.alpha, device=self.device)  # the α this update used
+        if self.alpha_var is not None:  # BRAC's dual step: raise α while D is above its target, lower it below
+            self.alpha_var += cfg.alpha_lr * (divergence.mean() - cfg.target_divergence)
+
         names = ("dml", "task_distance", "critic_loss", "discriminator_loss", "divergence", "value_loss",
-                 "actor_loss", "q_mean", "entropy")
+                 "actor_loss", "q_mean", "entropy", "alpha")
         values = (dml, spread, critic_loss, discriminator_loss, divergence.mean(), value_loss, actor_loss, q.mean(),
-                  -log_pi.mean())
+                  -log_pi.mean(), alpha)
         return dict(zip(names, torch.stack([v.detach() for v in values]).tolist(), strict=True))  # one sync
 
     # ---------------------------------------------------------------- acting

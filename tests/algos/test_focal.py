@@ -129,3 +129,67 @@ def test_sampler_draws_two_context_sets_of_each_task_from_its_own_data():
 def test_a_zero_power_is_a_config_error():
     with pytest.raises(ConfigError, match="dml_power"):
         FOCALConfig(dml_power=0.0)
+
+
+# ---------------------------------------------------------------- FOCAL's code's choices, as options
+
+
+def test_reference_dml_form_known_answer():
+    """FOCAL's code (`z_loss`): distances are root mean squares over z's coordinates, and a same-task pair costs
+    sqrt(d² + 1e-3) rather than d²; the reported spread stays Euclidean."""
+    z = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    z_same = torch.tensor([[0.0, 1.0], [3.0, 4.0]])
+    loss, distance = distance_metric_loss(z, z_same, power=-2, beta=1.0, epsilon=0.1, form="reference")
+    same = (math.sqrt(1 / 2 + 1e-3) + math.sqrt(1e-3)) / 2
+    assert distance.item() == pytest.approx(5.0)
+    assert loss.item() == pytest.approx(same + 1.0 / (25 / 2 + 0.1))
+
+
+def test_trained_alpha_takes_the_dual_step_towards_the_target_divergence():
+    algo = make(train_alpha=True, alpha=5.0, alpha_lr=2.0, target_divergence=0.05)
+    metrics = algo.update(make_batch())
+    assert metrics["alpha"] == 5.0  # the update used the α it started with
+    assert algo.alpha_var.item() == pytest.approx(5.0 + 2.0 * (metrics["divergence"] - 0.05), rel=1e-6)
+    resumed = make(train_alpha=True, alpha=5.0, seed=7)
+    resumed.load_state_dict(algo.state_dict())  # α is part of a resumable state
+    assert resumed.alpha_var.item() == algo.alpha_var.item()
+    assert "alpha_var" not in make().state_dict()  # a fixed α adds nothing to the checkpoint
+
+
+def test_trained_alpha_is_used_clipped_to_zero_and_alpha_max():
+    batch = make_batch()
+    fixed = make(alpha=3.0).update(batch)
+    clipped = make(train_alpha=True, alpha=10.0, alpha_max=3.0).update(batch)
+    assert clipped == fixed  # the same losses: α = min(10, alpha_max) was used
+    algo = make(train_alpha=True, alpha=-1.0)
+    assert algo.update(batch)["alpha"] == 0.0 and algo.alpha_var.item() < 0  # stored unclipped, used ≥ 0
+    assert make(alpha=0.0).update(batch)["actor_loss"] == make(train_alpha=True, alpha=-1.0).update(batch)[
+        "actor_loss"]
+
+
+def test_regularisation_none_is_soft_actor_critic_without_the_divergence():
+    batch = make_batch()
+    none = make(regularisation="none", alpha=9.0).update(batch)
+    unweighted = make(regularisation="policy", alpha=0.0).update(batch)
+    assert {k: v for k, v in none.items() if k != "alpha"} == {k: v for k, v in unweighted.items() if k != "alpha"}
+
+
+def test_context_without_next_obs_reads_state_action_and_reward_only():
+    algo = make(context_next_obs=False)
+    assert algo.encoder.net[0].in_features == OBS + ACT + 1
+    rows = torch.randn(5, D)
+    other_next = rows.clone()
+    other_next[:, OBS + ACT: 2 * OBS + ACT] += 1.0  # s' differs
+    other_reward = rows.clone()
+    other_reward[:, -1] += 1.0
+    z = algo.encoder.embed(rows)
+    assert torch.equal(algo.encoder.embed(other_next), z)
+    assert not torch.equal(algo.encoder.embed(other_reward), z)
+    assert not torch.equal(make().encoder.embed(other_next), make().encoder.embed(rows))  # default: s' is read
+    assert math.isfinite(algo.update(make_batch())["dml"])
+
+
+def test_discriminator_learning_rate_defaults_to_lr():
+    assert make().discriminator_opt.param_groups[0]["lr"] == TINY.lr
+    algo = make(discriminator_lr=1e-4)
+    assert algo.discriminator_opt.param_groups[0]["lr"] == 1e-4 and algo.actor_opt.param_groups[0]["lr"] == TINY.lr

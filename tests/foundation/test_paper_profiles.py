@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from mtrl.cli import main
@@ -13,7 +14,8 @@ from mtrl.config import Config, load_config
 from mtrl.configlib import field_help, to_dict
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-FAMILY_FILES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "base.yaml")
+# a family's config sets env.family; base.yaml and shared includes (point_robots.yaml) do not
+FAMILY_FILES = sorted(p for p in CONFIGS.glob("*.yaml") if "family" in (yaml.safe_load(p.read_text()).get("env") or {}))
 
 # family: collect.steps (Table 9), bcq.steps (official BCQ/configs max_timesteps), sac_init.steps (official
 # sac_with_initialization: 10K + domain_to_epoch × 1K), Batch PEARL (context, KL weight, reward scale) (official
@@ -30,6 +32,21 @@ OTHER_PEARL = {
     "PointRobot": (100, 0.1, 100.0), "SparsePointRobot": (100, 0.1, 100.0), "PointRobotWind": (100, 0.1, 100.0),
     "PointGoalArc": (100, 0.1, 100.0), "HalfCheetahFwdBack": (256, 0.1, 5.0), "AntFwdBack": (256, 0.1, 5.0),
     "WalkerWalk": (100, 0.1, 5.0), "WalkerRun": (100, 0.1, 5.0), "WalkerWalkRun": (100, 0.1, 5.0),
+}
+
+
+# FOCAL's official configs (docs/algorithms.md, "FOCAL in the reference code, audited"): per family the task
+# counts where the profile sets them, and baselines.focal's (regularisation, gamma, reward_scale, context_size,
+# context_next_obs, alpha, alpha_max); every other family gets configs/default.py's values.
+FOCAL_DEFAULT = ("policy", 0.99, 5.0, 64, False, 500.0, 2000.0)
+FOCAL = {
+    "SparsePointRobot": ((80, 20), ("none", 0.9, 100.0, 1024, False, 500.0, 2000.0)),
+    "PointRobotWind": ((40, 10), ("none", 0.9, 100.0, 256, True, 500.0, 2000.0)),
+    "PointRobot": ((80, 20), ("policy", 0.99, 100.0, 64, False, 500.0, 2000.0)),  # PEARL's point-robot.json
+    "HalfCheetahVel": ((None, None), ("policy", 0.99, 5.0, 100, False, 50.0, 2000.0)),  # MBML's task counts
+    "HalfCheetahFwdBack": ((None, None), ("value", 0.99, 5.0, 256, False, 500.0, 2000.0)),
+    "AntFwdBack": ((None, None), ("value", 0.99, 5.0, 256, False, 1e6, 5e6)),
+    "WalkerParam": ((None, None), ("policy", 0.99, 5.0, 100, True, 50.0, 1e4)),  # MBML's task counts
 }
 
 
@@ -72,6 +89,23 @@ def test_other_families_batch_pearl(configs, family):
     assert (bp.context_size, bp.kl_beta, bp.reward_scale) == OTHER_PEARL[family]
 
 
+@pytest.mark.parametrize("family", sorted(set(MBML) | set(OTHER_PEARL)))
+def test_focal_follows_its_official_configs(configs, family):
+    config = configs[family]
+    tasks, values = FOCAL.get(family, ((None, None), FOCAL_DEFAULT))
+    assert (config.env.n_train, config.env.n_test) == tasks
+    f = config.baselines.sections["focal"]
+    assert (f.regularisation, f.gamma, f.reward_scale, f.context_size, f.context_next_obs, f.alpha,
+            f.alpha_max) == values
+    # configs/default.py, for every family
+    assert (f.train_alpha, f.alpha_lr, f.target_divergence) == (True, 1.0, 0.05)
+    assert (f.discriminator_hidden, f.discriminator_lr, f.discriminator_steps) == ((256,) * 3, 1e-4, 3)
+    assert (f.dml_form, f.dml_weight, f.dml_power, f.dml_beta, f.dml_epsilon) == ("reference", 10.0, -2.0, 1.0, 0.1)
+    assert (f.z_dim, f.encoder_hidden, f.hidden, f.batch_size, f.lr, f.tau) == (
+        20, (200,) * 3, (256,) * 3, 256, 3e-4, 0.005)
+    assert not f.coupled  # allow_backward_z false
+
+
 def test_values_the_paper_states_hold_in_every_paper_profile(configs):
     for family, config in configs.items():
         d, sections = config.distill.algo, config.baselines.sections
@@ -95,7 +129,7 @@ def test_values_the_paper_states_hold_in_every_paper_profile(configs):
         assert (cb.encoder_hidden, cb.z_dim, cb.context_size, cb.lr) == ((200,) * 3, 20, 128, 3e-4), family
         assert cb.per_task_updates, family
         assert bp.encoder_hidden == (200,) * 3, family  # Table 4
-        assert set(config.baselines.algos) == {"contextual-bcq", "batch-pearl"}, family
+        assert set(config.baselines.algos) == {"contextual-bcq", "batch-pearl", "focal"}, family
         # §5.3 and Table 8
         s = config.sac_init
         assert (s.rollout_steps, s.sac.critic_hidden) == (10_000, (1024,) * 9), family
