@@ -12,7 +12,7 @@ from smoke import SMOKE_CONFIG, run_stages, smoke_config
 from mtrl.artifacts import open_artifact
 from mtrl.config import load_config
 from mtrl.data import episode_ends
-from mtrl.errors import StageError
+from mtrl.errors import ArtifactError, StageError
 from mtrl.pipeline.base import Checkpointer
 from mtrl.pipeline.run_data import load_dataset, read_distribution
 
@@ -238,3 +238,10 @@ def test_sparse_point_robots_sac_learns_from_the_dense_reward_and_stores_the_spa
     distance = np.linalg.norm(data["next_observations"] - goal, axis=-1)
     np.testing.assert_allclose(data["rewards"], np.where(distance <= 0.2, 1 - distance, 0.0), atol=1e-6)
     np.testing.assert_allclose(data["infos/dense_reward"], -distance, atol=1e-6)
+
+    import h5py
+
+    with h5py.File(tmp_path / "datasets" / "task_00.h5", "a") as f:  # as made before the family stored it
+        del f["infos"]
+    with pytest.raises(ArtifactError, match=r"no 'infos/dense_reward'.*mtrl collect --force --tasks 0"):
+        read(tmp_path / "datasets" / "task_00.h5")
