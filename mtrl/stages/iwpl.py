@@ -18,6 +18,7 @@ import dataclasses
 
 from mtrl import methods
 from mtrl.data import TransitionBuffer
+from mtrl.errors import ConfigError
 from mtrl.nn import require_finite, to_numpy_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, load_group_checkpoints, task_key
@@ -29,11 +30,24 @@ from mtrl.seeding import derive_seed
 SHARED_BUDGET = ("steps", "eval_every", "eval_episodes", "checkpoint_every")
 
 
+def require_variants(config, stage: str) -> None:
+    """A command that names train-iwpl or adapt must have work: fail at once rather than report "done"."""
+    if not config.adapt.variants:
+        raise ConfigError(f"{stage}: config key 'adapt.variants' is empty, so there is nothing to run; name IWPA "
+                          f"variants with --variant or --set 'adapt.variants=[both,value]' (choices: "
+                          f"{', '.join(methods.ADAPT_VARIANTS)})")
+
+
 class TrainIWPL(Stage):
     name = "train-iwpl"
     sections = ("env", "iwpl")
 
+    def __init__(self, explicit: bool = False):
+        self.explicit = explicit  # named by its command: without variants that is an error, not an empty stage
+
     def units(self, config, run_dir):
+        if self.explicit:
+            require_variants(config, self.name)
         if not config.adapt.variants:  # its only reader is adapt
             return []
         return [Unit("iwpl", {"iwpl": Output(layout.iwpl(run_dir), "iwpl")}, {"tasks": layout.tasks_input(run_dir)})]
@@ -77,6 +91,9 @@ class Adapt(Stage):
     sections = ("env", "adapt", "sac_init")
     task_batched = True  # the test tasks of one variant adapt as one uncoupled IWPL
 
+    def __init__(self, explicit: bool = False):
+        self.explicit = explicit
+
     def excluded_keys(self, config):
         """sac-init's keys other than its budget (its precision only where `stage_config` has not already dropped
         it: fp32), adapt.algo.shared_features, which each variant sets, and the report's adapt.target_return."""
@@ -87,6 +104,8 @@ class Adapt(Stage):
                 *(f"sac_init.{key}" for key in sorted(others)))
 
     def units(self, config, run_dir):
+        if self.explicit:
+            require_variants(config, self.name)
         units = []
         for variant in config.adapt.variants:
             for t in range(n_test_tasks(config)):

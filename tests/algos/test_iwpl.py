@@ -4,6 +4,7 @@ the coupled checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -95,7 +96,7 @@ def test_value_transfer_learns_w_with_psi_and_the_prior_frozen():
     learning w alone is least squares on the frozen features: the loss falls to the least-squares residual."""
     source = IWPL(CFG, 2, 1, 1.0, "cpu", tasks=3, seeds=[0, 1, 2], coupled=True)
     pretrained = source.policy_state_dict()
-    cfg = IWPLConfig(**{**CFG.__dict__, "gamma": 0.0, "lr": 0.05})
+    cfg = dataclasses.replace(CFG, gamma=0.0, lr=0.05)
     agent = IWPL(cfg, 2, 1, 1.0, "cpu", tasks=2, seeds=[5, 6], learn_prior=False, learn_features=False)
     agent.load_pretrained(pretrained["prior"], pretrained["features"])
     for t in range(2):
@@ -124,7 +125,7 @@ def test_finetune_moves_each_tasks_own_features_and_behaviour_transfer_learns_a_
     psi = agent.features.layers[0].weight.detach().clone()
     agent.update(_batch(2))
     assert (agent.features.layers[0].weight - psi).abs().amax((1, 2)).min() > 0  # both tasks' copies moved
-    behaviour = IWPL(IWPLConfig(**{**CFG.__dict__, "shared_features": False}), 2, 1, 1.0, "cpu", tasks=2,
+    behaviour = IWPL(dataclasses.replace(CFG, shared_features=False), 2, 1, 1.0, "cpu", tasks=2,
                      seeds=[5, 6], learn_prior=False)
     assert behaviour.features is None and behaviour.prior_opt is None
     with pytest.raises(ValueError, match="no shared features"):
@@ -135,7 +136,7 @@ def test_prior_likelihood_of_the_weighted_samples_rises():
     """Eq. 11: with the targets (and so the weighted sample distribution) fixed, the online prior's weighted
     log-likelihood of fresh weighted samples from that distribution rises. A low fixed α makes the weights
     peaked, so the weighted samples are not simply the prior's own."""
-    cfg = IWPLConfig(**{**CFG.__dict__, "target_period": 10_000, "num_actions": 16, "init_alpha": 0.02, "alpha_lr": 0.0})
+    cfg = dataclasses.replace(CFG, target_period=10_000, num_actions=16, init_alpha=0.02, alpha_lr=0.0)
     agent = IWPL(cfg, 2, 1, 1.0, "cpu", tasks=2, seeds=[1, 2], coupled=True)
     batch = _batch(2, rows=64)
 

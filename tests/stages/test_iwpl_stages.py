@@ -11,7 +11,7 @@ from mtrl.artifacts import open_artifact
 from mtrl.errors import ConfigError, StageError
 from mtrl.pipeline.registry import get_stage
 from mtrl.pipeline.runner import plan_unit
-from tests.smoke import run_stages, smoke_config
+from tests.smoke import SMOKE_CONFIG, run_stages, smoke_config
 
 VARIANTS = "adapt.variants=[both,value]"
 
@@ -71,6 +71,47 @@ def test_without_variants_neither_stage_has_work_and_bad_variants_are_rejected(t
         smoke_config("adapt.variants=[both]", "iwpl.algo.shared_features=false")
     with pytest.raises(ConfigError, match="'adapt.algo.feature_dim' and 'iwpl.algo.feature_dim' differ"):
         smoke_config("adapt.variants=[both]", "adapt.algo.feature_dim=3")
+
+
+def test_commands_without_variants_fail_in_one_line(tmp_path):
+    from tests.stages.test_cli import assert_one_line_error, invoke
+
+    for command in ("train-iwpl", "adapt"):
+        assert_one_line_error(*invoke(command, "--config", SMOKE_CONFIG, "--profile", "smoke", "--run-dir",
+                                      tmp_path / "run"), "'adapt.variants' is empty", "--variant")
+    assert not (tmp_path / "run").exists()
+
+
+def test_report_counts_interactions_to_the_target_return_and_the_ratio_to_sac_from_scratch(iwpl_run, tmp_path):
+    """IWPA's curves join sac-init's in the adaptation figure and table; with adapt.target_return the report
+    gives each run's first evaluation reaching it and SAC from scratch's count over it."""
+    from mtrl.report import write_report
+
+    config, run_dir = iwpl_run
+    target = -25.0
+    with_scratch = smoke_config(VARIANTS, "sac_init.policies=[]", "sac_init.baselines=[random]",
+                                f"adapt.target_return={target}")
+    run_stages(with_scratch, run_dir, ["sac-init"])
+    write_report([run_dir], tmp_path / "report")
+    text = (tmp_path / "report" / "results.md").read_text()
+    assert (tmp_path / "report" / "fig8_sac_init.png").exists()
+    curves = {}
+    for name, folder in (("iwpa-both", "adapt/both"), ("iwpa-value", "adapt/value"), ("random", "sac_init/random")):
+        per_task = []
+        for t in range(config.env.n_test):
+            with open_artifact(run_dir / folder / f"task_{t:02d}.h5") as art:
+                per_task.append(art.tree("curves"))
+        steps, mean = per_task[0]["steps"], np.mean([c["return_mean"] for c in per_task], axis=0)
+        curves[name] = steps[np.argmax(mean >= target)] if (mean >= target).any() else None
+    assert curves["random"] is not None  # the smoke budget reaches this target
+    for name, steps in curves.items():
+        line = next(line for line in text.splitlines() if line.startswith(f"| {name} | ") and " of 1 |" in line)
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if steps is None:
+            assert cells[2:] == ["not reached", "—"], line
+        else:
+            assert float(cells[2].split()[0]) == steps, line
+            assert float(cells[3].split()[0]) == pytest.approx(curves["random"] / steps, rel=5e-3), line
 
 
 def test_interrupted_train_iwpl_resumes_to_the_uninterrupted_result(iwpl_run, tmp_path, monkeypatch):
