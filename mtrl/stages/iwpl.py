@@ -22,7 +22,7 @@ from mtrl.errors import ConfigError
 from mtrl.nn import require_finite, to_numpy_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext, load_group_checkpoints, task_key
-from mtrl.pipeline.run_data import n_test_tasks, n_train_tasks, read_distribution
+from mtrl.pipeline.run_data import n_test_tasks, read_distribution
 from mtrl.rl.online import Schedule, train_online
 from mtrl.seeding import derive_seed
 
@@ -57,7 +57,7 @@ class TrainIWPL(Stage):
 
         cfg = ctx.config.iwpl
         dist = read_distribution(ctx.unit.inputs["tasks"].path)
-        spec, tasks = dist.spec, dist.train_tasks[: n_train_tasks(ctx.config)]
+        spec, tasks = dist.spec, list(dist.train_tasks)
         views = task_views(ctx, len(tasks))
         agent = IWPL(cfg.algo, spec.obs_dim, spec.act_dim, spec.max_action, ctx.device, tasks=len(tasks),
                      seeds=[view.seed for view in views], coupled=True)
