@@ -55,8 +55,8 @@ reproduce-toy: $(STAMP)
 
 # IWPA (seed 003) vs MBML's SAC-init vs SAC from scratch on PointGoalArc's test tasks (docs/results.md): the cpu
 # profile with only the stages that figure needs (MBML without ablations or baselines, sac-init's random baseline).
-IWPA_SET = --set 'adapt.variants=[both,value,behaviour,finetune]' --set 'distill.variants=[mbml]' --set 'baselines.algos=[]' \
-	--set 'sac_init.baselines=[random]' --set evaluate.repeats=1
+IWPA_SET = --set 'adapt.variants=[both,value,behaviour,finetune]' --set 'distill.variants=[mbml]' \
+	--set 'baselines.algos=[]' --set 'sac_init.baselines=[random]' --set evaluate.repeats=1
 reproduce-iwpa: $(STAMP)
 	$(call reproduce,iwpa,configs/point_goal_arc.yaml,--workers 2 --threads 1 $(IWPA_SET))
 
