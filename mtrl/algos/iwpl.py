@@ -128,13 +128,12 @@ class IWPL(TaskBatchedState):
                                     requires_grad=True)
         self.updates = torch.zeros(tasks, dtype=torch.long)  # per task (all equal): the target period's clock
 
-        self.learn_prior = learn_prior
-        self.learn_features = learn_features and self.features is not None
+        learn_features = learn_features and self.features is not None
         self.prior.requires_grad_(learn_prior)
         if self.features is not None:
-            self.features.requires_grad_(self.learn_features)
+            self.features.requires_grad_(learn_features)
         self.prior_opt = task_adam(self.prior.parameters(), cfg.lr) if learn_prior else None
-        self.feature_opt = task_adam(self.features.parameters(), cfg.lr) if self.learn_features else None
+        self.feature_opt = task_adam(self.features.parameters(), cfg.lr) if learn_features else None
         self.critic_opt = task_adam(self.critic.parameters(), cfg.lr)
         self.alpha_opt = task_adam([self.log_alpha], cfg.alpha_lr)
 
@@ -175,17 +174,15 @@ class IWPL(TaskBatchedState):
                 target.load_state_dict(net.state_dict())
 
     # ---------------------------------------------------------------- π₀ and Q
-    def sample_prior(self, states: torch.Tensor, num: int, target: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample_prior(self, states: torch.Tensor, num: int, target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 5: `num` actions per state from π₀ (φ' with `target`): states [tasks, N, obs] → actions and their
-        pre-tanh values [tasks, N, num, act], log π₀(a|s) [tasks, N, num]; noise from the task generators."""
+        pre-tanh values (what Eq. 11 scores) [tasks, N, num, act]; noise from the task generators."""
         net = self.prior_target if target else self.prior
         mean, std = self._shared(net, states, lambda n, x: n.distribution(x))
         mean, std = mean.unsqueeze(2), std.unsqueeze(2)
         noise = task_randn(self.generators, (*mean.shape[:2], num, mean.shape[-1]), mean.device, mean.dtype)
         pre_tanh = mean + std * noise
-        log_prob = gaussian_log_prob(pre_tanh, mean, std) - tanh_log_det(pre_tanh)
-        return torch.tanh(pre_tanh) * self.max_action, pre_tanh, log_prob
+        return torch.tanh(pre_tanh) * self.max_action, pre_tanh
 
     def prior_log_prob(self, states: torch.Tensor, pre_tanh: torch.Tensor) -> torch.Tensor:
         """log π₀(a|s) under the online prior of actions given by their pre-tanh values [tasks, N, K, act]."""
@@ -221,7 +218,7 @@ class IWPL(TaskBatchedState):
         alpha = self.alpha().detach()  # [T, 1]
         with torch.no_grad():  # q̂' from the target networks, at s_t (prior, dual) and s_{t+1} (backup)
             states = torch.cat([obs, next_obs], 1)
-            sampled, pre_tanh, _ = self.sample_prior(states, K, target=True)
+            sampled, pre_tanh = self.sample_prior(states, K, target=True)
             q_k = self.q_values(states, sampled, target=True)  # [T, 2B, K]
             log_w = F.log_softmax(q_k / alpha.unsqueeze(-1), -1)
             w = log_w.exp()
@@ -284,7 +281,7 @@ class IWPL(TaskBatchedState):
                 mean, _ = self._shared(self.prior, x, lambda n, y: n.distribution(y))
                 return (torch.tanh(mean[:, 0]) * self.max_action).cpu().numpy()
             return self.sample_prior(x, 1)[0][:, 0, 0].cpu().numpy()
-        sampled, _, _ = self.sample_prior(x, self.cfg.num_actions)
+        sampled, _ = self.sample_prior(x, self.cfg.num_actions)
         q_k = self.q_values(x, sampled)[:, 0]  # [T, K]
         if deterministic:
             index = q_k.argmax(-1)

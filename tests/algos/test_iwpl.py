@@ -143,7 +143,7 @@ def test_prior_likelihood_of_the_weighted_samples_rises():
     def weighted_log_likelihood():
         with torch.no_grad():
             states = batch["observations"]
-            _, pre_tanh, _ = agent.sample_prior(states, 256, target=True)
+            _, pre_tanh = agent.sample_prior(states, 256, target=True)
             sampled = torch.tanh(pre_tanh)
             w = torch.softmax(agent.q_values(states, sampled, target=True) / agent.alpha().unsqueeze(-1), -1)
             return float((w * agent.prior_log_prob(states, pre_tanh)).sum(-1).mean())
