@@ -15,7 +15,7 @@ DEVICE ?= auto
 SEEDS ?= 0 1 2
 WORKERS ?= 4
 
-.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-focal reproduce-fig4 mutation planted-bugs
+.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-focal reproduce-iwpa reproduce-fig4 mutation planted-bugs
 
 install: $(STAMP)
 
@@ -54,6 +54,13 @@ endef
 
 reproduce-toy: $(STAMP)
 	$(call reproduce,toy,configs/point_goal_arc.yaml,--workers 2 --threads 1)
+
+# IWPA (seed 003) vs MBML's SAC-init vs SAC from scratch on PointGoalArc's test tasks (docs/results.md): the cpu
+# profile with only the stages that figure needs (MBML without ablations or baselines, sac-init's random baseline).
+IWPA_SET = --set 'adapt.variants=[both,value,behaviour,finetune]' --set 'distill.variants=[mbml]' \
+	--set 'baselines.algos=[]' --set 'sac_init.baselines=[random]' --set evaluate.repeats=1
+reproduce-iwpa: $(STAMP)
+	$(call reproduce,iwpa,configs/point_goal_arc.yaml,--workers 2 --threads 1 $(IWPA_SET))
 
 # HalfCheetahVel on 2 CPU cores: each seed one process, its 10 tasks trained as one task-batched model.
 reproduce-cheetah: $(STAMP)

@@ -16,6 +16,7 @@ import yaml
 from mtrl import methods
 from mtrl.algos.bcq import BCQConfig
 from mtrl.algos.ensemble import EnsembleConfig
+from mtrl.algos.iwpl import IWPLConfig
 from mtrl.algos.mbml import MBMLConfig
 from mtrl.algos.sac import SACConfig
 from mtrl.configlib import (
@@ -177,6 +178,35 @@ class SacInitConfig:
 
 
 @dataclass(frozen=True)
+class IWPLStageConfig:
+    """`train-iwpl`: IWPL (Alg. 1) on all training tasks, one env per task in lockstep (docs/algorithms.md)."""
+
+    steps: int = _f(100_000, "environment interactions per training task", min=1)
+    warmup_steps: int = _f(1_000, "interactions acting by the prior alone before the first update (chosen)", min=0)
+    eval_every: int = _f(5_000, "interactions between evaluations", min=1)
+    eval_episodes: int = _f(5, "episodes per evaluation", min=1)
+    checkpoint_every: int = _f(10_000, "interactions between resumable checkpoints", min=1)
+    precision: Precision = _f("fp32", PRECISION_HELP)
+    algo: IWPLConfig = field(default_factory=IWPLConfig)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """`adapt`: IWPA (Alg. 2) on each test task from train-iwpl's prior and features, on sac-init's budget
+    (sac_init.steps, eval_every, eval_episodes, checkpoint_every), so the curves share one figure."""
+
+    variants: tuple[str, ...] = _f((), "IWPA variants to run (none: train-iwpl and adapt do nothing): "
+                                       + "; ".join(f"{k}: {v}" for k, v in methods.ADAPT_VARIANTS.items()))
+    warmup_steps: int = _f(100, "interactions acting by the prior alone before the first update (App. A.2: 5 "
+                                "episodes on sparse 2-D navigation, 2 on half-cheetah)", min=0)
+    precision: Precision = _f("fp32", PRECISION_HELP)
+    target_return: float | None = _f(None, "the report counts each adaptation run's interactions until its mean "
+                                           "over test tasks first reaches this return, and their ratio to SAC from "
+                                           "scratch (`random`); none: no such table (in no fingerprint)")
+    algo: IWPLConfig = field(default_factory=lambda: IWPLConfig(batch_size=128, epsilon=30.0))
+
+
+@dataclass(frozen=True)
 class SlurmResources:
     partition: str | None = _f(None, "Slurm partition (default: the cluster's default partition)")
     time_min: int = _f(1440, "time limit of each job, in minutes", min=1)
@@ -211,6 +241,8 @@ class Config:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sac_init: SacInitConfig = field(default_factory=SacInitConfig)
+    iwpl: IWPLStageConfig = field(default_factory=IWPLStageConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
@@ -257,6 +289,18 @@ def validate(config: Config) -> None:
         if sac.damped_policy and not sac.target_policy:
             raise ConfigError(f"config key '{section}.sac.damped_policy' needs '{section}.sac.target_policy: true' "
                               "(it copies the target policy into the actor)")
+    bad = [v for v in config.adapt.variants if v not in methods.ADAPT_VARIANTS]
+    if bad:
+        raise ConfigError(f"config key 'adapt.variants': '{bad[0]}' is not one of: "
+                          f"{', '.join(methods.ADAPT_VARIANTS)}")
+    transfers_features = [v for v in config.adapt.variants if v != "behaviour"]
+    if transfers_features and not config.iwpl.algo.shared_features:
+        raise ConfigError(f"config key 'adapt.variants': '{transfers_features[0]}' transfers the features ψ; set "
+                          "iwpl.algo.shared_features: true (Eq. 12)")
+    for key in ("prior_hidden", "critic_hidden", "feature_dim"):
+        if getattr(config.adapt.algo, key) != getattr(config.iwpl.algo, key):
+            raise ConfigError(f"config keys 'adapt.algo.{key}' and 'iwpl.algo.{key}' differ; adapt loads "
+                              "train-iwpl's networks, so set them equal")
     if config.sac_init.sac.critic_hidden != config.distill.algo.q_hidden:
         raise ConfigError("config keys 'sac_init.sac.critic_hidden' and 'distill.algo.q_hidden' differ; SAC's critics "
                           "start from Q_D, so set them equal")

@@ -80,6 +80,13 @@ def load(target: str | Any) -> Any:
 GROUND_TRUTH_SUFFIX = "-gt"  # policies/<variant>-gt.h5: a distilled method on ground-truth relabelling (ablation)
 PER_TASK_BASELINES = ("sac", "bcq")  # single-task policies of Table 9, evaluated in their own training task
 _REGISTRY: dict[str, Method] = {}
+# IWPA's variants (seed 003 Sec. 4, 6, App. D): what each test task takes from train-iwpl, and what it learns.
+ADAPT_VARIANTS = {
+    "behaviour": "the pretrained prior π₀, frozen; a new Q network (\"IW\", behaviour transfer)",
+    "value": "the pretrained features ψ, frozen, new task vectors w; a new prior learned by Eq. 11 (value transfer)",
+    "both": "π₀ and ψ frozen, new w (\"Shared Q + IW\", Alg. 2)",
+    "finetune": "π₀ frozen; ψ fine-tuned with the new w (Alg. 2's optional feature step)",
+}
 
 
 def register(method: Method) -> Method:

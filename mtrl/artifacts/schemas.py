@@ -41,6 +41,8 @@ SCHEMAS: dict[str, Schema] = {
         Schema("policy", 3, ("weights", "losses"), "a multi-task policy and its training curves"),
         Schema("eval", 2, ("returns",), "per-task, per-episode evaluation returns"),
         Schema("sac_init", 3, ("curves",), "SAC learning curves on one test task, initialised and baselines"),
+        Schema("iwpl", 1, ("weights",), "IWPL's prior, Q features / networks and task vectors, with curves"),
+        Schema("adapt", 1, ("curves",), "IWPA learning curves on one test task (one variant)"),
         Schema("checkpoint", 3, ("state",), "resumable training state of one unit of work"),
     )
 }

@@ -146,6 +146,33 @@ def sac_init(**opts) -> None:
     run_stages(["sac-init"], **opts)
 
 
+@main.command("train-iwpl", short_help="IWPL (seed 003): behaviour prior and Q features on the training tasks.")
+@click.option("--variant", "variants", multiple=True, type=click.Choice(list(methods.ADAPT_VARIANTS)),
+              help="IWPA variant(s) the prior and features are for, instead of config adapt.variants.")
+@stage_options
+def train_iwpl(variants, **opts) -> None:
+    """Train IWPL (seed 003, Alg. 1) online on all training tasks, one env per task in lockstep: the shared
+    behaviour prior, the Q features and each task's Q (iwpl.h5); samples the task split first (tasks.h5) if needed.
+    Needs IWPA variants (--variant or config adapt.variants); `mtrl run` trains it when the config names some."""
+    from mtrl.stages.iwpl import TrainIWPL
+
+    run_stages(["tasks", "train-iwpl"], overrides(**{"adapt.variants": kind_list(variants)}),
+               stages={"train-iwpl": TrainIWPL(explicit=True)}, **opts)
+
+
+@main.command(short_help="IWPA (seed 003): adapt the IWPL prior and features on each test task.")
+@click.option("--variant", "variants", multiple=True, type=click.Choice(list(methods.ADAPT_VARIANTS)),
+              help="IWPA variant(s) to run, instead of config adapt.variants.")
+@stage_options
+def adapt(variants, **opts) -> None:
+    """On each unseen test task, adapt train-iwpl's prior and features (seed 003, Alg. 2) on sac-init's budget
+    (adapt/<variant>/task_NN.h5: learning curves, drawn beside sac-init's by `mtrl report`)."""
+    from mtrl.stages.iwpl import Adapt
+
+    run_stages(["adapt"], overrides(**{"adapt.variants": kind_list(variants)}), stages={"adapt": Adapt(explicit=True)},
+               **opts)
+
+
 @main.command("run")
 @click.option("--until", type=click.Choice(list(PIPELINE)), help="Stop after this stage.")
 @stage_options

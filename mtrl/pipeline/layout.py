@@ -16,6 +16,8 @@
       eval/<name>.h5              evaluation returns (online context)     evaluate
       eval/offline/<name>.h5      evaluation returns (offline context)    evaluate
       sac_init/<name>/task_NN.h5  SAC learning curves on test tasks       sac-init
+      iwpl.h5                     IWPL prior, features, per-task Q + curves  train-iwpl
+      adapt/<variant>/task_NN.h5  IWPA learning curves on test tasks      adapt
       checkpoints/<stage>/…       resumable state of unfinished work
       logs/mtrl.log               run log
 """
@@ -75,6 +77,14 @@ def evaluation(run_dir: Path, name: str, context: str = "online") -> Path:
 
 def sac_init(run_dir: Path, name: str, test_task: int) -> Path:
     return run_dir / "sac_init" / name / f"{task_key(test_task)}.h5"
+
+
+def iwpl(run_dir: Path) -> Path:
+    return run_dir / "iwpl.h5"
+
+
+def adapt(run_dir: Path, variant: str, test_task: int) -> Path:
+    return run_dir / "adapt" / variant / f"{task_key(test_task)}.h5"
 
 
 def tasks_input(run_dir: Path) -> Input:

@@ -20,6 +20,8 @@ PIPELINE: dict[str, str] = {
     "train-baseline": "mtrl.stages.train_baseline:TrainBaseline",
     "evaluate": "mtrl.stages.evaluate:Evaluate",
     "sac-init": "mtrl.stages.sac_init:SacInit",
+    "train-iwpl": "mtrl.stages.iwpl:TrainIWPL",
+    "adapt": "mtrl.stages.iwpl:Adapt",
 }
 
 # The stages whose units are the training tasks, each reading only tasks.h5 and its own task's artifacts: a task's

@@ -110,6 +110,9 @@ class Summary:
     embeddings_run: str | None = None
     sac_init: dict[str, Series] = field(default_factory=dict)  # sac-init run -> mean return over test tasks
     sac_init_tasks: dict[str, dict[str, int]] = field(default_factory=dict)  # sac-init run -> run label -> tasks
+    reach_target: float | None = None  # adapt.target_return: the return `reach` counts interactions to
+    reach: dict[str, Stat] = field(default_factory=dict)  # adaptation run -> interactions to reach it (runs that did)
+    reach_ratio: dict[str, Stat] = field(default_factory=dict)  # run -> SAC from scratch's interactions / its own
     collection: Series | None = None  # the collection SACs' evaluation return vs steps, mean over training tasks
     relabel: RelabelSummary | None = None
     per_task: dict[str, dict[int, Stat]] = field(default_factory=dict)  # Table 9 column -> task -> Stat
@@ -221,6 +224,26 @@ def _sac_init(summary: Summary, runs: dict[str, RunResults]) -> None:
         per_run = {label: run.sac_init[name] for label, run in runs.items() if run.sac_init.get(name)}
         summary.sac_init_tasks[name] = {label: len(tasks) for label, tasks in per_run.items()}
         summary.sac_init[name] = _mean_over_tasks(per_run)
+    targets = [run.config.get("adapt", {}).get("target_return") for run in runs.values() if run.config]
+    summary.reach_target = next((t for t in targets if t is not None), None)
+    if summary.reach_target is not None:
+        _reach(summary, summary.reach_target)
+
+
+SCRATCH = "random"  # sac-init's SAC from scratch: the reference of the interactions ratio
+
+
+def _reach(summary: Summary, target: float) -> None:
+    """Per adaptation run and seed, the interactions of the first evaluation whose mean over test tasks reaches
+    `target` (seeds that never do are left out), and SAC from scratch's count divided by it, seed by seed."""
+    for name, series in summary.sac_init.items():
+        reached = {label: float(series.x[np.argmax(y >= target)]) for label, y in series.per_run.items()
+                   if (y >= target).any()}
+        summary.reach[name] = Stat(reached)
+    scratch = summary.reach.get(SCRATCH, Stat({})).per_run
+    for name, stat in summary.reach.items():
+        summary.reach_ratio[name] = Stat({label: scratch[label] / steps for label, steps in stat.per_run.items()
+                                          if label in scratch and steps > 0})
 
 
 def _mean_over_tasks(curves: dict[str, dict[int, dict[str, np.ndarray]]]) -> Series:

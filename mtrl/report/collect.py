@@ -172,6 +172,7 @@ def _read_relabel(results: RunResults, art: Artifact, name: str) -> None:
 
 
 def _read_sac_init(results: RunResults, art: Artifact, name: str) -> None:
+    """sac-init's runs, and adapt's IWPA variants beside them (run `iwpa-<variant>`): one adaptation figure."""
     run, task = str(art.attrs["run"]), int(art.attrs["test_task"])
     results.sac_init.setdefault(run, {})[task] = art.tree("curves")
 
@@ -203,4 +204,4 @@ def _read_dataset(results: RunResults, art: Artifact, name: str) -> None:
 
 
 _READERS = {"dataset": _read_dataset, "policy": _read_policy, "eval": _read_eval, "relabel": _read_relabel,
-            "sac_init": _read_sac_init, "sac": _read_sac, "bcq": _read_bcq}
+            "sac_init": _read_sac_init, "adapt": _read_sac_init, "sac": _read_sac, "bcq": _read_bcq}

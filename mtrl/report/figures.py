@@ -38,8 +38,8 @@ def draw_figures(summary: Summary, out: Path) -> dict[str, str]:
                                           f"{summary.embeddings_run} (PCA per method)")
     if summary.sac_init:
         drawn["fig8"] = draw_curves(summary.sac_init, out / "fig8_sac_init.png",
-                                f"{heading}\nSAC on test tasks: initialised vs baselines (Fig. 8)",
-                                "SAC interactions", each="mean over the test tasks of a seed")
+                                f"{heading}\nAdaptation on test tasks: SAC-init, SAC, IWPA (Fig. 8)",
+                                "interactions", each="mean over the test tasks of a seed")
     return drawn
 
 

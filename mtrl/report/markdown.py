@@ -178,18 +178,36 @@ def _relabel(summary: Summary, figures: dict[str, str]) -> str:
 
 def _sac_init(summary: Summary, figures: dict[str, str]) -> str:
     if not summary.sac_init:
-        return "## SAC initialisation (Fig. 8)\n\nNo sac_init artifacts found."
+        return "## Adaptation on test tasks (Fig. 8)\n\nNo sac_init or adapt artifacts found."
     rows = [[name, ", ".join(f"{lb}: {n}" for lb, n in summary.sac_init_tasks[name].items()),
              *([_num(s.x[-1]), _pm(Stat({lb: float(y[-1]) for lb, y in s.per_run.items()}))]
                if len(s.x) else ["—", "—"]),
              str(len(s.per_run))]
             for name, s in summary.sac_init.items()]
     return "\n\n".join(p for p in [
-        "## SAC initialisation (Fig. 8)", _image(figures, "fig8", "Fig. 8"),
-        "SAC on the unseen test tasks (`sac_init/<run>/task_NN.h5`): evaluation return averaged over the test "
-        f"tasks of a run, then {SPREAD}. Interactions are SAC's own; the initialised runs' rollout comes on top.",
+        "## Adaptation on test tasks (Fig. 8)", _image(figures, "fig8", "Fig. 8"),
+        "SAC on the unseen test tasks (`sac_init/<run>/task_NN.h5`) and IWPA's variants (`adapt/<variant>/"
+        "task_NN.h5`, run `iwpa-<variant>`): evaluation return averaged over the test tasks of a run, then "
+        f"{SPREAD}. Interactions are the run's own: IWPA's prior warm-up included; the SAC-initialised runs' "
+        "rollout comes on top (IWPA's pretraining is on the training tasks).",
         _table(["run", "test tasks per run", "last interactions", "return", "runs"], rows),
+        _reach_table(summary),
         "Per evaluation:", _series_table("run", "interactions", summary.sac_init, summary.labels)] if p)
+
+
+def _reach_table(summary: Summary) -> str:
+    """Interactions to reach adapt.target_return, and the ratio to SAC from scratch (seed 003's claim)."""
+    if summary.reach_target is None:
+        return ""
+    rows = [[name, f"{len(stat.per_run)} of {len(summary.sac_init[name].per_run)}",
+             _pm(stat) if stat.per_run else "not reached",
+             _pm(summary.reach_ratio[name]) if summary.reach_ratio[name].per_run else "—"]
+            for name, stat in summary.reach.items()]
+    return "\n\n".join([
+        f"Interactions until the mean return over the test tasks first reaches {_num(summary.reach_target)} "
+        f"(adapt.target_return; seeds that never do are left out of the mean), and SAC from scratch's "
+        f"(`random`) interactions divided by the run's, seed by seed (> 1: faster than from scratch):",
+        _table(["run", "seeds reaching it", "interactions", "ratio scratch / run"], rows)])
 
 
 def _by_task_rows(table: dict) -> tuple[list, list[int], list[list[str]]]:
