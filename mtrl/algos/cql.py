@@ -42,6 +42,16 @@ from mtrl.errors import ConfigError
 from mtrl.nn import EnsembleMLP, TaskBatchedState, TaskIdEmbedding, task_adam, task_generators, task_randn
 
 
+@dataclass(frozen=True)
+class FamilyMethod:
+    """One method of the family: which agent, trained per task or on the union with task ids, relabelled or not."""
+
+    agent: type
+    section: str  # its config section, cql.<section>
+    multi_task: bool
+    relabel: bool = False
+
+
 def _paper_sac() -> SACConfig:
     """Sec. 3.1: 3 × 1024 networks, critic lr 3e-4, actor lr 1e-4, τ 0.01, γ 0.99, batch 1024."""
     return SACConfig(actor_hidden=(1024,) * 3, critic_hidden=(1024,) * 3, actor_lr=1e-4, critic_lr=3e-4, tau=0.01,
@@ -60,6 +70,10 @@ class CSACConfig:
     embedding_dim: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "task embedding width "
                                                                                    "(MTCSAC, HCSAC; not in the "
                                                                                    "paper)"})
+
+    @property
+    def batch_size(self) -> int:
+        return self.sac.batch_size
 
     def __post_init__(self):
         if self.sac.separate_critic_batches or self.sac.target_policy:
@@ -184,3 +198,10 @@ class BC(TaskBatchedState):
             raise ValueError(f"BC.act: expected [tasks={self.tasks}, (N,) obs], got shape {tuple(x.shape)}")
         action = self.policy(x[:, None] if x.dim() == 2 else x)
         return (action[:, 0] if x.dim() == 2 else action).cpu().numpy()
+
+
+# Table 1's columns, in its order (mt-bc: the issue's multi-task BC with the task embedding, not in the paper)
+METHODS = {"bc": FamilyMethod(BC, "bc", False), "csac": FamilyMethod(CSAC, "csac", False),
+           "mt-bc": FamilyMethod(BC, "bc", True), "mtcsac": FamilyMethod(CSAC, "csac", True),
+           "hcsac": FamilyMethod(CSAC, "csac", True, relabel=True)}
+CQL_METHODS = tuple(METHODS)
