@@ -32,6 +32,10 @@ def draw_figures(summary: Summary, out: Path) -> dict[str, str]:
         drawn["fig7"] = _relabel(summary.relabel.matrices, out / "fig7_relabel_error.png",
                                  f"{heading}\nRelabelling on other tasks' transitions (Fig. 7), "
                                  f"mean over n={len(summary.relabel.runs)} seed(s)")
+    for (kind, task), series in summary.cql_curves.items():
+        drawn[f"cql_{kind}_{task}"] = draw_curves(series, out / f"cql_{kind}_task_{task:02d}.png",
+                                                  f"{heading}\n{kind} data, task_{task:02d}: evaluation return "
+                                                  "(seed 004 Fig. 4)", "training epoch")
     if summary.sac_init:
         drawn["fig8"] = draw_curves(summary.sac_init, out / "fig8_sac_init.png",
                                 f"{heading}\nSAC on test tasks: initialised vs baselines (Fig. 8)",
