@@ -209,5 +209,5 @@ def _read_cql(results: RunResults, art: Artifact, name: str) -> None:
     results.cql[str(art.attrs["dataset_kind"]), str(art.attrs["method"])] = found
 
 
-_READERS = {"cql": _read_cql, "dataset": _read_dataset, "policy": _read_policy, "eval": _read_eval, "relabel": _read_relabel,
-            "sac_init": _read_sac_init, "sac": _read_sac, "bcq": _read_bcq}
+_READERS = {"cql": _read_cql, "dataset": _read_dataset, "policy": _read_policy, "eval": _read_eval,
+            "relabel": _read_relabel, "sac_init": _read_sac_init, "sac": _read_sac, "bcq": _read_bcq}
