@@ -169,12 +169,16 @@ class TanhGaussianActor(nn.Module):
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         deterministic: bool = False,
         with_log_prob: bool = True,
+        samples: int | None = None,
     ) -> TanhGaussianSample:
         """A reparameterised action tanh(mean + std·ε)·max_action, ε ~ N(0, I) from `generator` (None: torch's
         global one; a task-batched actor takes one per task, row t of ε drawn from the t-th), or
         tanh(mean)·max_action if `deterministic`; with its log-probability under the squashed distribution
-        unless `with_log_prob` is off (acting needs none)."""
+        unless `with_log_prob` is off (acting needs none). `samples`: that many draws per row, on an axis before
+        the action's ([..., samples, act_dim]) from one evaluation of the network (CQL's policy actions)."""
         mean, std = self.distribution(obs)
+        if samples is not None:
+            mean, std = (x.unsqueeze(-2).expand(*x.shape[:-1], samples, x.shape[-1]) for x in (mean, std))
         pre_tanh = mean
         if not deterministic:
             if generator is not None and not isinstance(generator, torch.Generator):

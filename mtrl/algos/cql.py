@@ -107,7 +107,7 @@ class CSAC(SAC):
         N, A = self.cql_cfg.cql_samples, self.act_dim
         with torch.no_grad():
             states = obs[:, :, None].expand(T, B, N, width)
-            policy = self.actor.sample(states, self.generators)
+            policy = self.actor.sample(obs, self.generators, samples=N)  # one actor pass per state
             uniform = task_randn(self.generators, (T, B, N, A), obs.device, obs.dtype, sampler=torch.rand)
             actions = torch.cat([(2 * uniform - 1) * self.max_action, policy.action], 2)  # [T, B, 2N, A]
             uniform_log_density = torch.full_like(policy.log_prob, -A * math.log(2 * self.max_action))

@@ -128,3 +128,17 @@ def test_bc_loss_falls_to_the_noise_level():
 def test_separate_critic_batches_are_refused():
     with pytest.raises(ConfigError, match="separate_critic_batches"):
         CSACConfig(sac=SACConfig(separate_critic_batches=True))
+
+
+def test_several_policy_samples_per_row_equal_sampling_repeated_rows():
+    """CQL's policy actions come from one actor pass per state (`samples`): the same draws, densities included, as
+    evaluating the actor on each state repeated."""
+    from mtrl.nn import TanhGaussianActor
+
+    actor = TanhGaussianActor(3, 2, (16,))
+    obs = torch.randn(5, 3)
+    once = actor.sample(obs, torch.Generator().manual_seed(3), samples=4)
+    repeated = actor.sample(obs[:, None].expand(5, 4, 3), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(once.action, repeated.action)
+    torch.testing.assert_close(once.log_prob, repeated.log_prob)
+    assert once.action.shape == (5, 4, 2)
