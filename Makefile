@@ -15,7 +15,7 @@ DEVICE ?= auto
 SEEDS ?= 0 1 2
 WORKERS ?= 4
 
-.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-fig4 mutation planted-bugs
+.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-hcsac reproduce-fig4 mutation planted-bugs
 
 install: $(STAMP)
 
@@ -35,14 +35,16 @@ demo: $(STAMP)
 # MBML's claim checked on a CPU: the full pipeline on PointGoalArc (cpu profile) for 3 seeds, then one report.
 # The seeds run at the same time, so both cores stay busy while one seed waits on the slowest unit of a stage;
 # each seed logs to runs/toy_s<seed>.log. Rerunning resumes every seed where it stopped.
-# $(call reproduce,NAME,CONFIG,OPTIONS): the `cpu` profile of CONFIG for every seed at once on this machine,
-# logs in runs/NAME_s<seed>.log, then one report over the seeds; rerunning resumes where a seed stopped.
+# $(call reproduce,NAME,CONFIG,OPTIONS[,COMMANDS]): the `cpu` profile of CONFIG for every seed at once on this
+# machine (each seed runs `mtrl COMMAND` for each of COMMANDS, default `run`: every stage), logs in
+# runs/NAME_s<seed>.log, then one report over the seeds; rerunning resumes where a seed stopped.
 define reproduce
 	@mkdir -p runs; pids=""; \
 	for seed in $(SEEDS); do \
 	  echo "seed $$seed: runs/$(1)_s$$seed, log runs/$(1)_s$$seed.log"; \
-	  $(BIN)/mtrl run --config $(2) --profile cpu --run-dir runs/$(1)_s$$seed --seed $$seed \
-	    $(3) > runs/$(1)_s$$seed.log 2>&1 & pids="$$pids $$!"; \
+	  (for command in $(or $(4),run); do \
+	    $(BIN)/mtrl $$command --config $(2) --profile cpu --run-dir runs/$(1)_s$$seed --seed $$seed \
+	      $(3) || exit 1; done) > runs/$(1)_s$$seed.log 2>&1 & pids="$$pids $$!"; \
 	done; \
 	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
 	if [ $$failed = 1 ]; then tail -n 2 $(foreach seed,$(SEEDS),runs/$(1)_s$(seed).log); \
@@ -56,6 +58,11 @@ reproduce-toy: $(STAMP)
 # HalfCheetahVel on 2 CPU cores: each seed one process, its 10 tasks trained as one task-batched model.
 reproduce-cheetah: $(STAMP)
 	$(call reproduce,cheetah,configs/half_cheetah_vel.yaml,--workers 1 --threads 1)
+
+# Seed 004's Table 1 on 2 CPU cores: WalkerWalkRun, BC/CSAC/MT-BC/MTCSAC/HCSAC on the medium and medium-replay data
+# (docs/results.md): per seed, SAC collection, the two dataset kinds and train-cql only (no MBML stages).
+reproduce-hcsac: $(STAMP)
+	$(call reproduce,hcsac,configs/walker_walk_run.yaml,--workers 1 --threads 1,collect datasets train-cql)
 
 # Paper scale for one distribution (default HalfCheetahVel) on a GPU box: make reproduce-fig4 ENV=AntDir DEVICE=cuda
 FIG4_CONFIG = $(shell grep -l "^  family: $(ENV)$$" configs/*.yaml | head -n 1)
