@@ -256,6 +256,7 @@ def load_config(path: Path | None, profile: str | None = None, overrides: list[s
 def validate(config: Config) -> None:
     """Checks that involve more than one field or the environment registry."""
     from mtrl.envs import FAMILIES
+    from mtrl.envs.registry import get_family
 
     if config.env.family not in FAMILIES:
         raise ConfigError(f"config key 'env.family': unknown task family '{config.env.family}'; "
@@ -268,6 +269,9 @@ def validate(config: Config) -> None:
     bad = [name for name in config.cql.methods if name not in CQL_METHODS]
     if bad:
         raise ConfigError(f"config key 'cql.methods': '{bad[0]}' is not one of: {', '.join(CQL_METHODS)}")
+    if "hcsac" in config.cql.methods and get_family(config.env.family).spec.varies != "reward":
+        raise ConfigError(f"config key 'cql.methods': hcsac relabels rewards only, and {config.env.family}'s tasks "
+                          "differ in dynamics; leave hcsac out for this family")
     for key, names in (("data.kinds", config.data.kinds), ("data.kind", (config.data.kind,))):
         bad = [name for name in names if name not in DATASET_KINDS]
         if bad:

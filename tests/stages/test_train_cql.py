@@ -73,3 +73,5 @@ def test_report_renders_table_1(run, tmp_path):
 def test_unknown_method_is_refused_naming_the_choices():
     with pytest.raises(ConfigError, match=r"cql.methods.*'cql-x'.*bc, csac, mt-bc, mtcsac, hcsac"):
         smoke_config("cql.methods=[cql-x]")
+    with pytest.raises(ConfigError, match="hcsac relabels rewards only.*leave hcsac out"):
+        smoke_config("env.family=WalkerParam", "cql.methods=[hcsac]")
