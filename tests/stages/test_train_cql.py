@@ -1,18 +1,21 @@
 """Stage train-cql (seed 004's family): one artifact per (kind, method), HCSAC's active data, Table 1 in the report."""
 
+import shutil
+
 import numpy as np
 import pytest
 from smoke import run_stages, smoke_config
 
+from mtrl.algos.cql import CSAC
 from mtrl.artifacts import open_artifact
-from mtrl.errors import ConfigError
+from mtrl.errors import ConfigError, StageError
 from mtrl.report import write_report
 from mtrl.stages.train_cql import active_union
 
 METHODS = ("bc", "csac", "mt-bc", "mtcsac", "hcsac")
 TINY = ("collect.steps=200", "collect.eval_every=200", "collect.checkpoint_every=200", "data.kinds=[medium-replay]",
         f"cql.methods=[{','.join(METHODS)}]", "cql.epochs=2", "cql.steps_per_epoch=3", "cql.eval_every=1",
-        "cql.eval_episodes=1", "cql.relabel_every=1", "cql.final_evaluations=2",
+        "cql.eval_episodes=1", "cql.relabel_every=1", "cql.final_evaluations=2", "cql.checkpoint_every=1",
         "cql.csac={sac: {actor_hidden: [16], critic_hidden: [16], batch_size: 32}, embedding_dim: 3, cql_samples: 4}",
         "cql.bc={hidden: [16], batch_size: 32, embedding_dim: 3}")
 
@@ -42,6 +45,39 @@ def test_one_artifact_per_kind_and_method(run, method):
             assert np.all(np.diag(fractions[0]) == 1) and np.all((fractions >= 0) & (fractions <= 1))
         else:
             assert "relabel_fractions" not in art
+
+
+def test_interrupted_hcsac_resumes_to_the_identical_agent(run, tmp_path, monkeypatch):
+    """Killed in epoch 2, after epoch 1's checkpoint and relabelling: the resumed run rebuilds the same active data
+    from the checkpointed masks and ends with the uninterrupted run's weights and curves."""
+    config, run_dir = run
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    for name in ("config.yaml", "tasks.h5"):
+        shutil.copy(run_dir / name, interrupted / name)
+    shutil.copytree(run_dir / "datasets", interrupted / "datasets")
+    update, calls = CSAC.update, []
+
+    def failing_update(self, batch, batch2=None):
+        calls.append(1)
+        if len(calls) > 4:  # epoch 2's second update (3 per epoch)
+            raise RuntimeError("killed")
+        return update(self, batch, batch2)
+
+    monkeypatch.setattr(CSAC, "update", failing_update)
+    hcsac = smoke_config(*TINY, "cql.methods=[hcsac]")
+    with pytest.raises(StageError, match="killed"):
+        run_stages(hcsac, interrupted, ["train-cql"])
+    monkeypatch.undo()
+    run_stages(hcsac, interrupted, ["train-cql"])
+    assert "resuming at epoch 1" in (interrupted / "logs" / "mtrl.log").read_text()
+    path = "cql/medium-replay/hcsac.h5"
+    with open_artifact(interrupted / path, "cql") as resumed, open_artifact(run_dir / path, "cql") as whole:
+        assert resumed.fingerprint == whole.fingerprint
+        for key in ("final_returns", "relabel_fractions"):
+            np.testing.assert_array_equal(resumed.array(key), whole.array(key))
+        np.testing.assert_array_equal(resumed.tree("weights")["actor"]["net.0.table"],
+                                      whole.tree("weights")["actor"]["net.0.table"])
 
 
 def test_active_data_adds_the_admitted_rows_with_the_new_task_and_reward():
