@@ -142,10 +142,10 @@ class TrainCQL(Stage):
             obs, actions = datasets[j]["observations"], datasets[j]["actions"]
             out = []
             for start in range(0, len(obs), Q_CHUNK):
-                o = np.concatenate([obs[start:start + Q_CHUNK], np.full((len(obs[start:start + Q_CHUNK]), 1), i)], 1)
-                x = torch.as_tensor(o[None], dtype=torch.float32, device=ctx.device)
-                a = torch.as_tensor(actions[None, start:start + Q_CHUNK], device=ctx.device)
-                out.append(agent.q_min(x, a)[0].cpu().numpy())
+                rows = obs[start:start + Q_CHUNK]
+                x = np.concatenate([rows, np.full((len(rows), 1), i, np.float32)], 1)[None]
+                a = actions[None, start:start + Q_CHUNK]
+                out.append(agent.q_min(*(torch.as_tensor(v, device=ctx.device) for v in (x, a)))[0].cpu().numpy())
             return np.concatenate(out)
 
         envs = [dist.make_env(task) for task in dist.train_tasks]
