@@ -111,7 +111,7 @@ class TaskIdEmbedding(nn.Module):
 
     def __init__(self, tasks: int, ids: int, dim: int, column: int, generators: Sequence[torch.Generator]):
         super().__init__()
-        self.ids, self.dim, self.column = ids, dim, column
+        self.dim, self.column = dim, column
         device = generators[0].device if generators else None
         self.table = nn.Parameter(torch.empty(tasks, ids, dim, device=device))
         with torch.no_grad():
