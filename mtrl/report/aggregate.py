@@ -119,9 +119,8 @@ class Summary:
     cql_table: dict[str, dict[str, dict[int | str, Stat]]] = field(default_factory=dict)
     # ... (kind, task) -> method -> evaluation return vs epoch (Fig. 4) ...
     cql_curves: dict[tuple[str, int], dict[str, Series]] = field(default_factory=dict)
-    # ... and HCSAC's relabelled fraction per (task i, data of task j) at each relabelling: kind -> (epochs,
-    # [R, K, K] mean over the runs that share the first run's rounds)
-    cql_relabel: dict[str, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict)
+    # ... and HCSAC's admitted fraction of task j's data for task i at each relabelling: kind -> "j → i" -> Series
+    cql_relabel: dict[str, dict[str, Series]] = field(default_factory=dict)
 
     @property
     def methods(self) -> dict[str, Series]:
@@ -180,12 +179,11 @@ def _cql(summary: Summary, by_label: dict[str, RunResults]) -> None:
             curves = {label: (r["eval_curve"]["epochs"], r["eval_curve"][key]) for label, r in runs.items()
                       if key in r["eval_curve"]}
             summary.cql_curves.setdefault((kind, t), {})[method] = align(curves)
-        rounds = [r for r in runs.values() if "relabel_fractions" in r]
-        if rounds:
-            first = rounds[0]
-            same = [r["relabel_fractions"] for r in rounds if r["relabel_fractions"].shape ==
-                    first["relabel_fractions"].shape]
-            summary.cql_relabel[kind] = (first["relabel_epochs"], np.mean(same, axis=0), len(same))
+        rounds = {label: r for label, r in runs.items() if "relabel_fractions" in r}
+        k = len(cells) - 1
+        for i, j in ((i, j) for i in range(k) for j in range(k) if i != j and rounds):
+            summary.cql_relabel.setdefault(kind, {})[f"{j} → {i}"] = align(
+                {label: (r["relabel_epochs"], r["relabel_fractions"][:, i, j]) for label, r in rounds.items()})
 
 
 def run_labels(runs: list[RunResults]) -> list[str]:

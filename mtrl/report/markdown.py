@@ -209,13 +209,10 @@ def _cql(summary: Summary, figures: dict[str, str]) -> str:
         _table(["dataset", "task", *methods], rows),
         *(_image(figures, f"cql_{kind}_{t}", f"{kind} task_{t:02d}") for kind, t in summary.cql_curves),
         "Evaluation return during training (Fig. 4):", _series_table("curve", "epoch", curves, summary.labels)]
-    for kind, (epochs, fractions, n) in summary.cql_relabel.items():
-        k = fractions.shape[1]
-        pairs = [(i, j) for i in range(k) for j in range(k) if i != j]
-        parts += [f"HCSAC on {kind}: fraction of task j's transitions admitted to task i at each relabelling "
-                  f"(Alg. 1; mean over n={n} run(s)):",
-                  _table(["epoch", *(f"{j} → {i}" for i, j in pairs)],
-                         [[str(int(e)), *(_num(fractions[r, i, j]) for i, j in pairs)] for r, e in enumerate(epochs)])]
+    for kind, pairs in summary.cql_relabel.items():
+        parts += [f"HCSAC on {kind}: fraction of task j's transitions admitted to task i (j → i) at each "
+                  "relabelling (Alg. 1):", _image(figures, f"cql_relabel_{kind}", f"HCSAC relabelling, {kind}"),
+                  _series_table("j → i", "epoch", pairs, summary.labels)]
     return "\n\n".join(p for p in parts if p)
 
 
