@@ -15,7 +15,7 @@ DEVICE ?= auto
 SEEDS ?= 0 1 2
 WORKERS ?= 4
 
-.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-focal reproduce-iwpa reproduce-fig4 mutation planted-bugs
+.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-focal reproduce-iwpa reproduce-hcsac reproduce-fig4 mutation planted-bugs
 
 install: $(STAMP)
 
@@ -35,16 +35,18 @@ demo: $(STAMP)
 # MBML's claim checked on a CPU: the full pipeline on PointGoalArc (cpu profile) for 3 seeds, then one report.
 # The seeds run at the same time, so both cores stay busy while one seed waits on the slowest unit of a stage;
 # each seed logs to runs/toy_s<seed>.log. Rerunning resumes every seed where it stopped.
-# $(call reproduce,NAME,CONFIG,OPTIONS[,THEN]): the `cpu` profile of CONFIG for every seed at once on this machine,
-# logs in runs/NAME_s<seed>.log, then one report over the seeds; rerunning resumes where a seed stopped. THEN: an
-# mtrl command line run on each seed's run directory after its `mtrl run` (e.g. a second evaluation).
+# $(call reproduce,NAME,CONFIG,OPTIONS[,COMMANDS[,THEN]]): the `cpu` profile of CONFIG for every seed at once on
+# this machine (each seed runs `mtrl COMMAND` for each of COMMANDS, default `run`: every stage; then THEN, an mtrl
+# command line run on the seed's run directory, e.g. a second evaluation), logs in runs/NAME_s<seed>.log, then
+# one report over the seeds; rerunning resumes where a seed stopped.
 define reproduce
 	@mkdir -p runs; pids=""; \
 	for seed in $(SEEDS); do \
 	  echo "seed $$seed: runs/$(1)_s$$seed, log runs/$(1)_s$$seed.log"; \
-	  { $(BIN)/mtrl run --config $(2) --profile cpu --run-dir runs/$(1)_s$$seed --seed $$seed $(3) \
-	    $(if $(4),&& $(BIN)/mtrl $(4) --run-dir runs/$(1)_s$$seed); } > runs/$(1)_s$$seed.log 2>&1 & \
-	  pids="$$pids $$!"; \
+	  (for command in $(or $(4),run); do \
+	    $(BIN)/mtrl $$command --config $(2) --profile cpu --run-dir runs/$(1)_s$$seed --seed $$seed \
+	      $(3) || exit 1; done $(if $(5),&& $(BIN)/mtrl $(5) --run-dir runs/$(1)_s$$seed)) \
+	    > runs/$(1)_s$$seed.log 2>&1 & pids="$$pids $$!"; \
 	done; \
 	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
 	if [ $$failed = 1 ]; then tail -n 2 $(foreach seed,$(SEEDS),runs/$(1)_s$(seed).log); \
@@ -70,8 +72,13 @@ reproduce-cheetah: $(STAMP)
 # to `evaluate` (Alg. 5, online context) and is then evaluated under FOCAL's offline meta-test as well.
 FOCAL_OFFLINE_EVAL = evaluate --set evaluate.context=offline --threads 1
 reproduce-focal: $(STAMP)
-	$(call reproduce,focal_point_robot,configs/point_robot.yaml,--until evaluate --threads 1,$(FOCAL_OFFLINE_EVAL))
-	$(call reproduce,focal_sparse_point_robot,configs/sparse_point_robot.yaml,--until evaluate --threads 1,$(FOCAL_OFFLINE_EVAL))
+	$(call reproduce,focal_point_robot,configs/point_robot.yaml,--until evaluate --threads 1,,$(FOCAL_OFFLINE_EVAL))
+	$(call reproduce,focal_sparse_point_robot,configs/sparse_point_robot.yaml,--until evaluate --threads 1,,$(FOCAL_OFFLINE_EVAL))
+
+# Seed 004's Table 1 on 2 CPU cores: WalkerWalkRun, BC/CSAC/MT-BC/MTCSAC/HCSAC on the medium and medium-replay data
+# (docs/results.md): per seed, SAC collection, the two dataset kinds and train-cql only (no MBML stages).
+reproduce-hcsac: $(STAMP)
+	$(call reproduce,hcsac,configs/walker_walk_run.yaml,--workers 1 --threads 1,collect datasets train-cql)
 
 # Paper scale for one distribution (default HalfCheetahVel) on a GPU box: make reproduce-fig4 ENV=AntDir DEVICE=cuda
 FIG4_CONFIG = $(shell grep -l "^  family: $(ENV)$$" configs/*.yaml | head -n 1)

@@ -15,6 +15,7 @@ import yaml
 
 from mtrl import methods
 from mtrl.algos.bcq import BCQConfig
+from mtrl.algos.cql import CQL_METHODS, BCConfig, CSACConfig
 from mtrl.algos.ensemble import EnsembleConfig
 from mtrl.algos.iwpl import IWPLConfig
 from mtrl.algos.mbml import MBMLConfig
@@ -144,6 +145,28 @@ class BaselinesConfig:
 
 
 @dataclass(frozen=True)
+class CQLStageConfig:
+    """`mtrl train-cql`: the CQL family of HCSAC (seed 004) on every kind of data.kinds (docs/algorithms.md)."""
+
+    methods: tuple[str, ...] = _f((), "methods `mtrl run` trains on every kind of data.kinds (of: "
+                                      f"{', '.join(CQL_METHODS)}); the Walker configs list all of them")
+    epochs: int = _f(1000, "training epochs (Sec. 3.1)", min=1)
+    steps_per_epoch: int = _f(1000, "gradient steps per epoch (the paper does not say; 1000 makes its 1000 epochs "
+                                    "the 1M steps of CQL's own runs)", min=1)
+    eval_every: int = _f(10, "epochs between online evaluations on the training tasks (Sec. 3.1), and at the end",
+                         min=1)
+    eval_episodes: int = _f(5, "episodes per task and evaluation", min=1)
+    final_evaluations: int = _f(1, "Table 1's score: the mean of the last this many evaluations", min=1)
+    relabel_every: int = _f(100, "HCSAC: epochs between heuristic relabellings (Sec. 3.1)", min=1)
+    relabel_quantile: float = _f(0.05, "HCSAC: the quantile of Q_i over D_i that a transition of D_j must reach "
+                                       "to join task i's data (Eq. 10-11)", min=0.0, max=1.0)
+    checkpoint_every: int = _f(10, "epochs between resumable checkpoints", min=1)
+    precision: Precision = _f("fp32", PRECISION_HELP)
+    csac: CSACConfig = field(default_factory=CSACConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     episodes: int = _f(5, "episodes per task (Alg. 5)", min=1)
     skip_episodes: int = _f(2, "leading episodes not counted in the return (PEARL/MBML protocol)", min=0)
@@ -239,6 +262,7 @@ class Config:
     relabel: RelabelConfig = field(default_factory=RelabelConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    cql: CQLStageConfig = field(default_factory=CQLStageConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     sac_init: SacInitConfig = field(default_factory=SacInitConfig)
     iwpl: IWPLStageConfig = field(default_factory=IWPLStageConfig)
@@ -264,6 +288,7 @@ def load_config(path: Path | None, profile: str | None = None, overrides: list[s
 def validate(config: Config) -> None:
     """Checks that involve more than one field or the environment registry."""
     from mtrl.envs import FAMILIES
+    from mtrl.envs.registry import get_family
 
     if config.env.family not in FAMILIES:
         raise ConfigError(f"config key 'env.family': unknown task family '{config.env.family}'; "
@@ -273,6 +298,12 @@ def validate(config: Config) -> None:
         bad = [name for name in names if name not in methods.names(stage)]
         if bad:
             raise ConfigError(f"config key '{key}': '{bad[0]}' is not one of: {', '.join(methods.names(stage))}")
+    bad = [name for name in config.cql.methods if name not in CQL_METHODS]
+    if bad:
+        raise ConfigError(f"config key 'cql.methods': '{bad[0]}' is not one of: {', '.join(CQL_METHODS)}")
+    if "hcsac" in config.cql.methods and get_family(config.env.family).spec.varies != "reward":
+        raise ConfigError(f"config key 'cql.methods': hcsac relabels rewards only, and {config.env.family}'s tasks "
+                          "differ in dynamics; leave hcsac out for this family")
     for key, names in (("data.kinds", config.data.kinds), ("data.kind", (config.data.kind,))):
         bad = [name for name in names if name not in DATASET_KINDS]
         if bad:

@@ -94,12 +94,35 @@ class EnsembleMLP(nn.Module):
 
 
 def task_randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device | str,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard normal noise of `shape` = [tasks, ...]: row t drawn from generators[t], so task t's noise is
-    what a single-task agent with that generator would draw."""
+               dtype: torch.dtype = torch.float32, sampler=torch.randn) -> torch.Tensor:
+    """Standard normal noise of `shape` = [tasks, ...] (or `sampler`'s, e.g. torch.rand for U[0, 1)): row t drawn
+    from generators[t], so task t's noise is what a single-task agent with that generator would draw."""
     if shape[0] != len(generators):
         raise ValueError(f"noise for {shape[0]} tasks needs as many generators, got {len(generators)}")
-    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generators])
+    return torch.stack([sampler(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generators])
+
+
+class TaskIdEmbedding(nn.Module):
+    """A learned vector per task id (HCSAC's task embedding, seed 004 Sec. 2.4) put in place of the input's id
+    column: [..., :c], id, [..., c+1:] → [..., :c], e(id), [..., c+1:]. The id travels as one float column of the
+    observation, so a network with this in front takes the same single tensor as one without (SAC's update and
+    acting need not know of ids). Task-batched: the table is [tasks, ids, dim], inputs [tasks, ..., in]; task t's
+    rows drawn N(0, 1) (as `nn.Embedding`) from generators[t]."""
+
+    def __init__(self, tasks: int, ids: int, dim: int, column: int, generators: Sequence[torch.Generator]):
+        super().__init__()
+        self.dim, self.column = dim, column
+        device = generators[0].device if generators else None
+        self.table = nn.Parameter(torch.empty(tasks, ids, dim, device=device))
+        with torch.no_grad():
+            for t, generator in enumerate(generators):
+                self.table[t] = torch.randn(ids, dim, generator=generator, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x[..., self.column].long()
+        flat = ids.reshape(x.shape[0], -1, 1).expand(-1, -1, self.dim)
+        embedded = torch.gather(self.table, 1, flat).reshape(*ids.shape, self.dim)
+        return torch.cat([x[..., : self.column], embedded, x[..., self.column + 1:]], -1)
 
 
 class TanhGaussianSample(NamedTuple):
@@ -146,12 +169,16 @@ class TanhGaussianActor(nn.Module):
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         deterministic: bool = False,
         with_log_prob: bool = True,
+        samples: int | None = None,
     ) -> TanhGaussianSample:
         """A reparameterised action tanh(mean + std·ε)·max_action, ε ~ N(0, I) from `generator` (None: torch's
         global one; a task-batched actor takes one per task, row t of ε drawn from the t-th), or
         tanh(mean)·max_action if `deterministic`; with its log-probability under the squashed distribution
-        unless `with_log_prob` is off (acting needs none)."""
+        unless `with_log_prob` is off (acting needs none). `samples`: that many draws per row, on an axis before
+        the action's ([..., samples, act_dim]) from one evaluation of the network (CQL's policy actions)."""
         mean, std = self.distribution(obs)
+        if samples is not None:
+            mean, std = (x.unsqueeze(-2).expand(*x.shape[:-1], samples, x.shape[-1]) for x in (mean, std))
         pre_tanh = mean
         if not deterministic:
             if generator is not None and not isinstance(generator, torch.Generator):

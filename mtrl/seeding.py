@@ -13,6 +13,7 @@ import numpy as np
 # have different values for historical reasons: changing either changes every published curve.
 ONLINE_SAC_EVAL_SEED = 10_000  # online SAC (`mtrl.rl.online`: collect, sac-init), deterministic policy
 BCQ_EVAL_SEED = 20_000  # train-bcq: the per-task BCQ evaluated in its task (also picks its best snapshot)
+CQL_EVAL_SEED = 30_000  # train-cql: the CQL family (seed 004) evaluated on the training tasks
 
 
 def derive_seed(seed: int, *names: str) -> int:

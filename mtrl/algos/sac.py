@@ -13,6 +13,10 @@ SAC that starts from the multi-task policy on an unseen task (Alg. 9), and its J
   of the way from where it was (the initialised policy is not forgotten after a few steps).
 - `critic_condition`: a fixed task embedding z appended to every critic input, Q(s, a, z), so the critics can
   be loaded from the distilled Q_D with `init_critics_from` (the actor never sees z).
+- `task_ids` (with `embedding_dim`): observations carry a task id as one extra last column, which a learned
+  `TaskIdEmbedding` in front of the actor and of the critics replaces by its vector (HCSAC's task embedding,
+  seed 004 Sec. 2.4; `mtrl.algos.cql`). The actor's and the critics' tables are their own, trained by their
+  own losses; the target critics Polyak-average theirs with the rest.
 
 One `update` is one gradient step of the critics, then of the actor (against the just-updated critics), then
 of the temperature α, then the Polyak updates, as in the reference implementations (softlearning, rlkit,
@@ -57,7 +61,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mtrl.nn import EnsembleLinear, TanhGaussianActor, TaskBatchedState, adam, soft_update, task_adam, task_generators
+from mtrl.nn import (
+    EnsembleLinear,
+    TanhGaussianActor,
+    TaskBatchedState,
+    TaskIdEmbedding,
+    adam,
+    soft_update,
+    task_adam,
+    task_generators,
+)
 
 
 @dataclass(frozen=True)
@@ -190,9 +203,11 @@ class SAC(TaskBatchedState):
         critic_condition: torch.Tensor | None = None,
         tasks: int = 1,
         seeds: Sequence[int] | None = None,
+        task_ids: int = 0,
+        embedding_dim: int = 0,
     ):
         self.cfg, self.obs_dim, self.act_dim, self.max_action = cfg, obs_dim, act_dim, float(max_action)
-        self.tasks = tasks
+        self.tasks, self.task_ids = tasks, task_ids
         self.device = torch.device(device)
         self.generators = task_generators(self.device, tasks, seeds)
         if cfg.damped_policy and not cfg.target_policy:
@@ -210,14 +225,18 @@ class SAC(TaskBatchedState):
         cond_dim = 0 if self.condition is None else self.condition.shape[1]
         gens = self.generators
 
-        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.actor_hidden, self.max_action, generators=gens)
-        self.actor = self.actor.to(self.device)
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False) if cfg.target_policy else None
-        self.critic = TwinCritics(obs_dim + act_dim + cond_dim, cfg.critic_hidden, gens).to(self.device)
+        embed = embedding_dim if task_ids else 0
+        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.actor_hidden, self.max_action, embed, generators=gens)
+        self.critic = TwinCritics(obs_dim + act_dim + cond_dim + embed, cfg.critic_hidden, gens)
         if cfg.identical_critic_init:
             with torch.no_grad():
                 for p in self.critic.parameters():
                     p[:, 1] = p[:, 0]
+        if task_ids:  # the id column sits right after the observation, in the actor's and the critics' inputs
+            self.actor.net = nn.Sequential(TaskIdEmbedding(tasks, task_ids, embed, obs_dim, gens), self.actor.net)
+            self.critic = nn.Sequential(TaskIdEmbedding(tasks, task_ids, embed, obs_dim, gens), self.critic)
+        self.actor, self.critic = self.actor.to(self.device), self.critic.to(self.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False) if cfg.target_policy else None
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.full((tasks,), math.log(cfg.init_alpha), device=self.device, requires_grad=True)
         self.target_entropy = -float(act_dim) if cfg.target_entropy is None else cfg.target_entropy
@@ -275,7 +294,7 @@ class SAC(TaskBatchedState):
                                     self.cfg.gamma)
         critic_in = self._critic_input(obs, actions)  # [T, n, B, in]: critic i gets batch i (or the one batch)
         q = self.critic(critic_in[:, 0] if n == 1 else critic_in)  # [T, 2, B]
-        critic_losses = (q - y).pow(2).mean(-1)  # [T, 2]; y [T, n, B] broadcasts over the twins when n = 1
+        critic_losses = self._critic_losses(q, y, obs[:, 0])  # [T, 2]
         self.critic_opt.zero_grad(set_to_none=True)
         critic_losses.sum().backward()
         self.critic_opt.step()
@@ -308,6 +327,11 @@ class SAC(TaskBatchedState):
         values = (critic_losses[:, 0], critic_losses[:, 1], actor_losses.detach(), alpha_losses.detach(), alpha,
                   -log_prob.mean(1), q.detach().mean((1, 2)))
         return dict(zip(self.METRICS, values, strict=True))
+
+    def _critic_losses(self, q: torch.Tensor, y: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Each critic's loss [T, 2]: the mean squared TD error (y [T, n, B] broadcasts over the twins when n = 1).
+        `obs` [T, B, ·] is the first batch's states, for subclasses that regularise Q there (CQL)."""
+        return (q - y).pow(2).mean(-1)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:

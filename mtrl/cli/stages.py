@@ -127,6 +127,21 @@ def train_baseline(algos, epochs, **opts) -> None:
     run_stages(["train-baseline"], extra, stages={"train-baseline": TrainBaseline(tuple(algos) or None)}, **opts)
 
 
+@main.command("train-cql", short_help="Train the CQL family of HCSAC (BC, CSAC, MTCSAC, HCSAC) on each data kind.")
+@click.option("--method", "cql_methods", multiple=True,
+              help="Method(s) to train: bc, csac, mt-bc, mtcsac, hcsac (default: config cql.methods).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(list(DATASET_KINDS)),
+              help="Dataset kind(s) to train on (default: config data.kinds).")
+@click.option("--epochs", type=int, help="Training epochs (config cql.epochs).")
+@stage_options
+def train_cql(cql_methods, kinds, epochs, **opts) -> None:
+    """Train seed 004's methods on every dataset kind of data.kinds (cql/<kind>/<method>.h5: weights, loss
+    curves, evaluation curve on the training tasks, HCSAC's relabelled fractions); docs/algorithms.md."""
+    extra = overrides(**{"cql.methods": kind_list(cql_methods), "data.kinds": kind_list(kinds),
+                         "cql.epochs": epochs})
+    run_stages(["train-cql"], extra, **opts)
+
+
 @main.command(short_help="Evaluate policies on train and unseen test tasks with MBML's protocol.")
 @click.option("--policy", "policies", multiple=True,
               help="Policy to evaluate: sac, bcq or a policies/<name>.h5 name (default: all the config trains).")

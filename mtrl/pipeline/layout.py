@@ -13,6 +13,7 @@
       dynamics/task_NN.h5         next-state ensembles                   fit-dynamics
       relabel.h5                  relabelled rewards/next states          relabel
       policies/<name>.h5          multi-task policies                     distill, train-baseline
+      cql/<kind>/<method>.h5      the CQL family (seed 004) per dataset kind  train-cql
       eval/<name>.h5              evaluation returns (online context)     evaluate
       eval/offline/<name>.h5      evaluation returns (offline context)    evaluate
       sac_init/<name>/task_NN.h5  SAC learning curves on test tasks       sac-init
@@ -67,6 +68,10 @@ def relabel(run_dir: Path, source: str = "learned") -> Path:
 
 def policy(run_dir: Path, name: str) -> Path:
     return run_dir / "policies" / f"{name}.h5"
+
+
+def cql(run_dir: Path, kind: str, method: str) -> Path:
+    return run_dir / "cql" / kind / f"{method}.h5"
 
 
 def evaluation(run_dir: Path, name: str, context: str = "online") -> Path:

@@ -18,6 +18,7 @@ PIPELINE: dict[str, str] = {
     "relabel": "mtrl.stages.relabel:Relabel",
     "distill": "mtrl.stages.distill:Distill",
     "train-baseline": "mtrl.stages.train_baseline:TrainBaseline",
+    "train-cql": "mtrl.stages.train_cql:TrainCQL",
     "evaluate": "mtrl.stages.evaluate:Evaluate",
     "sac-init": "mtrl.stages.sac_init:SacInit",
     "train-iwpl": "mtrl.stages.iwpl:TrainIWPL",

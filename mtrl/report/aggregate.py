@@ -121,6 +121,12 @@ class Summary:
     stage_seconds: dict[str, Stat] = field(default_factory=dict)
     stage_eval_seconds: dict[str, Stat] = field(default_factory=dict)  # of which evaluation during training
     config_differences: dict[str, dict[str, Any]] = field(default_factory=dict)  # dotted key -> label -> value
+    # the CQL family (seed 004): dataset kind -> method -> task index or "average" -> Stat (Table 1) ...
+    cql_table: dict[str, dict[str, dict[int | str, Stat]]] = field(default_factory=dict)
+    # ... (kind, task) -> method -> evaluation return vs epoch (Fig. 4) ...
+    cql_curves: dict[tuple[str, int], dict[str, Series]] = field(default_factory=dict)
+    # ... and HCSAC's admitted fraction of task j's data for task i at each relabelling: kind -> "j → i" -> Series
+    cql_relabel: dict[str, dict[str, Series]] = field(default_factory=dict)
 
     @property
     def methods(self) -> dict[str, Series]:
@@ -157,7 +163,34 @@ def summarise(runs: list[RunResults]) -> Summary:
     summary.stage_seconds = _stage_seconds({label: run.stage_seconds for label, run in by_label.items()})
     summary.stage_eval_seconds = _stage_seconds({label: run.stage_eval_seconds for label, run in by_label.items()})
     summary.config_differences = _config_differences(by_label)
+    _cql(summary, by_label)
     return summary
+
+
+def _cql(summary: Summary, by_label: dict[str, RunResults]) -> None:
+    """Table 1 (final returns per kind, method and task, and their mean over tasks per run first), Fig. 4's
+    curves and HCSAC's relabelled fractions, from the train-cql artifacts."""
+    from mtrl.algos.cql import CQL_METHODS
+
+    found = sorted({key for run in by_label.values() for key in run.cql},
+                   key=lambda km: (km[0], CQL_METHODS.index(km[1]) if km[1] in CQL_METHODS else len(CQL_METHODS)))
+    for kind, method in found:
+        runs = {label: run.cql[kind, method] for label, run in by_label.items() if (kind, method) in run.cql}
+        finals = {label: r["final_returns"] for label, r in runs.items()}
+        cells: dict[int | str, Stat] = {t: Stat({label: float(f[t]) for label, f in finals.items() if t < len(f)})
+                                        for t in range(max(len(f) for f in finals.values()))}
+        cells["average"] = Stat({label: float(f.mean()) for label, f in finals.items()})
+        summary.cql_table.setdefault(kind, {})[method] = cells
+        for t in range(len(cells) - 1):
+            key = f"task_{t:02d}"
+            curves = {label: (r["eval_curve"]["epochs"], r["eval_curve"][key]) for label, r in runs.items()
+                      if key in r["eval_curve"]}
+            summary.cql_curves.setdefault((kind, t), {})[method] = align(curves)
+        rounds = {label: r for label, r in runs.items() if "relabel_fractions" in r}
+        k = len(cells) - 1
+        for i, j in ((i, j) for i in range(k) for j in range(k) if i != j and rounds):
+            summary.cql_relabel.setdefault(kind, {})[f"{j} → {i}"] = align(
+                {label: (r["relabel_epochs"], r["relabel_fractions"][:, i, j]) for label, r in rounds.items()})
 
 
 def run_labels(runs: list[RunResults]) -> list[str]:

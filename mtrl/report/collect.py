@@ -56,6 +56,9 @@ class RunResults:
     bcq_returns: dict[int, dict[str, float]] = field(default_factory=dict)  # training task -> {best, final}
     # dataset kind -> training task -> behaviour return statistics (`mtrl.data.return_stats`)
     dataset_returns: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    # (dataset kind, method) -> the CQL family's results (train-cql): final_returns [K], eval_curve, and HCSAC's
+    # relabel_epochs [R], relabel_fractions [R, K, K]
+    cql: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def seed(self) -> int | None:
@@ -203,5 +206,13 @@ def _read_dataset(results: RunResults, art: Artifact, name: str) -> None:
     results.dataset_returns.setdefault(kind, {})[int(art.attrs["task"])] = return_stats(returns)
 
 
-_READERS = {"dataset": _read_dataset, "policy": _read_policy, "eval": _read_eval, "relabel": _read_relabel,
-            "sac_init": _read_sac_init, "adapt": _read_sac_init, "sac": _read_sac, "bcq": _read_bcq}
+def _read_cql(results: RunResults, art: Artifact, name: str) -> None:
+    found = {"final_returns": art.array("final_returns"), "eval_curve": art.tree("eval_curve")}
+    if "relabel_fractions" in art:
+        found |= {key: art.array(key) for key in ("relabel_epochs", "relabel_fractions")}
+    results.cql[str(art.attrs["dataset_kind"]), str(art.attrs["method"])] = found
+
+
+_READERS = {"cql": _read_cql, "dataset": _read_dataset, "policy": _read_policy, "eval": _read_eval,
+            "relabel": _read_relabel, "sac_init": _read_sac_init, "adapt": _read_sac_init,
+            "sac": _read_sac, "bcq": _read_bcq}

@@ -36,6 +36,14 @@ def draw_figures(summary: Summary, out: Path) -> dict[str, str]:
         drawn["embeddings"] = _embeddings(summary.embeddings, out / "embeddings.png",
                                           f"{heading}\nTask embeddings of the training tasks' context sets, run "
                                           f"{summary.embeddings_run} (PCA per method)")
+    for (kind, task), series in summary.cql_curves.items():
+        drawn[f"cql_{kind}_{task}"] = draw_curves(series, out / f"cql_{kind}_task_{task:02d}.png",
+                                                  f"{heading}\n{kind} data, task_{task:02d}: evaluation return "
+                                                  "(seed 004 Fig. 4)", "training epoch")
+    for kind, pairs in summary.cql_relabel.items():
+        drawn[f"cql_relabel_{kind}"] = draw_curves(pairs, out / f"cql_relabel_{kind}.png",
+                                                   f"{heading}\nHCSAC, {kind} data: fraction of task j's transitions "
+                                                   "admitted to task i (j → i)", "training epoch")
     if summary.sac_init:
         drawn["fig8"] = draw_curves(summary.sac_init, out / "fig8_sac_init.png",
                                 f"{heading}\nAdaptation on test tasks: SAC-init, SAC, IWPA (Fig. 8)",

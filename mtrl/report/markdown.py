@@ -21,6 +21,7 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
         _runs(runs, summary),
         _missing(runs, summary),
         _methods(summary, figures),
+        _cql(summary, figures),
         _probe(summary, figures),
         _relabel(summary, figures),
         _sac_init(summary, figures),
@@ -208,6 +209,34 @@ def _reach_table(summary: Summary) -> str:
         f"(adapt.target_return; seeds that never do are left out of the mean), and SAC from scratch's "
         f"(`random`) interactions divided by the run's, seed by seed (> 1: faster than from scratch):",
         _table(["run", "seeds reaching it", "interactions", "ratio scratch / run"], rows)])
+
+
+def _cql(summary: Summary, figures: dict[str, str]) -> str:
+    """Seed 004's Table 1 (and Fig. 4's curves, HCSAC's relabelled fractions, a Fig. 7-like record)."""
+    if not summary.cql_table:
+        return ""
+    methods = list(dict.fromkeys(m for by_method in summary.cql_table.values() for m in by_method))
+    rows = []
+    for kind, by_method in summary.cql_table.items():
+        tasks = sorted({t for cells in by_method.values() for t in cells if t != "average"})
+        for t in [*tasks, "average"]:
+            rows.append([kind, t if t == "average" else f"task_{t:02d}",
+                         *(_pm(by_method[m][t]) if m in by_method and t in by_method[m] else "—" for m in methods)])
+    curves = {f"{kind} task_{t:02d} {method}": series for (kind, t), by_method in summary.cql_curves.items()
+              for method, series in by_method.items()}
+    parts = [
+        "## The CQL family (seed 004, Table 1)",
+        "Return on each training task of the agent after training (`cql/<kind>/<method>.h5`: the mean of the last "
+        "`cql.final_evaluations` online evaluations, `cql.eval_episodes` episodes each, mean action), per dataset "
+        f"kind; *average* averages a run's tasks first. {SPREAD}. On WalkerWalkRun task_00 is walk, task_01 run.",
+        _table(["dataset", "task", *methods], rows),
+        *(_image(figures, f"cql_{kind}_{t}", f"{kind} task_{t:02d}") for kind, t in summary.cql_curves),
+        "Evaluation return during training (Fig. 4):", _series_table("curve", "epoch", curves, summary.labels)]
+    for kind, pairs in summary.cql_relabel.items():
+        parts += [f"HCSAC on {kind}: fraction of task j's transitions admitted to task i (j → i) at each "
+                  "relabelling (Alg. 1):", _image(figures, f"cql_relabel_{kind}", f"HCSAC relabelling, {kind}"),
+                  _series_table("j → i", "epoch", pairs, summary.labels)]
+    return "\n\n".join(p for p in parts if p)
 
 
 def _by_task_rows(table: dict) -> tuple[list, list[int], list[list[str]]]:

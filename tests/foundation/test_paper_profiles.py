@@ -161,3 +161,17 @@ def test_config_keys_prints_the_defaults_a_run_gets():
         assert json.loads(lines[key]) == resolved[key], key
     assert json.loads(lines["dynamics.hidden"]) == [256] * 6
     assert json.loads(lines["sac_init.sac.critic_hidden"]) == [1024] * 9
+
+
+def test_walker_walk_run_paper_profile_has_seed_004s_settings():
+    """Sec. 3.1 of seed 004: medium and medium-replay data, 3 × 1024 tanh-Gaussian actor and critics, critic lr 3e-4,
+    actor lr 1e-4, τ 0.01, γ 0.99, batch 1024, CQL weight 10 with 10 + 10 actions, 1000 epochs, evaluation every 10,
+    relabelling every 100 epochs at the 5 % quantile."""
+    config = paper(CONFIGS / "walker_walk_run.yaml")
+    cql, sac = config.cql, config.cql.csac.sac
+    assert config.data.kinds == ("medium", "medium-replay")
+    assert cql.methods == ("bc", "csac", "mt-bc", "mtcsac", "hcsac")
+    assert sac.actor_hidden == sac.critic_hidden == (1024,) * 3
+    assert (sac.critic_lr, sac.actor_lr, sac.tau, sac.gamma, sac.batch_size) == (3e-4, 1e-4, 0.01, 0.99, 1024)
+    assert (cql.csac.cql_weight, cql.csac.cql_samples) == (10.0, 10)
+    assert (cql.epochs, cql.eval_every, cql.relabel_every, cql.relabel_quantile) == (1000, 10, 100, 0.05)

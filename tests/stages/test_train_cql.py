@@ -1,0 +1,113 @@
+"""Stage train-cql (seed 004's family): one artifact per (kind, method), HCSAC's active data, Table 1 in the report."""
+
+import shutil
+
+import numpy as np
+import pytest
+from smoke import run_stages, smoke_config
+
+from mtrl.algos.cql import CSAC
+from mtrl.artifacts import open_artifact
+from mtrl.errors import ConfigError, StageError
+from mtrl.report import write_report
+from mtrl.stages.train_cql import active_union
+
+METHODS = ("bc", "csac", "mt-bc", "mtcsac", "hcsac")
+TINY = ("collect.steps=200", "collect.eval_every=200", "collect.checkpoint_every=200", "data.kinds=[medium-replay]",
+        f"cql.methods=[{','.join(METHODS)}]", "cql.epochs=2", "cql.steps_per_epoch=3", "cql.eval_every=1",
+        "cql.eval_episodes=1", "cql.relabel_every=1", "cql.final_evaluations=2", "cql.checkpoint_every=1",
+        "cql.csac={sac: {actor_hidden: [16], critic_hidden: [16], batch_size: 32}, embedding_dim: 3, cql_samples: 4}",
+        "cql.bc={hidden: [16], batch_size: 32, embedding_dim: 3}")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    config = smoke_config(*TINY)
+    run_dir = tmp_path_factory.mktemp("cql")
+    run_stages(config, run_dir, ["tasks", "collect", "datasets", "train-cql"])
+    return config, run_dir
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_artifact_per_kind_and_method(run, method):
+    config, run_dir = run
+    k = config.env.n_train
+    with open_artifact(run_dir / "cql" / "medium-replay" / f"{method}.h5", "cql") as art:
+        assert art.attrs["method"] == method and art.attrs["dataset_kind"] == "medium-replay"
+        curve = art.tree("eval_curve")
+        assert list(curve["epochs"]) == [1, 2] and sorted(curve) == ["epochs", *(f"task_{t:02d}" for t in range(k))]
+        final = art.array("final_returns")  # the mean of the last two evaluations (cql.final_evaluations)
+        np.testing.assert_allclose(final, [np.mean(curve[f"task_{t:02d}"]) for t in range(k)])
+        assert len(art.tree("losses")["epoch"]) == 2
+        if method == "hcsac":
+            fractions = art.array("relabel_fractions")
+            assert fractions.shape == (1, k, k) and list(art.array("relabel_epochs")) == [1]  # not after the last
+            assert np.all(np.diag(fractions[0]) == 1) and np.all((fractions >= 0) & (fractions <= 1))
+        else:
+            assert "relabel_fractions" not in art
+
+
+def test_interrupted_hcsac_resumes_to_the_identical_agent(run, tmp_path, monkeypatch):
+    """Killed in epoch 2, after epoch 1's checkpoint and relabelling: the resumed run rebuilds the same active data
+    from the checkpointed masks and ends with the uninterrupted run's weights and curves."""
+    config, run_dir = run
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    for name in ("config.yaml", "tasks.h5"):
+        shutil.copy(run_dir / name, interrupted / name)
+    shutil.copytree(run_dir / "datasets", interrupted / "datasets")
+    update, calls = CSAC.update, []
+
+    def failing_update(self, batch, batch2=None):
+        calls.append(1)
+        if len(calls) > 4:  # epoch 2's second update (3 per epoch)
+            raise RuntimeError("killed")
+        return update(self, batch, batch2)
+
+    monkeypatch.setattr(CSAC, "update", failing_update)
+    hcsac = smoke_config(*TINY, "cql.methods=[hcsac]")
+    with pytest.raises(StageError, match="killed"):
+        run_stages(hcsac, interrupted, ["train-cql"])
+    monkeypatch.undo()
+    run_stages(hcsac, interrupted, ["train-cql"])
+    assert "resuming at epoch 1" in (interrupted / "logs" / "mtrl.log").read_text()
+    path = "cql/medium-replay/hcsac.h5"
+    with open_artifact(interrupted / path, "cql") as resumed, open_artifact(run_dir / path, "cql") as whole:
+        assert resumed.fingerprint == whole.fingerprint
+        for key in ("final_returns", "relabel_fractions"):
+            np.testing.assert_array_equal(resumed.array(key), whole.array(key))
+        np.testing.assert_array_equal(resumed.tree("weights")["actor"]["net.0.table"],
+                                      whole.tree("weights")["actor"]["net.0.table"])
+
+
+def test_active_data_adds_the_admitted_rows_with_the_new_task_and_reward():
+    def data(value, rows):
+        return {"observations": np.full((rows, 2), value, np.float32), "actions": np.zeros((rows, 1), np.float32),
+                "rewards": np.full(rows, value, np.float32), "next_observations": np.zeros((rows, 2), np.float32),
+                "terminals": np.zeros(rows, bool), "timeouts": np.zeros(rows, bool)}
+
+    datasets = [data(0.0, 3), data(1.0, 4)]
+    masks = [[None, np.array([True, False, True, False])], [np.zeros(3, bool), None]]
+    union = active_union(datasets, masks, [[None, np.array([7.0, 8.0])], [None, None]])
+    assert len(union["rewards"]) == 3 + 2 + 4  # D_0, the two admitted rows of D_1, D_1; nothing of D_0 joins task 1
+    np.testing.assert_array_equal(union["observations"][:, -1], [0, 0, 0, 0, 0, 1, 1, 1, 1])  # the id column
+    np.testing.assert_array_equal(union["observations"][3:5, 0], [1, 1])  # rows of D_1 ...
+    np.testing.assert_array_equal(union["rewards"][3:5], [7, 8])  # ... with task 0's rewards
+    np.testing.assert_array_equal(union["next_observations"][:, -1], union["observations"][:, -1])
+    plain = active_union(datasets, None, None)  # MTCSAC: the union of the originals
+    assert len(plain["rewards"]) == 7 and plain["rewards"].tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_report_renders_table_1(run, tmp_path):
+    _, run_dir = run
+    text = write_report([run_dir], tmp_path / "report").read_text()
+    table = text[text.index("## The CQL family"):]
+    assert "| dataset | task | bc | csac | mt-bc | mtcsac | hcsac |" in table
+    assert "| medium-replay | average |" in table and "HCSAC on medium-replay" in table
+
+
+def test_unknown_method_is_refused_naming_the_choices():
+    with pytest.raises(ConfigError, match=r"cql.methods.*'cql-x'.*bc, csac, mt-bc, mtcsac, hcsac"):
+        smoke_config("cql.methods=[cql-x]")
+    with pytest.raises(ConfigError, match="hcsac relabels rewards only.*leave hcsac out"):
+        smoke_config("env.family=WalkerParam", "cql.methods=[hcsac]")
