@@ -12,44 +12,32 @@ arithmetic, so not a like-for-like ratio). Prints; asserts nothing.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import statistics
 
 import torch
-from bench_sac import ROUNDS, compare, rate
+from bench_sac import ROUNDS, PlainSAC, compare, rate
 from torch.nn import functional as F
 
 from mtrl.algos.cql import CSAC, CSACConfig
 from mtrl.algos.sac import SACConfig
-from mtrl.nn import TanhGaussianActor, mlp, precision
+from mtrl.nn import precision
 
 OBS_DIM, ACT_DIM, SAMPLES, WEIGHT = 24, 6, 10, 10.0
 
 
-class PlainCQLSAC:
-    """CQL(H) on SAC as one would write it from the papers: Eq. 8 with Eq. 9's log-sum-exp."""
+class PlainCQLSAC(PlainSAC):
+    """CQL(H) on SAC as one would write it from the papers: Eq. 8 with Eq. 9's log-sum-exp in the critic losses,
+    the rest of the plain SAC update unchanged."""
 
     def __init__(self, cfg: SACConfig):
-        self.cfg = cfg
-        self.actor = TanhGaussianActor(OBS_DIM, ACT_DIM, cfg.actor_hidden)
-        self.q1 = mlp(OBS_DIM + ACT_DIM, cfg.critic_hidden, 1)
-        self.q2 = mlp(OBS_DIM + ACT_DIM, cfg.critic_hidden, 1)
-        self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
-        self.log_alpha = torch.zeros(1, requires_grad=True)
-        self.q_opt = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=cfg.critic_lr)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        super().__init__(cfg, OBS_DIM, ACT_DIM)
 
-    def update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
-        alpha = self.log_alpha.exp().detach()
+    def critic_losses(self, b: dict[str, torch.Tensor], alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         obs, batch = b["observations"], len(b["observations"])
+        y = self.target(b, alpha)
         with torch.no_grad():
-            next_a, next_logp = self.actor(b["next_observations"])
-            x = torch.cat([b["next_observations"], next_a], -1)
-            next_q = torch.min(self.q1_target(x), self.q2_target(x)).squeeze(-1) - alpha * next_logp
-            y = b["rewards"] + self.cfg.gamma * (1 - b["terminals"]) * next_q
             repeated = obs.repeat_interleave(SAMPLES, 0)
             pi_a, pi_logp = self.actor(repeated)
             uniform = torch.rand(batch * SAMPLES, ACT_DIM) * 2 - 1
@@ -63,28 +51,7 @@ class PlainCQLSAC:
             q_s = q(sampled).view(2, batch, SAMPLES).permute(1, 0, 2).reshape(batch, 2 * SAMPLES)
             lse = torch.logsumexp(q_s - log_density, 1) - math.log(2 * SAMPLES)
             losses.append(0.5 * F.mse_loss(q_data, y) + WEIGHT * (lse - q_data).mean())
-        self.q_opt.zero_grad()
-        sum(losses).backward()
-        self.q_opt.step()
-
-        a, logp = self.actor(obs)
-        xa = torch.cat([obs, a], -1)
-        actor_loss = (alpha * logp - torch.min(self.q1(xa), self.q2(xa)).squeeze(-1)).mean()
-        self.actor_opt.zero_grad()
-        actor_loss.backward()
-        self.actor_opt.step()
-
-        alpha_loss = -(self.log_alpha * (logp.detach() - ACT_DIM)).mean()
-        self.alpha_opt.zero_grad()
-        alpha_loss.backward()
-        self.alpha_opt.step()
-
-        with torch.no_grad():
-            for net, target in ((self.q1, self.q1_target), (self.q2, self.q2_target)):
-                for p, tp in zip(net.parameters(), target.parameters(), strict=True):
-                    tp.data.copy_(self.cfg.tau * p.data + (1 - self.cfg.tau) * tp.data)
-        return {"q1_loss": losses[0].item(), "q2_loss": losses[1].item(), "actor_loss": actor_loss.item(),
-                "alpha_loss": alpha_loss.item(), "alpha": alpha.item()}
+        return losses[0], losses[1]
 
 
 def make_batch(batch_size: int) -> dict[str, torch.Tensor]:

@@ -28,27 +28,31 @@ OBS_DIM, ACT_DIM, ROUNDS = 27, 8, 5
 class PlainSAC:
     """The textbook update: two critic modules, plain Adam, parameter-loop soft updates."""
 
-    def __init__(self, cfg: SACConfig):
-        self.cfg = cfg
-        self.actor = TanhGaussianActor(OBS_DIM, ACT_DIM, cfg.actor_hidden)
-        self.q1 = mlp(OBS_DIM + ACT_DIM, cfg.critic_hidden, 1)
-        self.q2 = mlp(OBS_DIM + ACT_DIM, cfg.critic_hidden, 1)
+    def __init__(self, cfg: SACConfig, obs_dim: int = OBS_DIM, act_dim: int = ACT_DIM):
+        self.cfg, self.act_dim = cfg, act_dim
+        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.actor_hidden)
+        self.q1 = mlp(obs_dim + act_dim, cfg.critic_hidden, 1)
+        self.q2 = mlp(obs_dim + act_dim, cfg.critic_hidden, 1)
         self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
         self.log_alpha = torch.zeros(1, requires_grad=True)
         self.q_opt = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=cfg.critic_lr)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
 
-    def update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
-        alpha = self.log_alpha.exp().detach()
+    def target(self, b: dict[str, torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             next_a, next_logp = self.actor(b["next_observations"])
             x = torch.cat([b["next_observations"], next_a], -1)
             next_q = torch.min(self.q1_target(x), self.q2_target(x)).squeeze(-1) - alpha * next_logp
-            y = b["rewards"] + self.cfg.gamma * (1 - b["terminals"]) * next_q
-        x = torch.cat([b["observations"], b["actions"]], -1)
-        q1_loss = F.mse_loss(self.q1(x).squeeze(-1), y)
-        q2_loss = F.mse_loss(self.q2(x).squeeze(-1), y)
+            return b["rewards"] + self.cfg.gamma * (1 - b["terminals"]) * next_q
+
+    def critic_losses(self, b: dict[str, torch.Tensor], alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = torch.cat([b["observations"], b["actions"]], -1), self.target(b, alpha)
+        return F.mse_loss(self.q1(x).squeeze(-1), y), F.mse_loss(self.q2(x).squeeze(-1), y)
+
+    def update(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        alpha = self.log_alpha.exp().detach()
+        q1_loss, q2_loss = self.critic_losses(b, alpha)
         self.q_opt.zero_grad()
         (q1_loss + q2_loss).backward()
         self.q_opt.step()
@@ -60,7 +64,7 @@ class PlainSAC:
         actor_loss.backward()
         self.actor_opt.step()
 
-        alpha_loss = -(self.log_alpha * (logp.detach() + (-ACT_DIM))).mean()
+        alpha_loss = -(self.log_alpha * (logp.detach() - self.act_dim)).mean()
         self.alpha_opt.zero_grad()
         alpha_loss.backward()
         self.alpha_opt.step()
