@@ -120,16 +120,16 @@ def _embeddings(embeddings: dict[str, np.ndarray], path: Path, title: str) -> st
     for ax, (method, z) in zip(fig.subplots(1, len(embeddings), squeeze=False)[0], embeddings.items(),
                                strict=True):
         flat = z.reshape(-1, z.shape[-1])
-        pca = PCA(n_components=min(2, *flat.shape))
-        points = pca.fit_transform(flat).reshape(*z.shape[:2], -1)
-        if points.shape[-1] == 1:  # a 1-D embedding: spread the sets vertically
-            points = np.concatenate([points, np.zeros_like(points)], axis=-1)
+        points, ratio = np.zeros((*z.shape[:2], 2)), [np.nan, np.nan]
+        if np.ptp(flat, axis=0).max() > 0:  # else every set embeds alike (a task-blind encoder): one point
+            pca = PCA(n_components=min(2, *flat.shape))
+            projected = pca.fit_transform(flat).reshape(*z.shape[:2], -1)
+            points[..., :projected.shape[-1]], ratio[:projected.shape[-1]] = projected, pca.explained_variance_ratio_
         for task, task_points in enumerate(points):
             ax.scatter(*task_points.T, s=8, color=colours[task], marker="o" if task < 10 else "x",
                        label=f"task {task}")
-        ratio = pca.explained_variance_ratio_
-        ax.set(title=method, xlabel=f"PC 1 ({ratio[0]:.0%})",
-               ylabel=f"PC 2 ({ratio[1]:.0%})" if len(ratio) > 1 else "")
+        ax.set(title=method, **{f"{axis}label": f"PC {i + 1}" + (f" ({share:.0%})" if np.isfinite(share) else "")
+                                for i, (axis, share) in enumerate(zip("xy", ratio, strict=True))})
         ax.title.set_fontsize("small")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", fontsize="x-small")
     fig.suptitle(title, fontsize="medium")

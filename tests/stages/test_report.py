@@ -231,3 +231,16 @@ def test_best_point_is_selected_on_training_tasks_and_smoke_is_flagged(smoke_run
     text = (run / "report" / "results.md").read_text()
     assert text.startswith("# mtrl report: PointGoalArc, profile unknown\n\n> **Profile unknown** for run:")
     assert "Smoke profile" not in text
+
+
+def test_the_embeddings_figure_draws_a_task_blind_encoder_without_nan(tmp_path):
+    """An encoder that embeds every set alike has no variance for PCA to share out (was 0/0, a RuntimeWarning)."""
+    import warnings
+
+    from mtrl.report.figures import _embeddings
+
+    separated = np.repeat(np.eye(3, 4)[:, None], 5, 1) + np.random.default_rng(0).normal(0, 0.01, (3, 5, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        name = _embeddings({"blind": np.ones((3, 5, 4)), "sharp": separated}, tmp_path / "e.png", "title")
+    assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
