@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from smoke import SMOKE_CONFIG, run_stages, smoke_config
 
 from mtrl.artifacts import open_artifact
 from mtrl.errors import ConfigError, StageError
 from mtrl.pipeline.registry import get_stage
 from mtrl.pipeline.runner import plan_unit
-from tests.smoke import SMOKE_CONFIG, run_stages, smoke_config
 
 VARIANTS = "adapt.variants=[both,value]"
 
@@ -74,7 +74,7 @@ def test_without_variants_neither_stage_has_work_and_bad_variants_are_rejected(t
 
 
 def test_commands_without_variants_fail_in_one_line(tmp_path):
-    from tests.stages.test_cli import assert_one_line_error, invoke
+    from test_cli import assert_one_line_error, invoke
 
     for command in ("train-iwpl", "adapt"):
         assert_one_line_error(*invoke(command, "--config", SMOKE_CONFIG, "--profile", "smoke", "--run-dir",
