@@ -27,7 +27,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None, warn: Callable[[
     runs = [collect_run(Path(d)) for d in run_dirs]
     for run_dir, run in zip(run_dirs, runs, strict=True):
         if run.missing and warn is not None:
-            warn(f"{run_dir}: {len(run.missing)} expected artifact(s) missing or unreadable, e.g. {run.missing[0]}; "
+            warn(f"{run_dir}: {run.missing_count} expected artifact(s) missing or unreadable, e.g. {run.missing[0]}; "
                  "the report lists them and uses what exists")
     out = Path(out) if out is not None else Path(run_dirs[0]) / "report"
     require_writable(out, "--out")

@@ -41,7 +41,8 @@ class RunResults:
     # far, so the largest is the unit's time; summing every artifact would count collect's two outputs twice.
     unit_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     unit_eval_seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # of which evaluation
-    missing: list[str] = field(default_factory=list)  # "path (why)" for each expected artifact not read
+    missing: list[str] = field(default_factory=list)  # "path (why)" per expected artifact not read, or a stage
+    missing_count: int = 0  # expected artifacts not read (a stage the run has not reached is one line of `missing`)
     policy_curves: dict[str, Curve] = field(default_factory=dict)  # method -> eval_curve {epochs, *_score}
     eval_summaries: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {train_score, test_score}
     eval_task_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> train_scores per task
@@ -102,13 +103,24 @@ def collect_run(run_dir: Path) -> RunResults:
                           "first")
     if config is None:
         results.missing.append("config.yaml (absent: the expected artifacts are unknown)")
+        results.missing_count += 1
     else:
-        for path in _expected_artifacts(config, run_dir):
-            if path in unreadable:
-                results.missing.append(f"{path.relative_to(run_dir).as_posix()} ({unreadable.pop(path)})")
-            elif not path.exists():
-                results.missing.append(f"{path.relative_to(run_dir).as_posix()} (missing)")
+        for stage, paths in _expected_artifacts(config, run_dir).items():
+            if len(paths) > 1 and not any(path.exists() for path in paths):  # e.g. a run made with --until
+                results.missing.append(f"all {len(paths)} outputs of stage {stage}, e.g. "
+                                       f"{paths[0].relative_to(run_dir).as_posix()} (not run: `mtrl {stage}`)")
+                results.missing_count += len(paths)
+                continue
+            for path in paths:
+                if path in unreadable:
+                    results.missing.append(f"{path.relative_to(run_dir).as_posix()} ({unreadable.pop(path)})")
+                elif not path.exists():
+                    results.missing.append(f"{path.relative_to(run_dir).as_posix()} (missing)")
+                else:
+                    continue
+                results.missing_count += 1
     results.missing += [f"{p.relative_to(run_dir).as_posix()} ({why})" for p, why in unreadable.items()]
+    results.missing_count += len(unreadable)
     return results
 
 
@@ -124,12 +136,12 @@ def _artifact_files(run_dir: Path) -> list[Path]:
                   if p.relative_to(run_dir).parts[0] != "checkpoints" and not p.name.startswith("."))
 
 
-def _expected_artifacts(config: Config, run_dir: Path) -> list[Path]:
-    """The outputs of every stage's units under the run's config: what `mtrl run` would produce."""
+def _expected_artifacts(config: Config, run_dir: Path) -> dict[str, list[Path]]:
+    """The outputs of every stage's units under the run's config, by stage: what `mtrl run` would produce."""
     from mtrl.pipeline.registry import all_stages
 
-    return [out.path for stage in all_stages() for unit in stage.units(config, run_dir)
-            for out in unit.outputs.values()]
+    return {stage.name: [out.path for unit in stage.units(config, run_dir) for out in unit.outputs.values()]
+            for stage in all_stages()}
 
 
 def _read(results: RunResults, art: Artifact, rel_path: str) -> None:

@@ -63,7 +63,7 @@ def _missing(runs: list[RunResults], summary: Summary) -> str:
     parts = ["## Missing artifacts"]
     for label, run in zip(summary.labels, runs, strict=True):
         if run.missing:
-            parts.append(f"{label}: {len(run.missing)} expected artifact(s) missing or unreadable "
+            parts.append(f"{label}: {run.missing_count} expected artifact(s) missing or unreadable "
                          "(figures and tables below use what exists):\n\n"
                          + "\n".join(f"- `{item}`" for item in run.missing))
     if len(parts) == 1:

@@ -244,3 +244,16 @@ def test_the_embeddings_figure_draws_a_task_blind_encoder_without_nan(tmp_path):
         warnings.simplefilter("error")
         name = _embeddings({"blind": np.ones((3, 5, 4)), "sharp": separated}, tmp_path / "e.png", "title")
     assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_stage_the_run_has_not_reached_is_one_line_of_missing_artifacts(smoke_run, tmp_path):
+    """A run made with `--until evaluate` has no sac-init outputs: one line for the stage, not one per artifact."""
+    _, run_dir = smoke_run
+    run = copy_run(run_dir, tmp_path / "run")
+    shutil.rmtree(run / "sac_init")
+    code, output = report(run)
+    assert code == 0, output
+    missing = (run / "report" / "results.md").read_text().split("## Missing artifacts")[1].split("\n## ")[0]
+    lines = [line for line in missing.splitlines() if line.startswith("- ")]
+    assert len(lines) == 1 and "of stage sac-init" in lines[0] and "(not run: `mtrl sac-init`)" in lines[0]
+    assert "run: 6 expected artifact(s) missing or unreadable" in missing  # mbml, random, variation × 2 tasks
