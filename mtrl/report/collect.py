@@ -108,7 +108,7 @@ def collect_run(run_dir: Path) -> RunResults:
         for stage, paths in _expected_artifacts(config, run_dir).items():
             if len(paths) > 1 and not any(path.exists() for path in paths):  # e.g. a run made with --until
                 results.missing.append(f"all {len(paths)} outputs of stage {stage}, e.g. "
-                                       f"{paths[0].relative_to(run_dir).as_posix()} (not run: `mtrl {stage}`)")
+                                       f"{paths[0].relative_to(run_dir).as_posix()} (not run; mtrl {stage} makes them)")
                 results.missing_count += len(paths)
                 continue
             for path in paths:

@@ -255,5 +255,5 @@ def test_a_stage_the_run_has_not_reached_is_one_line_of_missing_artifacts(smoke_
     assert code == 0, output
     missing = (run / "report" / "results.md").read_text().split("## Missing artifacts")[1].split("\n## ")[0]
     lines = [line for line in missing.splitlines() if line.startswith("- ")]
-    assert len(lines) == 1 and "of stage sac-init" in lines[0] and "(not run: `mtrl sac-init`)" in lines[0]
+    assert len(lines) == 1 and "of stage sac-init" in lines[0] and "(not run; mtrl sac-init makes them)" in lines[0]
     assert "run: 6 expected artifact(s) missing or unreadable" in missing  # mbml, random, variation × 2 tasks
