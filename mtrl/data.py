@@ -49,8 +49,7 @@ class TransitionBuffer:
     def sample(self, batch_size: int, rng: np.random.Generator, rewards: str = "rewards") -> dict[str, np.ndarray]:
         """A uniform mini-batch (with replacement) of the training keys; `terminals` as float 0/1. `rewards`: the
         array that becomes the batch's rewards (e.g. "infos/dense_reward", `EnvSpec.behaviour_reward`)."""
-        idx = rng.integers(0, self.size, batch_size)
-        return sample_rows(self.data, idx) | {"rewards": self.data[rewards][idx].astype(np.float32)}
+        return sample_rows(self.data, rng.integers(0, self.size, batch_size), rewards)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The filled part of every array (views, no copy)."""
@@ -65,12 +64,13 @@ class TransitionBuffer:
             self.data[key][: self.size] = values
 
 
-def sample_rows(data: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
-    """The SAC/BCQ training batch at row indices `idx`, as float32 arrays."""
+def sample_rows(data: Mapping[str, np.ndarray], idx: np.ndarray, rewards: str = "rewards") -> dict[str, np.ndarray]:
+    """The SAC/BCQ training batch at row indices `idx`, as float32 arrays; `rewards` names the array that becomes
+    its rewards."""
     return {
         "observations": data["observations"][idx],
         "actions": data["actions"][idx],
-        "rewards": data["rewards"][idx].astype(np.float32),
+        "rewards": data[rewards][idx].astype(np.float32),
         "next_observations": data["next_observations"][idx],
         "terminals": data["terminals"][idx].astype(np.float32),
     }

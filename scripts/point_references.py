@@ -61,7 +61,8 @@ def main(run_dir: Path) -> None:
     dist = read_distribution(run_dir / "tasks.h5")
     train, test = np.asarray(dist.train_tasks), np.asarray(dist.test_tasks)
 
-    if dist.make_env(train[0]).reset(seed=0)[0].any() or dist.make_env(train[0]).reset(seed=1)[0].any():
+    env = dist.make_env(train[0])
+    if env.reset(seed=0)[0].any() or env.reset(seed=1)[0].any():
         print("optimum per task: none (episodes start at random points); see the oracle")
     else:
         sac, optimum = [], []

@@ -190,3 +190,10 @@ class TaskDistribution:
             batch,
         )
         return np.asarray(reward, dtype=np.float64)
+
+    def dataset_reward(self, task: Any, data: Mapping[str, np.ndarray], rows: Any = slice(None)) -> np.ndarray:
+        """`reward` of `task` on `rows` (an index array or slice) of a dataset in the D4RL layout, its
+        `infos/<key>` arrays included: what relabelling another task's transitions with true rewards needs."""
+        infos = {key.removeprefix("infos/"): v[rows] for key, v in data.items() if key.startswith("infos/")}
+        return self.reward(task, data["observations"][rows], data["actions"][rows], data["next_observations"][rows],
+                           infos)

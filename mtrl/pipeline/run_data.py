@@ -72,8 +72,8 @@ def load_dataset(art: Artifact, spec: EnvSpec, infos: bool = False) -> dict[str,
     if infos and "infos" in art:
         data |= {f"infos/{key}": art.array(f"infos/{key}") for key in art.file["infos"]}
     fix = f"recreate it with `mtrl {art.attrs.get('stage', 'collect')} --force --tasks {art.attrs['task']}`"
-    missing = [key for key in spec.info_keys if infos and f"infos/{key}" not in data]
-    if missing:  # the reward function and relabelling read them (e.g. data made before the family stored them)
+    missing = [key for key in spec.info_keys if f"infos/{key}" not in data]
+    if infos and missing:  # the reward function reads them (data made before the family stored them lack them)
         raise ArtifactError(f"{art.path}: no 'infos/{missing[0]}', which {spec.name} datasets hold; {fix}")
     rows = len(data["rewards"])
     widths = {"observations": (spec.obs_dim,), "next_observations": (spec.obs_dim,), "actions": (spec.act_dim,)}

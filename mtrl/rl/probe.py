@@ -32,10 +32,7 @@ def task_inference_probe(posterior_mean, dist, datasets: list[dict[str, np.ndarr
         if reward_task == j:
             rewards = d["rewards"][idx]
         else:
-            infos = {key.removeprefix("infos/"): v[idx.ravel()] for key, v in d.items() if key.startswith("infos/")}
-            rewards = dist.reward(dist.train_tasks[reward_task], obs.reshape(-1, obs.shape[-1]),
-                                  act.reshape(-1, act.shape[-1]), next_obs.reshape(-1, obs.shape[-1]), infos)
-            rewards = rewards.reshape(idx.shape)
+            rewards = dist.dataset_reward(dist.train_tasks[reward_task], d, idx.ravel()).reshape(idx.shape)
         rows = context_rows(obs, act, next_obs, rewards.astype(np.float32))
         return np.stack([posterior_mean(r) for r in rows])  # [sets, z]
 

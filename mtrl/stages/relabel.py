@@ -62,8 +62,7 @@ class Relabel(Stage):
 
         truth = None
         if spec.varies == "reward":  # the true reward of task i on task j's transitions
-            truth = np.stack([[dist.reward(dist.train_tasks[i], s["observations"], s["actions"],
-                                           s["next_observations"], _infos(s)) for s in subsets] for i in range(k)])
+            truth = np.stack([[dist.dataset_reward(dist.train_tasks[i], s) for s in subsets] for i in range(k)])
         out: dict[str, np.ndarray] = {"indices": indices}
         if source == "ground-truth":
             out |= {"rewards": truth.astype(np.float32), "reward_std": np.zeros_like(truth, np.float32),
@@ -126,6 +125,3 @@ def relabel_statistics(out: dict[str, np.ndarray], truth: np.ndarray | None) -> 
 def _threshold(configured: float | None, family_default: float | None) -> float:
     return configured if configured is not None else family_default
 
-
-def _infos(subset: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {key.removeprefix("infos/"): v for key, v in subset.items() if key.startswith("infos/")}

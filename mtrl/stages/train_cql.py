@@ -113,11 +113,8 @@ class TrainCQL(Stage):
 
         def relabelled(masks):
             """Task i's true rewards on the rows of D_j admitted to it."""
-            return [[None if j == i else dist.reward(
-                dist.train_tasks[i], *(datasets[j][key][masks[i][j]] for key in ("observations", "actions",
-                                                                                "next_observations")),
-                {key.removeprefix("infos/"): v[masks[i][j]] for key, v in datasets[j].items()
-                 if key.startswith("infos/")}) for j in range(k)] for i in range(k)]
+            return [[None if j == i else dist.dataset_reward(dist.train_tasks[i], datasets[j], masks[i][j])
+                     for j in range(k)] for i in range(k)]
 
         union = None
         if method.multi_task:
