@@ -46,7 +46,8 @@ MODULES: dict[str, list[str]] = {
                               "tests/stages/test_mbml_stages.py::test_run_evaluation_runs_the_protocol_on_the_train_and_"
                               "the_test_tasks"],
     "mtrl/artifacts/store.py": ["tests/foundation/test_artifacts.py",
-                                "tests/foundation/test_writer_and_checkpoints.py"],
+                                "tests/foundation/test_writer_and_checkpoints.py",
+                                "tests/foundation/test_store_details.py"],
     # the stages need a pipeline run per test (minutes each): listed for completeness, expensive to measure
     "mtrl/stages/relabel.py": ["tests/stages/test_offline_stages.py"],
     "mtrl/stages/distill.py": ["tests/stages/test_mbml_stages.py"],
