@@ -4,7 +4,6 @@ row chunks of compressed arrays, canonical provenance text, `describe`, and the 
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +76,9 @@ def test_no_sink_is_called_without_curves_or_after_a_failed_write(tmp_path):
 
 
 def test_the_next_writer_removes_only_the_temporaries_of_dead_writers_of_its_own_path(tmp_path):
-    dead, alive = dead_pid(), os.getppid()
+    # a live writer of our own: a buggy clean-up that signals it must not hit a process that matters
+    live_writer = subprocess.Popen(["sleep", "60"])
+    dead, alive = dead_pid(), live_writer.pid
     names = {
         f".a.h5.tmp-{dead}": False,  # a killed writer of a.h5: removed
         f".a.curve.csv.tmp-{dead}": False,  # its curve file: removed
@@ -89,8 +90,12 @@ def test_the_next_writer_removes_only_the_temporaries_of_dead_writers_of_its_own
         (tmp_path / name).write_text("partial")
     with ArtifactWriter(tmp_path / "a.h5", ArtifactMeta("eval", "test")) as w:
         w.array("returns", np.zeros(2))
+    still_running = live_writer.poll() is None
+    live_writer.kill()
+    live_writer.wait()
     left = {p.name for p in tmp_path.iterdir()}
     assert left == {"a.h5"} | {name for name, kept in names.items() if kept}
+    assert still_running  # checked with signal 0, not sent a real one
 
 
 @pytest.mark.parametrize("shape, chunks", [((100_000, 4), (16_384, 4)), ((10, 3), (10, 3)), ((70_000,), (65_536,)),
