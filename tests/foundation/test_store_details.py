@@ -41,10 +41,21 @@ def test_curve_csv_has_x_first_then_the_other_columns_in_order_and_not_the_extra
     np.testing.assert_array_equal(tree["episode_returns"], np.ones((2, 3)))
 
 
-def test_a_curve_column_of_another_shape_is_refused():
+@pytest.mark.parametrize("y", [np.zeros((3, 1)), np.zeros(2)], ids=["not one column", "shorter"])
+def test_a_curve_column_of_another_shape_is_refused(y):
     with pytest.raises(ValueError, match="different lengths"), ArtifactWriter(
             Path("/nonexistent/a.h5"), ArtifactMeta("policy", "test")) as w:
-        w.curve("c", {"x": np.arange(3.0), "y": np.zeros((3, 1))}, "x")  # same length, not one column
+        w.curve("c", {"x": np.arange(3.0), "y": y}, "x")
+
+
+def test_curve_tables_are_float64_even_for_integer_columns(tmp_path):
+    tables = []
+    with ArtifactWriter(tmp_path / "a.h5", ArtifactMeta("eval", "test"),
+                        curve_sinks=[lambda path, curves: tables.append(curves["c"])]) as w:
+        w.array("returns", np.zeros(1))
+        w.curve("c", {"steps": np.array([1, 2]), "count": np.array([3, 4])}, "steps")
+    assert tables[0][1].dtype == np.float64
+    assert read_csv(tmp_path / "a.c.csv") == [["steps", "count"], ["1.0", "3.0"], ["2.0", "4.0"]]
 
 
 def test_extra_curve_sinks_get_the_final_path_and_every_curve_before_the_rename(tmp_path):
@@ -80,6 +91,8 @@ def test_the_next_writer_removes_only_the_temporaries_of_dead_writers_of_its_own
     live_writer = subprocess.Popen(["sleep", "60"])
     dead, alive = dead_pid(), live_writer.pid
     names = {
+        f".no-triplet.h5.tmp-{dead}": False,  # a killed writer of no-triplet.h5: removed
+        f".no-triplet.h5.tmp-{alive}": True,  # the pid is what follows the last `-`, whatever the name holds
         f".a.h5.tmp-{dead}": False,  # a killed writer of a.h5: removed
         f".a.curve.csv.tmp-{dead}": False,  # its curve file: removed
         ".a.h5.tmp-garbage": False,  # not a pid: removed
@@ -88,25 +101,27 @@ def test_the_next_writer_removes_only_the_temporaries_of_dead_writers_of_its_own
     }
     for name in names:
         (tmp_path / name).write_text("partial")
-    with ArtifactWriter(tmp_path / "a.h5", ArtifactMeta("eval", "test")) as w:
-        w.array("returns", np.zeros(2))
+    for name in ("a.h5", "no-triplet.h5"):
+        with ArtifactWriter(tmp_path / name, ArtifactMeta("eval", "test")) as w:
+            w.array("returns", np.zeros(2))
     still_running = live_writer.poll() is None
     live_writer.kill()
     live_writer.wait()
     left = {p.name for p in tmp_path.iterdir()}
-    assert left == {"a.h5"} | {name for name, kept in names.items() if kept}
+    assert left == {"a.h5", "no-triplet.h5"} | {name for name, kept in names.items() if kept}
     assert still_running  # checked with signal 0, not sent a real one
 
 
 @pytest.mark.parametrize("shape, chunks", [((100_000, 4), (16_384, 4)), ((10, 3), (10, 3)), ((70_000,), (65_536,)),
-                                           ((5, 100_000), (1, 100_000))])
+                                           ((5, 100_000), (1, 100_000)), ((0, 3), None)])
 def test_compressed_arrays_are_chunked_by_rows_of_about_64k_values(tmp_path, shape, chunks):
     path = tmp_path / "a.h5"
     data = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
     with ArtifactWriter(path, ArtifactMeta("eval", "test")) as w:
         w.array("returns", data, compression="gzip")
     with h5py.File(path) as f:
-        assert f["returns"].chunks == chunks and f["returns"].compression == "gzip"
+        if chunks is not None:  # an empty array: stored, laid out as h5py chooses
+            assert f["returns"].chunks == chunks and f["returns"].compression == "gzip"
         np.testing.assert_array_equal(f["returns"][()], data)
 
 
@@ -135,6 +150,22 @@ def test_package_versions_name_every_versioned_package_and_say_which_are_missing
     versions = store.package_versions()
     assert set(versions) == {"python", "mtrl", *store.VERSIONED_PACKAGES}
     assert versions["no-such-package-mtrl"] == "not installed" and versions["numpy"] == np.__version__
+
+
+def test_the_code_version_recorded_is_that_of_the_source_tree_holding_mtrl():
+    import mtrl
+
+    assert store.package_versions()["mtrl"] == store.code_version(Path(mtrl.__file__).resolve().parents[1])
+
+
+def test_two_writers_of_one_path_may_be_open_at_once_and_the_last_to_finish_wins(tmp_path):
+    path = tmp_path / "a.h5"
+    with ArtifactWriter(path, ArtifactMeta("eval", "test", {"n": 1})) as outer:
+        outer.array("returns", np.ones(1))
+        with ArtifactWriter(path, ArtifactMeta("eval", "test", {"n": 2})) as inner:
+            inner.array("returns", np.full(1, 2.0))
+    with open_artifact(path) as art:
+        assert art.meta("config") == {"n": 1} and art.array("returns")[0] == 1.0
 
 
 def test_describe_reports_the_provenance_and_every_dataset(tmp_path):
@@ -169,6 +200,11 @@ def test_an_hdf5_file_that_is_no_artifact_and_a_missing_entry_are_one_line_error
         f["x"] = np.zeros(2)
     with pytest.raises(ArtifactError, match=r"plain.h5: not an mtrl artifact \(no 'kind' attribute\)$"):
         open_artifact(plain)
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"\0" * 64)
+    with pytest.raises(ArtifactError, match=r"junk.h5: not a readable HDF5 file; if it is an mtrl artifact it is "
+                                            r"corrupt or truncated: delete it and rerun the stage that wrote it$"):
+        open_artifact(junk)
     path = tmp_path / "a.h5"
     with ArtifactWriter(path, ArtifactMeta("eval", "evaluate")) as w:
         w.array("returns", np.zeros(1))
@@ -190,3 +226,24 @@ def test_attributes_decode_bytes_and_keep_arrays(tmp_path):
         assert attrs["raw"] == "text" and isinstance(attrs["raw"], str)
         assert isinstance(attrs["vector"], np.ndarray) and attrs["vector"].tolist() == [1.0, 2.0]
         assert len(attrs) == len(list(attrs)) == len(art.file.attrs)
+
+
+def test_schema_and_missing_dataset_errors_name_the_fix_in_full(tmp_path):
+    path = tmp_path / "a.h5"
+    with ArtifactWriter(path, ArtifactMeta("checkpoint", "distill")) as w:
+        w.tree("state", {"x": np.arange(2)})
+    version = store.schema_for("checkpoint").version
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = version + 1
+        del f.attrs["stage"]
+    with pytest.raises(ArtifactError) as error:
+        open_artifact(path)
+    assert str(error.value).endswith(
+        f"'checkpoint' schema version {version + 1} was written by a newer mtrl (this one reads version {version}); "
+        "rerun stage '?' to rewrite it (`mtrl run`, or the stage's own command with --force)")
+    tasks = tmp_path / "tasks.h5"  # a kind with two required datasets, both absent: both named
+    with ArtifactWriter(tasks, ArtifactMeta("tasks", "tasks")):
+        pass
+    with pytest.raises(ArtifactError, match=r"tasks.h5: missing train_tasks, test_tasks; it is corrupt — rerun its "
+                                            r"stage with --force$"):
+        open_artifact(tasks)
