@@ -162,6 +162,14 @@ def test_update_reports_the_members_mean_and_worst_loss_before_the_step():
     torch.testing.assert_close(metrics["loss_max"], per_member.amax(1))
     assert not torch.equal(ensemble.model.net.layers[0].weight, before)  # and a step was taken
     assert ensemble.optimizer.state_dict()["state"][0]["step"].item() == 1
+    # the next step's gradient is that of its own batch's summed losses, nothing carried over from the last
+    (x2, y2), (x3, y3) = data(2, 16), data(3, 16)
+    x, y = torch.stack([x2, x3]), torch.stack([y2, y3])
+    params = list(ensemble.model.parameters())
+    expected = torch.autograd.grad(ensemble.model.standardized_error(x, y).mean((2, 3)).sum(), params)
+    ensemble.update(x, y)
+    for p, g in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
 
 
 def test_scalar_targets_may_come_without_their_axis():
