@@ -336,6 +336,16 @@ def test_relabelling_keeps_a_row_only_strictly_below_the_threshold():
     assert mean.dtype == std.dtype == np.float32
 
 
+def test_relabelling_feeds_the_model_float32_rows_whatever_the_inputs_precision():
+    ensemble = make(in_dim=3, out_dim=2)
+    ensemble.set_normalizer(*data(0, 30, in_dim=3))
+    rows = np.random.default_rng(0).normal(size=(5, 3)) * 4  # float64
+    mean, std, _ = relabel_with_ensemble(ensemble, (rows[:, :2], rows[:, 2:]), threshold=1.0)
+    expected_mean, expected_std = ensemble.predict(torch.as_tensor(rows, dtype=torch.float32))
+    np.testing.assert_array_equal(mean, expected_mean.numpy())
+    np.testing.assert_array_equal(std, expected_std.numpy())
+
+
 def test_relabelling_joins_input_parts_column_wise_in_chunks():
     parts = (np.array([[0.1], [0.9], [0.2]], np.float32), np.array([[1.0], [2.0], [3.0]], np.float32))
     recorder = _Recorder(2)
