@@ -47,6 +47,17 @@ def constant_members(ensemble, values):
         ensemble.model.net.layers[-1].bias.copy_(torch.as_tensor(values, dtype=torch.float32).view(-1, 1, 1))
 
 
+def test_defaults_are_table_3():
+    """MBML Table 3: 20 members, Adam at 3e-4, batches of 128; rewards 1 × 128 hidden, next states 6 × 256 (and
+    they predict the difference, `predict_delta`)."""
+    from mtrl.config import Config
+
+    rewards, dynamics = Config().rewards, Config().dynamics
+    assert (rewards.members, rewards.lr, rewards.batch_size, rewards.hidden) == (20, 3e-4, 128, (128,))
+    assert (dynamics.members, dynamics.lr, dynamics.batch_size, dynamics.hidden) == (20, 3e-4, 128, (256,) * 6)
+    assert dynamics.predict_delta and not rewards.predict_delta
+
+
 # ---------------------------------------------------------------- standardisation
 @pytest.mark.parametrize("predict_delta", [False, True])
 def test_statistics_are_each_tasks_mean_and_sample_std_with_a_floor(predict_delta):
