@@ -56,6 +56,7 @@ class FakeEnsemble:
     def __init__(self, cfg, state, device):
         self.task, self.dynamics = int(state["task"]), bool(state["dynamics"])
         self.tasks, self.device, self.out_dim = 1, torch.device("cpu"), 2 if self.dynamics else 1
+        assert device == torch.device("cpu"), "built on the unit's device"
         FakeEnsemble.made.append((cfg, self.task, "dynamics" if self.dynamics else "rewards"))
 
     def predict(self, x):

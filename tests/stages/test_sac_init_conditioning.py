@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 
 from mtrl.algos.sac import SACConfig
@@ -84,6 +85,14 @@ def test_initialisation_conditions_on_the_posterior_mean_of_the_first_rollout_st
 class ObsActingPolicy(FakePolicy):
     """Acts 0.1·(first observation coordinate), so every collected action says which observation it answered."""
 
+    def __init__(self):
+        super().__init__()
+        self.contexts = []
+
+    def infer(self, context):
+        self.contexts.append(context)
+        return super().infer(context)
+
     def act(self, obs, beliefs):
         super().act(obs, beliefs)
         return 0.1 * obs[:, :ACT]
@@ -144,3 +153,16 @@ def test_the_initialisation_is_the_units_own_whatever_the_global_generators_held
     for key, value in first["actor"].items():
         assert torch.equal(again["actor"][key], value), key
     assert not all(torch.equal(other["actor"][key], value) for key, value in first["actor"].items())
+
+
+@pytest.mark.parametrize(("rollout_steps", "episodes"), [(8, 2), (9, 3), (1, 1)])
+def test_the_rollout_runs_whole_episodes_until_rollout_steps_rows_are_collected(monkeypatch, rollout_steps,
+                                                                                 episodes):
+    """The first episode acts on the prior (no context), each later one on all rows so far; z sees exactly the
+    first rollout_steps rows."""
+    policy = ObsActingPolicy()
+    init, _ = _initialise(monkeypatch, policy, rollout_steps=rollout_steps)
+    assert len(init["rollout_returns"]) == episodes
+    assert policy.contexts[0] is None and [len(c) for c in policy.contexts[1:]] == [4 * e for e in range(1, episodes)]
+    (context,) = policy.algo.contexts
+    assert len(context) == rollout_steps
