@@ -268,7 +268,7 @@ def test_ground_truth_source_relabels_with_the_true_reward_and_keeps_every_row(t
     np.testing.assert_allclose(out["rewards"], truth, rtol=1e-6)
     np.testing.assert_array_equal(out["true_rewards"], out["rewards"])
     assert out["rewards"].dtype == out["reward_std"].dtype == np.float32
-    np.testing.assert_array_equal(out["reward_std"], np.zeros((3, 3, 8)))
+    assert out["reward_std"].shape == (3, 3, 8) and not out["reward_std"].any()
     assert out["reward_mask"].dtype == bool and out["reward_mask"].all() and out["reward_mask"].shape == (3, 3, 8)
     np.testing.assert_array_equal(out["stats"]["keep_fraction"], np.ones((3, 3)))
     np.testing.assert_allclose(out["stats"]["error_all"], 0, atol=1e-6)

@@ -107,9 +107,9 @@ def _initialise(monkeypatch, policy, seed=5, rollout_steps=10, imitation_steps=3
     ctx = SimpleNamespace(config=SimpleNamespace(sac_init=cfg), seed=seed, device=torch.device("cpu"),
                           read=lambda name: reads.append(name) or nullcontext("the policy artifact"))
     dist = SimpleNamespace(spec=SimpleNamespace(obs_dim=OBS, act_dim=ACT, max_action=2.0),
-                           make_env=lambda task: StepEnv())
+                           make_env=lambda task: StepEnv() if task == "test task" else None)  # the rollout's task
     sac_cfg = SACConfig(actor_hidden=(8, 6), actor_lr=0.25)
-    init, networks = SacInit()._initialise(ctx, dist, task=None, sac_cfg=sac_cfg)
+    init, networks = SacInit()._initialise(ctx, dist, task="test task", sac_cfg=sac_cfg)
     assert reads == ["policy"] and loaded == [("the policy artifact", torch.device("cpu"), seed)]
     return init, networks
 

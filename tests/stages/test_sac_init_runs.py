@@ -108,7 +108,7 @@ def run_tasks(monkeypatch, run, tasks=(1, 0), saved=None, overrides=()):
     monkeypatch.setattr(sac_init, "read_distribution", lambda path: dist if path == "tasks.h5" else None)
     monkeypatch.setattr(sac, "SAC", rec.sac)
     monkeypatch.setattr(sac_init, "train_online", rec.train_online)
-    monkeypatch.setattr(sac_init, "load_group_checkpoints", lambda ctxs: rec.saved)
+    monkeypatch.setattr(sac_init, "load_group_checkpoints", lambda group: rec.saved if group is ctxs else "wrong")
     stage = SacInit()
     monkeypatch.setattr(stage, "_initialise", rec.initialise)
     ctxs = []
