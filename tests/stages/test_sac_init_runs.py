@@ -197,3 +197,17 @@ def test_a_resumed_baseline_stays_unconditioned(monkeypatch, run):
     rec, config, ctxs = run_tasks(monkeypatch, run, saved=saved)
     assert rec.agent.condition is None and rec.online.saved is saved and rec.online.extras == [None, None]
     assert rec.online.schedule.random_warmup is True
+
+
+@pytest.mark.parametrize("run", ["random", "mbml"])
+def test_a_group_of_one_test_task(monkeypatch, run):
+    """A group may hold a single task (e.g. --group-size 1): the same SAC with a task axis of one."""
+    rec, config, ctxs = run_tasks(monkeypatch, run, tasks=(2,))
+    _common(rec, config, ctxs, tasks=("task c",))
+    assert (rec.agent.condition is None) == (run == "random")
+    assert rec.online.schedule.random_warmup == (run == "random")
+    if run == "mbml":
+        np.testing.assert_array_equal(rec.agent.condition.numpy(), [[102, 0.5, -1.0]])
+        assert rec.agent.critics == ["q_d of task c"] and rec.agent.actor == ["actor of task c"]
+    else:
+        assert rec.agent.cfg.separate_critic_batches is False
