@@ -11,8 +11,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from smoke import smoke_config
-from test_relabel_unit import LENGTHS, build_run, code
+from test_relabel_unit import LENGTHS, build_run, code, make_config
 
 from mtrl.algos.bcq import BCQPolicy
 from mtrl.artifacts import ArtifactMeta, ArtifactWriter
@@ -24,6 +23,7 @@ from mtrl.stages.distill import Distill, policy_name
 K = 3
 
 
+
 def test_policy_name_marks_ground_truth_relabelling_only_for_variants_that_relabel():
     assert policy_name("mbml", "learned") == "mbml"
     assert policy_name("mbml", "ground-truth") == "mbml-gt"
@@ -33,7 +33,8 @@ def test_policy_name_marks_ground_truth_relabelling_only_for_variants_that_relab
 
 
 def test_one_unit_per_variant_reading_relabel_h5_only_where_it_relabels(tmp_path):
-    units = Distill().units(smoke_config("data.kind=medium"), tmp_path)
+    units = Distill().units(make_config("data.kind=medium", "distill.variants=[mbml,no-triplet,no-relabel,neither]"),
+                              tmp_path)
     assert [u.key for u in units] == ["mbml", "no-triplet", "no-relabel", "neither"]  # the config's variants
     for unit in units:
         relabels = unit.key in ("mbml", "no-triplet")
@@ -52,7 +53,7 @@ def test_one_unit_per_variant_reading_relabel_h5_only_where_it_relabels(tmp_path
 
 
 def test_ground_truth_ablation_reads_its_own_relabel_file_under_its_own_name(tmp_path):
-    units = Distill().units(smoke_config("distill.relabel=ground-truth", "distill.variants=[mbml,neither]"),
+    units = Distill().units(make_config("distill.relabel=ground-truth", "distill.variants=[mbml,neither]"),
                             tmp_path)
     mbml, neither = units
     assert mbml.key == "mbml-gt" and mbml.params == {"variant": "mbml", "relabel": "ground-truth"}
@@ -63,7 +64,7 @@ def test_ground_truth_ablation_reads_its_own_relabel_file_under_its_own_name(tmp
 
 
 def test_selected_variants_replace_the_configs_list(tmp_path):
-    config = smoke_config()
+    config = make_config()
     assert [u.key for u in Distill(("no-relabel",)).units(config, tmp_path)] == ["no-relabel"]
     assert [u.key for u in Distill(None).units(config, tmp_path)] == list(config.distill.variants)
 
@@ -80,7 +81,7 @@ def test_selected_variants_replace_the_configs_list(tmp_path):
                  "distill.algo.no_relabel_context_size", "distill.algo.hard_negative_sets")),
 ])
 def test_a_variant_does_not_depend_on_the_keys_it_never_reads(tmp_path, variant, unused):
-    config = smoke_config()
+    config = make_config()
     stage = Distill((variant,))
     (unit,) = stage.units(config, tmp_path)
     assert stage.unused_keys(config, unit) == unused
@@ -142,8 +143,8 @@ def run_distill(monkeypatch, tmp_path, config, variant):
         real_get_method(name), algo=rec.algo, batches=rec.sampler))
     monkeypatch.setattr(BCQPolicy, "from_policy_state", staticmethod(rec.teachers))
     monkeypatch.setattr(distill, "train_policy", rec.train)
-    stage = Distill()
-    (unit,) = [u for u in stage.units(config, tmp_path) if u.params["variant"] == variant]
+    stage = Distill((variant,))
+    (unit,) = stage.units(config, tmp_path)
     ctx = UnitContext(stage, config, unit, RunOptions(run_dir=tmp_path, device="cpu"), {}, 5,
                       logging.getLogger("mtrl.test.distill"))
     stage.run_unit(ctx)
@@ -155,7 +156,7 @@ def run_distill(monkeypatch, tmp_path, config, variant):
                                                                 ("neither", "learned", "best")])
 def test_run_unit_hands_the_algorithm_teachers_datasets_and_relabelled_contexts(monkeypatch, tmp_path, variant,
                                                                                 relabel, snapshot):
-    config = smoke_config(f"distill.relabel={relabel}", f"bcq.snapshot={snapshot}")
+    config = make_config(f"distill.relabel={relabel}", f"bcq.snapshot={snapshot}")
     calls, ctx = run_distill(monkeypatch, tmp_path, config, variant)
 
     cfg, state, device = calls["teachers"]  # the K teachers stacked in task order, of the configured snapshot

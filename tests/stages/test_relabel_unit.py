@@ -9,10 +9,10 @@ import logging
 import numpy as np
 import pytest
 import torch
-from smoke import smoke_config
 
 from mtrl.algos.ensemble import EnsembleRegressor
 from mtrl.artifacts import ArtifactMeta, ArtifactWriter, open_artifact
+from mtrl.config import load_config
 from mtrl.errors import ConfigError
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import RunOptions, UnitContext
@@ -22,6 +22,12 @@ GOALS = np.array([[1.0, 0.0], [0.0, 1.0], [-0.5, 0.5]])  # three PointGoalArc-li
 LENGTHS = (12, 10, 14)  # dataset rows per task: the shortest bounds the relabelled subset
 OBS = ACT = 2  # the point families
 
+
+
+def make_config(*overrides):
+    """The defaults on PointGoalArc with 3 training and 2 test tasks, built without a config file (the mutation
+    runner copies only mtrl/ and tests/)."""
+    return load_config(None, overrides=("env.family=PointGoalArc", "env.n_train=3", "env.n_test=2", *overrides))
 
 def code(j, t):
     """Column 0 of task j's observation in dataset row t: the fakes read (j, t) back from it."""
@@ -127,7 +133,7 @@ def expected_indices(seed, m):
 def test_each_pair_holds_model_i_on_task_j_rows_kept_below_the_threshold(tmp_path):
     """rewards[i, j, r] is task i's ensemble mean on row indices[j, r] of task j (not the original reward), and
     a row is kept where that ensemble's std is below relabel.reward_std_threshold."""
-    config = smoke_config("relabel.max_transitions=8", "relabel.reward_std_threshold=0.03")
+    config = make_config("relabel.max_transitions=8", "relabel.reward_std_threshold=0.03")
     build_run(tmp_path)
     out = run_relabel(config, tmp_path)
     indices = out["indices"]
@@ -154,14 +160,14 @@ def test_the_family_threshold_applies_unless_configured():
 
 def test_the_reward_threshold_defaults_to_the_familys(tmp_path):
     build_run(tmp_path)
-    out = run_relabel(smoke_config("relabel.max_transitions=8"), tmp_path)  # PointGoalArc: 0.02
+    out = run_relabel(make_config("relabel.max_transitions=8"), tmp_path)  # PointGoalArc: 0.02
     np.testing.assert_array_equal(out["reward_mask"], out["reward_std"] < 0.02)
     assert 0 < out["reward_mask"].mean() < 1
 
 
 def test_the_subset_is_seeded_and_bounded_by_the_shortest_dataset(tmp_path):
     build_run(tmp_path)
-    config = smoke_config("relabel.max_transitions=50")
+    config = make_config("relabel.max_transitions=50")
     first = run_relabel(config, tmp_path, seed=3)["indices"]
     np.testing.assert_array_equal(first, expected_indices(3, min(LENGTHS)))  # 10 rows of each task
     np.testing.assert_array_equal(run_relabel(config, tmp_path, seed=3)["indices"], first)
@@ -173,7 +179,7 @@ def test_true_rewards_and_error_statistics_of_a_reward_family(tmp_path, caplog):
     relabelled rewards with it; the log line reports the other tasks' rows."""
     build_run(tmp_path)
     with caplog.at_level(logging.INFO, "mtrl.test.relabel"):
-        out = run_relabel(smoke_config("relabel.max_transitions=8"), tmp_path)
+        out = run_relabel(make_config("relabel.max_transitions=8"), tmp_path)
     indices = out["indices"]
     truth = np.stack([[-np.linalg.norm(next_observations(j, LENGTHS[j])[indices[j]] - GOALS[i], axis=-1)
                        for j in range(3)] for i in range(3)])
@@ -218,7 +224,7 @@ def test_a_dynamics_family_relabels_next_states_and_keeps_rows_confident_in_both
     mean (reference) or max over state dimensions of its std, below the family's 0.01; the keep fraction counts
     rows whose reward and next state are both confident. No true reward: tasks share it."""
     build_run(tmp_path, "PointRobotWind", dynamics=True)
-    out = run_relabel(smoke_config("env.family=PointRobotWind", "relabel.max_transitions=9",
+    out = run_relabel(make_config("env.family=PointRobotWind", "relabel.max_transitions=9",
                                    f"relabel.next_state_std_statistic={statistic}"), tmp_path)
     i, j, r = np.meshgrid(range(3), range(3), range(9), indexing="ij")
     t = out["indices"][j, r]
@@ -242,7 +248,7 @@ def test_a_dynamics_family_relabels_next_states_and_keeps_rows_confident_in_both
 
 def test_configured_next_state_threshold_and_ensemble_configs(tmp_path):
     build_run(tmp_path, "PointRobotWind", dynamics=True)
-    config = smoke_config("env.family=PointRobotWind", "relabel.max_transitions=9",
+    config = make_config("env.family=PointRobotWind", "relabel.max_transitions=9",
                           "relabel.next_state_std_threshold=0.007", "relabel.reward_std_threshold=0.03")
     out = run_relabel(config, tmp_path)
     np.testing.assert_array_equal(out["next_state_mask"], out["next_state_std"] < 0.007)
@@ -256,7 +262,7 @@ def test_ground_truth_source_relabels_with_the_true_reward_and_keeps_every_row(t
     """distill.relabel=ground-truth adds a unit that needs no ensemble: the true rewards of SparsePointRobot (which
     checks that the dataset's infos are passed), std 0, all kept, zero error."""
     build_run(tmp_path, "SparsePointRobot", info_keys=("dense_reward",))
-    config = smoke_config("env.family=SparsePointRobot", "relabel.max_transitions=8", "distill.relabel=ground-truth")
+    config = make_config("env.family=SparsePointRobot", "relabel.max_transitions=8", "distill.relabel=ground-truth")
     out = run_relabel(config, tmp_path, "ground-truth")
     assert FakeEnsemble.made == []
     indices = out["indices"]
@@ -279,7 +285,7 @@ def test_ground_truth_source_relabels_with_the_true_reward_and_keeps_every_row(t
 def test_units_and_their_inputs(tmp_path):
     """One `learned` unit reading the tasks, every task's dataset of data.kind and reward ensemble (next-state
     ensembles too for a dynamics family); ground-truth relabelling adds a unit without ensembles."""
-    config = smoke_config("data.kind=medium")
+    config = make_config("data.kind=medium")
     (unit,) = Relabel().units(config, tmp_path)
     assert unit.key == "learned" and unit.params == {"source": "learned"}
     assert unit.outputs["relabel"].path == tmp_path / "relabel.h5" and unit.outputs["relabel"].kind == "relabel"
@@ -292,14 +298,14 @@ def test_units_and_their_inputs(tmp_path):
     assert (rewards.path, rewards.kind, rewards.stage) == (tmp_path / "rewards" / "task_02.h5", "ensemble",
                                                            "fit-rewards")
 
-    (unit,) = Relabel().units(smoke_config("env.family=PointRobotWind", "env.n_train=2"), tmp_path)
+    (unit,) = Relabel().units(make_config("env.family=PointRobotWind", "env.n_train=2"), tmp_path)
     assert list(unit.inputs) == ["tasks", "dataset_0", "dataset_1", "rewards_0", "rewards_1", "dynamics_0",
                                  "dynamics_1"]
     dynamics = unit.inputs["dynamics_1"]
     assert (dynamics.path, dynamics.kind, dynamics.stage) == (tmp_path / "dynamics" / "task_01.h5", "ensemble",
                                                               "fit-dynamics")
 
-    learned, truth = Relabel().units(smoke_config("distill.relabel=ground-truth"), tmp_path)
+    learned, truth = Relabel().units(make_config("distill.relabel=ground-truth"), tmp_path)
     assert learned.key == "learned" and "rewards_0" in learned.inputs
     assert truth.key == "ground-truth" and truth.params == {"source": "ground-truth"}
     assert truth.outputs["relabel"].path == tmp_path / "relabel_ground_truth.h5"
@@ -307,7 +313,7 @@ def test_units_and_their_inputs(tmp_path):
 
 
 def test_ground_truth_is_refused_for_a_family_whose_tasks_differ_in_dynamics(tmp_path):
-    config = smoke_config("env.family=PointRobotWind", "distill.relabel=ground-truth")
+    config = make_config("env.family=PointRobotWind", "distill.relabel=ground-truth")
     with pytest.raises(ConfigError, match="distill.relabel=ground-truth needs a family whose tasks differ in "
                                           "reward; PointRobotWind tasks differ in dynamics"):
         Relabel().units(config, tmp_path)

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from smoke import smoke_config
 
 from mtrl.algos import sac
+from mtrl.config import load_config
 from mtrl.pipeline import layout
 from mtrl.rl.online import Schedule
 from mtrl.stages import sac_init
@@ -24,8 +24,14 @@ SCHEDULE = ("sac_init.steps=300", "sac_init.warmup_steps=40", "sac_init.eval_eve
             "sac_init.checkpoint_every=150", "sac_init.sac.random_steps=30", "sac_init.precision=tf32")
 
 
+
+def make_config(*overrides):
+    """The defaults on PointGoalArc with 3 training and 2 test tasks, built without a config file (the mutation
+    runner copies only mtrl/ and tests/)."""
+    return load_config(None, overrides=("env.family=PointGoalArc", "env.n_train=3", "env.n_test=2", *overrides))
+
 def test_units_per_run_and_test_task_with_the_policy_as_input_of_initialised_runs(tmp_path):
-    config = smoke_config("sac_init.policies=[mbml,neither]", "sac_init.baselines=[variation]")
+    config = make_config("sac_init.policies=[mbml,neither]", "sac_init.baselines=[variation]")
     units = SacInit().units(config, tmp_path)
     assert [u.key for u in units] == ["variation/task_00", "variation/task_01", "mbml/task_00", "mbml/task_01",
                                       "neither/task_00", "neither/task_01"]  # run-major, baselines first
@@ -41,7 +47,7 @@ def test_units_per_run_and_test_task_with_the_policy_as_input_of_initialised_run
             policy = unit.inputs["policy"]
             assert (policy.path, policy.kind, policy.stage) == (tmp_path / "policies" / f"{run}.h5", "policy",
                                                                 "distill")
-    assert [u.key for u in SacInit().units(smoke_config(), tmp_path)][::2] == ["random/task_00",
+    assert [u.key for u in SacInit().units(make_config(), tmp_path)][::2] == ["random/task_00",
                                                                                "variation/task_00", "mbml/task_00"]
 
 
@@ -101,7 +107,7 @@ class Recorder:
 
 def run_tasks(monkeypatch, run, tasks=(1, 0), saved=None, overrides=()):
     """`_run_tasks` of one run on test tasks `tasks` (seeds 100 + t), everything expensive recorded."""
-    config = smoke_config(*SCHEDULE, *overrides)
+    config = make_config(*SCHEDULE, *overrides)
     rec = Recorder(saved)
     dist = SimpleNamespace(spec=SimpleNamespace(obs_dim=OBS, act_dim=ACT, max_action=1.0),
                            test_tasks=["task a", "task b", "task c"], make_env=rec.make_env)
