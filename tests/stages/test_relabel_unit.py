@@ -29,6 +29,7 @@ def make_config(*overrides):
     runner copies only mtrl/ and tests/)."""
     return load_config(None, overrides=("env.family=PointGoalArc", "env.n_train=3", "env.n_test=2", *overrides))
 
+
 def code(j, t):
     """Column 0 of task j's observation in dataset row t: the fakes read (j, t) back from it."""
     return 1000.0 * (j + 1) + t

@@ -30,6 +30,7 @@ def make_config(*overrides):
     runner copies only mtrl/ and tests/)."""
     return load_config(None, overrides=("env.family=PointGoalArc", "env.n_train=3", "env.n_test=2", *overrides))
 
+
 def test_units_per_run_and_test_task_with_the_policy_as_input_of_initialised_runs(tmp_path):
     config = make_config("sac_init.policies=[mbml,neither]", "sac_init.baselines=[variation]")
     units = SacInit().units(config, tmp_path)
