@@ -220,13 +220,14 @@ def test_relabel_statistics_by_hand():
 
 
 @pytest.mark.parametrize("statistic", ["mean", "max"])
-def test_a_dynamics_family_relabels_next_states_and_keeps_rows_confident_in_both(tmp_path, statistic):
+def test_a_dynamics_family_relabels_next_states_and_keeps_rows_confident_in_both(tmp_path, caplog, statistic):
     """PointRobotWind: next_observations[i, j, r] is task i's next-state ensemble mean; next_state_std is the
     mean (reference) or max over state dimensions of its std, below the family's 0.01; the keep fraction counts
-    rows whose reward and next state are both confident. No true reward: tasks share it."""
+    rows whose reward and next state are both confident. No true reward (tasks share it): no error statistics."""
     build_run(tmp_path, "PointRobotWind", dynamics=True)
-    out = run_relabel(make_config("env.family=PointRobotWind", "relabel.max_transitions=9",
-                                   f"relabel.next_state_std_statistic={statistic}"), tmp_path)
+    with caplog.at_level(logging.INFO, "mtrl.test.relabel"):
+        out = run_relabel(make_config("env.family=PointRobotWind", "relabel.max_transitions=9",
+                                      f"relabel.next_state_std_statistic={statistic}"), tmp_path)
     i, j, r = np.meshgrid(range(3), range(3), range(9), indexing="ij")
     t = out["indices"][j, r]
     np.testing.assert_array_equal(out["rewards"], 1e5 * (i + 1) + code(j, t))
@@ -243,6 +244,8 @@ def test_a_dynamics_family_relabels_next_states_and_keeps_rows_confident_in_both
     assert both.any() and not np.array_equal(both, out["reward_mask"])
     np.testing.assert_array_equal(out["stats"]["keep_fraction"], both.mean(-1))
     assert set(out["stats"]) == {"keep_fraction"} and "true_rewards" not in out
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "mtrl.test.relabel"]
+    assert message == f"relabel learned: kept {both.mean(-1)[~np.eye(3, dtype=bool)].mean():.1%} of other tasks' rows"
     assert [(task, target) for _, task, target in FakeEnsemble.made] == \
         [(0, "rewards"), (1, "rewards"), (2, "rewards"), (0, "dynamics"), (1, "dynamics"), (2, "dynamics")]
 
