@@ -89,21 +89,30 @@ class Recorder:
                 for t in range(len(ctxs))]
 
     def writer(self, ctx):
-        class Writer:
-            def __init__(w):
-                w.trees, w.attrs = {}, {}
-                self.written[ctx.unit.params["test_task"]] = w
+        """ctx.writer: a FakeWriter for the unit's "curves" output, kept under its test task."""
+        def make(output):
+            if output != "curves":
+                return None
+            self.written[ctx.unit.params["test_task"]] = writer = FakeWriter()
+            return writer
 
-            def __enter__(w):
-                return w
+        return make
 
-            def __exit__(w, *exc):
-                return False
 
-            def tree(w, name, value):
-                w.trees[name] = value
+class FakeWriter:
+    """What `ArtifactWriter` would have written: trees and attributes."""
 
-        return lambda output: Writer() if output == "curves" else None
+    def __init__(self):
+        self.trees, self.attrs = {}, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def tree(self, name, value):
+        self.trees[name] = value
 
 
 def run_tasks(monkeypatch, run, tasks=(1, 0), saved=None, overrides=()):
