@@ -74,6 +74,7 @@ class Recorder:
         return self.agent
 
     def initialise(self, ctx, dist, task, sac_cfg):
+        assert dist is self.dist, "the rollout's envs come from the run's task distribution"
         self.initialised.append((ctx.seed, task, sac_cfg))
         init = {"z": np.array([ctx.seed, 0.5, -1.0]), "rollout_returns": np.array([float(ctx.seed)])}
         return init, {"q_d": f"q_d of {task}", "actor": f"actor of {task}"}
@@ -121,6 +122,7 @@ def run_tasks(monkeypatch, run, tasks=(1, 0), saved=None, overrides=()):
     rec = Recorder(saved)
     dist = SimpleNamespace(spec=SimpleNamespace(obs_dim=OBS, act_dim=ACT, max_action=1.0),
                            test_tasks=["task a", "task b", "task c"], make_env=rec.make_env)
+    rec.dist = dist
     monkeypatch.setattr(sac_init, "read_distribution", lambda path: dist if path == "tasks.h5" else None)
     monkeypatch.setattr(sac, "SAC", rec.sac)
     monkeypatch.setattr(sac_init, "train_online", rec.train_online)
