@@ -49,10 +49,11 @@ MODULES: dict[str, list[str]] = {
     "mtrl/artifacts/store.py": ["tests/foundation/test_artifacts.py",
                                 "tests/foundation/test_writer_and_checkpoints.py",
                                 "tests/foundation/test_store_details.py"],
-    # the stages need a pipeline run per test (minutes each): listed for completeness, expensive to measure
-    "mtrl/stages/relabel.py": ["tests/stages/test_offline_stages.py"],
-    "mtrl/stages/distill.py": ["tests/stages/test_mbml_stages.py"],
-    "mtrl/stages/sac_init.py": ["tests/stages/test_sac_init_conditioning.py"],
+    # the stages' own unit tests (tiny artifacts, fakes for the models and training; seconds): their pipeline-run
+    # tests (test_offline_stages.py, test_mbml_stages.py) take minutes per mutant
+    "mtrl/stages/relabel.py": ["tests/stages/test_relabel_unit.py"],
+    "mtrl/stages/distill.py": ["tests/stages/test_distill_unit.py"],
+    "mtrl/stages/sac_init.py": ["tests/stages/test_sac_init_conditioning.py", "tests/stages/test_sac_init_runs.py"],
 }
 
 MUTMUT_SECTION = """
