@@ -35,8 +35,8 @@ MODULES: dict[str, list[str]] = {
     "mtrl/algos/ensemble.py": ["tests/algos/test_ensemble.py", "tests/algos/test_ensemble_maths.py"],
     "mtrl/algos/context.py": ["tests/algos/test_context.py", "tests/algos/test_loss_terms.py",
                               "tests/algos/test_context_maths.py"],
-    "mtrl/algos/focal.py": ["tests/algos/test_focal.py"],
-    "mtrl/algos/cql.py": ["tests/algos/test_cql.py"],
+    "mtrl/algos/focal.py": ["tests/algos/test_focal.py", "tests/algos/test_focal_steps.py"],
+    "mtrl/algos/cql.py": ["tests/algos/test_cql.py", "tests/algos/test_cql_steps.py"],
     "mtrl/algos/iwpl.py": ["tests/algos/test_iwpl.py"],
     "mtrl/rl/batches.py": ["tests/stages/test_relabelled_batches.py"],
     "mtrl/rl/evaluation.py": ["tests/stages/test_mbml_stages.py::test_protocol_uses_the_prior_first_then_all_collected_"
