@@ -119,6 +119,12 @@ def test_update_reports_eq_8_per_twin_and_the_conservative_gap_per_task(monkeypa
     assert metrics["cql"].shape == (T,) and (gap.abs() > 1e-3).all()
 
 
+def test_a_second_batch_is_refused():
+    """CSAC has no separate critic batches (its config refuses them), so a second batch is an error, not ignored."""
+    with pytest.raises(ValueError, match=r"takes 1 batch\(es\)"):
+        make_csac().update(make_batch(1), make_batch(2))
+
+
 def test_csac_is_the_sac_it_extends():
     """The same seeds, tasks, ids and embedding width give SAC's networks; the defaults are one task, no ids."""
     cfg = small(embedding_dim=5)

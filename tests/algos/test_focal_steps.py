@@ -18,10 +18,12 @@ from mtrl.algos.focal import (
     RATIO_EPS,
     REFERENCE_SAME_EPS,
     DeterministicEncoder,
+    FOCALConfig,
     distance_metric_loss,
     kl_dual,
     row_columns,
 )
+from mtrl.errors import ConfigError
 from mtrl.nn import soft_update
 
 # ---------------------------------------------------------------- Eq. 13
@@ -351,3 +353,11 @@ def test_update_is_the_formulas_term_by_term(overrides, same_state):
     if algo.alpha_var is not None:
         assert algo.alpha_var.item() == pytest.approx(ref.alpha_var.item(), rel=1e-6)
     assert torch.equal(algo.generator.get_state(), ref.generator.get_state())  # the same number of draws
+
+
+def test_a_zero_power_is_refused_with_the_whole_message():
+    message = (r"^FOCAL dml_power: 0 has no distance term; use -2 \(inverse square, the paper's\) or another nonzero "
+               r"power$")
+    with pytest.raises(ConfigError, match=message):
+        FOCALConfig(dml_power=0.0)
+    assert FOCALConfig(dml_power=1.0).dml_power == 1.0  # any other power is a config
