@@ -14,7 +14,8 @@
 
 Readings of the paper and deviations (also in docs/algorithms.md, "The CQL family"):
 - Eq. 9's estimate is log((1/2N)·Σ exp(Q(s, a_k) − log p(a_k))) over the 2N samples, p the uniform density
-  (2·max_action)^−d or the policy's tanh-Gaussian density; the constant −log 2N is kept (the CQL code drops it;
+  (2·max_action)^−d or the policy's density of its action max_action·tanh(u) (the actor's log-probability, of
+  tanh(u), minus d·log max_action; the same at max_action 1); the constant −log 2N is kept (the CQL code drops it;
   it changes no gradient). The policy samples come from the current actor without gradient (only Q learns from
   the term), at s (the paper says nothing of CQL's extra samples at s', so there are none).
 - The TD term has Eq. 8's ½ (SAC's own loss has none), so `cql_weight` 10 weighs as in Eq. 8.
@@ -111,7 +112,10 @@ class CSAC(SAC):
             uniform = task_randn(self.generators, (T, B, N, A), obs.device, obs.dtype, sampler=torch.rand)
             actions = torch.cat([(2 * uniform - 1) * self.max_action, policy.action], 2)  # [T, B, 2N, A]
             uniform_log_density = torch.full_like(policy.log_prob, -A * math.log(2 * self.max_action))
-            log_density = torch.cat([uniform_log_density, policy.log_prob], 2)  # [T, B, 2N]
+            # the actor's log_prob is the density of tanh(u) in (−1, 1)^A; the action max_action·tanh(u) has
+            # max_action^A times less (nothing changes at max_action 1, the pipeline's)
+            policy_log_density = policy.log_prob - A * math.log(self.max_action)
+            log_density = torch.cat([uniform_log_density, policy_log_density], 2)  # [T, B, 2N]
         states = torch.cat([states, states], 2)
         q = self.critic(self._critic_input(states, actions).flatten(1, 2)).view(T, 2, B, 2 * N)
         return cql_logsumexp(q, log_density[:, None])

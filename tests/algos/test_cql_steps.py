@@ -49,7 +49,7 @@ def test_cql_logsumexp_known_answer_over_the_last_axis():
 
 
 def test_conservative_logsumexp_replays_eq_9_with_the_agents_draws():
-    """Per task t, from its own generator: N policy actions per state (their tanh-Gaussian log-densities), then N
+    """Per task t, from its own generator: N policy actions per state (their log-densities in the action space), then N
     uniform actions on [−max_action, max_action]^A (log-density −A·log(2·max_action)); each twin's Q at the 2N
     actions, importance-weighted. Only Q gets a gradient."""
     agent = make_csac()
@@ -62,7 +62,8 @@ def test_conservative_logsumexp_replays_eq_9_with_the_agents_draws():
         policy = ref.actor.sample(obs[:, :, None].expand(T, B, N, OBS), ref.generators)  # the states repeated
         uniform = torch.stack([torch.rand(B, N, ACT, generator=g) for g in ref.generators])
         actions = torch.cat([(2 * uniform - 1) * MAX_ACTION, policy.action], 2)  # [T, B, 2N, A]
-        log_density = torch.cat([torch.full((T, B, N), -ACT * math.log(2 * MAX_ACTION)), policy.log_prob], 2)
+        policy_log_density = policy.log_prob - ACT * math.log(MAX_ACTION)  # of a = m·tanh(u), not of tanh(u)
+        log_density = torch.cat([torch.full((T, B, N), -ACT * math.log(2 * MAX_ACTION)), policy_log_density], 2)
         q = torch.stack([ref.critic(torch.cat([obs, actions[:, :, k]], -1)) for k in range(2 * N)], -1)
         expected = torch.logsumexp(q - log_density[:, None], -1) - math.log(2 * N)  # [T, 2, B]
     torch.testing.assert_close(lse, expected)
@@ -71,6 +72,27 @@ def test_conservative_logsumexp_replays_eq_9_with_the_agents_draws():
     lse.sum().backward()
     assert all(p.grad is None for p in agent.actor.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.critic.parameters())
+
+
+class _SumOfActions(torch.nn.Module):
+    """Twin critics that both return Q(s, a) = Σ_d a_d, [T, rows, in] → [T, 2, rows]."""
+
+    def forward(self, x):
+        q = x[..., -ACT:].sum(-1)
+        return torch.stack([q, q], 1)
+
+
+@pytest.mark.parametrize("max_action", [1.0, 2.0])
+def test_conservative_logsumexp_estimates_the_integral_over_the_action_box(max_action):
+    """Known answer: Q(s, a) = Σ_d a_d over [−m, m]^A has log ∫ exp Q da = A·log(e^m − e^−m). Both halves of the
+    sample must be weighted by their densities in the action space: the policy's tanh-Gaussian log-density of
+    a = m·tanh(u) includes −A·log m (with it left out, the policy half of the estimate is m^A times too small)."""
+    torch.manual_seed(0)
+    agent = CSAC(small(cql_samples=20_000), OBS, ACT, max_action, "cpu", seeds=[0])
+    agent.critic = _SumOfActions()
+    estimate = agent.conservative_logsumexp(torch.zeros(1, 2, OBS))
+    exact = ACT * math.log(math.exp(max_action) - math.exp(-max_action))
+    torch.testing.assert_close(estimate, torch.full((1, 2, 2), exact), atol=0.05, rtol=0)
 
 
 # ---------------------------------------------------------------- Eq. 8 and the update
