@@ -257,6 +257,7 @@ def test_bc_networks_come_from_the_seeds_and_embed_the_task_id_only_with_ids():
     obs = np.zeros((2, 2, OBS + 1), np.float32)
     obs[:, 1, OBS] = 2.0  # the same state with ids 0 and 2
     actions = with_ids.act(obs)
+    assert actions.shape == (2, 2, ACT)  # the policy network behind the embedding
     assert not np.allclose(actions[:, 0], actions[:, 1])
     assert with_ids.actor_opt.param_groups[0]["lr"] == cfg.lr
     assert {id(p) for p in with_ids.actor_opt.param_groups[0]["params"]} == {id(p) for p in
