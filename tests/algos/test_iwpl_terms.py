@@ -151,10 +151,13 @@ def test_update_is_eq_9_to_11_and_the_dual_term_by_term(variant):
 
 
 def test_without_learning_the_prior_its_loss_is_zero_per_task_and_it_stays_put():
+    """IWPA's frozen parts get no optimiser and no gradient (`requires_grad` off), the learned ones both."""
     agent = _agent("iwpa")
-    frozen = IWPL(TERMS, OBS, ACT, MAX_ACTION, "cpu", tasks=T, seeds=[3, 4], learn_prior=False)
+    frozen = IWPL(TERMS, OBS, ACT, MAX_ACTION, "cpu", tasks=T, seeds=[3, 4], learn_prior=False, learn_features=False)
     assert frozen.prior_opt is None and not any(p.requires_grad for p in frozen.prior.parameters())
-    assert all(p.requires_grad for p in agent.prior.parameters())
+    assert frozen.feature_opt is None and not any(p.requires_grad for p in frozen.features.parameters())
+    assert all(p.requires_grad for net in (agent.prior, agent.features) for p in net.parameters())
+    assert agent.prior_opt is not None and agent.feature_opt is not None
     prior = [p.clone() for p in frozen.prior.parameters()]
     metrics = frozen.update(_terminal_batch())
     assert torch.equal(metrics["prior_loss"], torch.zeros(T))
@@ -170,17 +173,20 @@ def test_backup_value_by_hand_with_one_temperature_per_task():
     kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
     expected = torch.tensor([[2.5 - 1.0 * kl], [2.5 - 2.0 * kl]])
     torch.testing.assert_close(backup_value(q_k, log_w, alpha), expected)
+    # without the state axis: q_k [tasks, K] and α [tasks] ("α broadcasts against the result", [tasks])
+    torch.testing.assert_close(backup_value(q_k[:, 0], log_w[:, 0], alpha[:, 0]), expected[:, 0])
 
 
 def test_temperature_dual_by_hand_shared_and_per_task():
     """g = ε·Σ_j α_j + Σ_i α_i·E_s log (1/K) Σ_k exp(Q_i(s, a_k)/α_i), and dg/d log α_i = α_i(ε − KL_i) with
-    KL_i = E_s[Σ_k q̂_k log(K q̂_k)]: worked out for two tasks, two states, K = 2."""
-    q_k = torch.tensor([[[0.0, 2.0], [0.0, 2.0]], [[2.0, 2.0], [4.0, 4.0]]])  # task 1's Q is flat in a
+    KL_i = E_s[Σ_k q̂_k log(K q̂_k)]: worked out for two tasks, three states, K = 2."""
+    q_k = torch.tensor([[[0.0, 2.0], [0.0, 2.0], [0.0, 2.0]],
+                        [[2.0, 2.0], [4.0, 4.0], [0.0, 0.0]]])  # task 1's Q is flat in a
     epsilon = 0.5
-    lme0 = math.log((1 + math.e) / 2)  # task 0 at α = 2: log mean(exp(0), exp(1))
+    lme0 = math.log((1 + math.e) / 2)  # task 0 at α = 2: log mean(exp(0), exp(1)) in every state
     log_alpha = torch.tensor([math.log(2.0)], requires_grad=True)  # one α = 2 shared by both tasks
     dual = temperature_dual(log_alpha, q_k, epsilon)
-    assert dual.item() == pytest.approx(2 * epsilon + 2 * lme0 + 2 * 1.5, rel=1e-6)  # task 1: mean of 1 and 2
+    assert dual.item() == pytest.approx(2 * epsilon + 2 * lme0 + 2 * 1.0, rel=1e-6)  # task 1: mean of 1, 2, 0
     w = torch.tensor([1.0, math.e]) / (1 + math.e)
     kl0 = float((w * torch.log(2 * w)).sum())
     (grad,) = torch.autograd.grad(dual, [log_alpha])
@@ -188,7 +194,7 @@ def test_temperature_dual_by_hand_shared_and_per_task():
 
     per_task = torch.tensor([math.log(2.0), 0.0], requires_grad=True)  # α = (2, 1): ε counts once per α
     dual = temperature_dual(per_task, q_k, epsilon)
-    assert dual.item() == pytest.approx(3 * epsilon + 2 * lme0 + 1 * 3.0, rel=1e-6)
+    assert dual.item() == pytest.approx(3 * epsilon + 2 * lme0 + 1 * 2.0, rel=1e-6)
     (grad,) = torch.autograd.grad(dual, [per_task])
     torch.testing.assert_close(grad, torch.tensor([2 * (epsilon - kl0), epsilon]))
 
@@ -348,5 +354,19 @@ def test_per_task_checkpoints_of_iwpa_round_trip():
     other = IWPL(TERMS, OBS, ACT, MAX_ACTION, "cpu", tasks=T, seeds=[8, 9])
     other.load_task_states(states)
     obs = np.random.default_rng(2).normal(size=(T, OBS)).astype(np.float32)
+    np.testing.assert_array_equal(agent.act(obs), other.act(obs))
+    torch.testing.assert_close(other.log_alpha, agent.log_alpha, rtol=0, atol=0)
+
+
+def test_a_one_task_coupled_checkpoint_round_trips():
+    """IWPL on a single training task: the per-task checkpoint carries the shared parts and restores them."""
+    agent = IWPL(TERMS, OBS, ACT, MAX_ACTION, "cpu", tasks=1, seeds=[3], coupled=True)
+    agent.update({k: v[:1] for k, v in _terminal_batch().items()})
+    (state,) = agent.task_states()
+    assert set(state["shared"]) == {"prior", "features", "prior_target", "features_target", "log_alpha",
+                                    "prior_opt", "feature_opt", "alpha_opt"}
+    other = IWPL(TERMS, OBS, ACT, MAX_ACTION, "cpu", tasks=1, seeds=[8], coupled=True)
+    other.load_task_states([state])
+    obs = np.ones((1, OBS), np.float32)
     np.testing.assert_array_equal(agent.act(obs), other.act(obs))
     torch.testing.assert_close(other.log_alpha, agent.log_alpha, rtol=0, atol=0)
