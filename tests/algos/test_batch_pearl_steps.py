@@ -132,3 +132,19 @@ def test_pearl_networks_have_the_configured_sizes():
     assert ids(algo.critic_opt) == [id(p) for p in (*algo.critic.parameters(), *algo.encoder.parameters())]
     assert ids(algo.actor_opt) == [id(p) for p in algo.actor.parameters()]
     assert ids(algo.value_opt) == [id(p) for p in algo.value.parameters()]
+
+
+def test_sampled_acting_is_the_squashed_gaussian_draw_of_the_given_generator():
+    """`deterministic_acting` off: max_action·tanh(μ + σ·ε) of π(· | s, z), ε from the given generator (or, by
+    default, the agent's own), replayed here."""
+    algo = make_algo(dataclasses.replace(TINY, deterministic_acting=False))
+    algo.update(_terminal_batch(1))
+    obs = torch.randn(4, OBS, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(TINY.z_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mean, std = algo.actor.distribution(torch.cat([obs, z.expand(4, -1)], -1))
+    for generator in (torch.Generator().manual_seed(5), None):
+        source = algo.generator if generator is None else generator
+        noise = torch.randn(mean.shape, generator=torch.Generator().set_state(source.get_state()))
+        action = algo.act(obs.numpy(), z.numpy(), generator=generator)
+        torch.testing.assert_close(torch.as_tensor(action), MAX_ACTION * torch.tanh(mean + std * noise))
