@@ -175,6 +175,8 @@ def test_backup_value_by_hand_with_one_temperature_per_task():
     torch.testing.assert_close(backup_value(q_k, log_w, alpha), expected)
     # without the state axis: q_k [tasks, K] and α [tasks] ("α broadcasts against the result", [tasks])
     torch.testing.assert_close(backup_value(q_k[:, 0], log_w[:, 0], alpha[:, 0]), expected[:, 0])
+    # one α for every task, as a 0-d tensor
+    torch.testing.assert_close(backup_value(q_k, log_w, torch.tensor(2.0)), expected[1:].expand(2, 1))
 
 
 def test_temperature_dual_by_hand_shared_and_per_task():
@@ -331,6 +333,13 @@ def test_task_vectors_are_standard_normal_over_sqrt_d_from_each_generator():
     one = TaskVectors(d, [torch.Generator().manual_seed(1)])
     assert torch.equal(one.weight.detach(), vectors.weight.detach()[:1])
     assert one.weight.std().item() * math.sqrt(d) == pytest.approx(1.0, abs=0.05)
+
+
+def test_defaults_one_task_on_the_given_device():
+    agent = IWPL(TERMS, OBS, ACT, MAX_ACTION, "cpu")
+    assert agent.tasks == 1 and len(agent.generators) == 1 and agent.log_alpha.shape == (1,)
+    assert agent.device == torch.device("cpu") and not agent.coupled
+    assert agent.prior_opt is not None and agent.feature_opt is not None
 
 
 def test_the_per_task_q_and_the_prior_have_their_configured_sizes():
