@@ -123,6 +123,7 @@ def test_pearl_networks_have_the_configured_sizes():
 
     algo = BatchPEARL(dataclasses.replace(TINY, hidden=(7,), encoder_hidden=(5,)), OBS, ACT, MAX_ACTION, "cpu")
     assert isinstance(algo.max_action, float) and algo.actor.max_action == MAX_ACTION
+    assert algo.device == torch.device("cpu")
     assert algo.context_dim == 2 * OBS + ACT + 1
     assert [m.out_features for m in algo.encoder.net if isinstance(m, torch.nn.Linear)] == [5, 2 * TINY.z_dim]
 

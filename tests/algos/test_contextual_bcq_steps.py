@@ -104,7 +104,7 @@ def test_networks_optimisers_and_targets_are_bcqs_on_the_augmented_state():
         assert [layer.in_dim for layer in net.layers] + [net.layers[-1].out_dim] == expected, name
         assert net.layers[0].members == 1, name  # one network for every task
     assert (algo.actor.phi, algo.actor.max_action, algo.vae.max_action) == (0.3, MAX_ACTION, MAX_ACTION)
-    assert isinstance(algo.max_action, float)
+    assert isinstance(algo.max_action, float) and algo.device == torch.device("cpu")
 
     def ids(opt):
         return [id(p) for group in opt.param_groups for p in group["params"]]
