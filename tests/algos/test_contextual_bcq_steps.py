@@ -1,7 +1,7 @@
 """Contextual BCQ's step pinned directly (issue 23, docs/mutation.md): which rows BCQ's update receives (each
 task's transitions beside its own z_m, drawn with the agent's generator from q_ψ(z | c_m) and replayed here;
-only the critic's copy of [s, z] attached to ψ), the losses of that update term by term, the metrics, and the
-networks' sizes."""
+only the critic's copy of [s, z] attached to ψ), the metrics it reports, and the networks, optimisers and targets
+(BCQ's own losses are pinned in test_bcq_steps.py)."""
 
 import copy
 import dataclasses
