@@ -105,10 +105,10 @@ def collect_run(run_dir: Path) -> RunResults:
         results.missing.append("config.yaml (absent: the expected artifacts are unknown)")
         results.missing_count += 1
     else:
+        not_run: dict[str, list[Path]] = {}  # stages without any output, e.g. a run made with --until: one line
         for stage, paths in _expected_artifacts(config, run_dir).items():
-            if len(paths) > 1 and not any(path.exists() for path in paths):  # e.g. a run made with --until
-                results.missing.append(f"all {len(paths)} outputs of stage {stage}, e.g. "
-                                       f"{paths[0].relative_to(run_dir).as_posix()} (not run; mtrl {stage} makes them)")
+            if paths and not any(path.exists() for path in paths):
+                not_run[stage] = paths
                 results.missing_count += len(paths)
                 continue
             for path in paths:
@@ -119,6 +119,11 @@ def collect_run(run_dir: Path) -> RunResults:
                 else:
                     continue
                 results.missing_count += 1
+        if not_run:
+            stages, first = ", ".join(not_run), next(iter(not_run.values()))[0].relative_to(run_dir).as_posix()
+            count = sum(len(paths) for paths in not_run.values())
+            results.missing.insert(0, f"stages not run: {stages} ({count} outputs, e.g. {first}; mtrl run, or "
+                                      "each stage's own command, makes them)")
     results.missing += [f"{p.relative_to(run_dir).as_posix()} ({why})" for p, why in unreadable.items()]
     results.missing_count += len(unreadable)
     return results

@@ -246,14 +246,21 @@ def test_the_embeddings_figure_draws_a_task_blind_encoder_without_nan(tmp_path):
     assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
 
 
-def test_a_stage_the_run_has_not_reached_is_one_line_of_missing_artifacts(smoke_run, tmp_path):
-    """A run made with `--until evaluate` has no sac-init outputs: one line for the stage, not one per artifact."""
+def test_stages_the_run_has_not_reached_are_one_line_of_missing_artifacts(smoke_run, tmp_path):
+    """A run made with `--until relabel` has no distill, evaluate or sac-init outputs: one line for those stages,
+    not one per artifact or per stage; a stage with some of its outputs keeps one line per missing artifact."""
     _, run_dir = smoke_run
     run = copy_run(run_dir, tmp_path / "run")
-    shutil.rmtree(run / "sac_init")
+    removed = sum(len(list((run / name).rglob("*.h5"))) for name in ("policies", "eval", "sac_init"))
+    for name in ("policies", "eval", "sac_init"):
+        shutil.rmtree(run / name)
+    (run / "bcq" / "task_01.h5").unlink()
     code, output = report(run)
     assert code == 0, output
     missing = (run / "report" / "results.md").read_text().split("## Missing artifacts")[1].split("\n## ")[0]
     lines = [line for line in missing.splitlines() if line.startswith("- ")]
-    assert len(lines) == 1 and "of stage sac-init" in lines[0] and "(not run; mtrl sac-init makes them)" in lines[0]
-    assert "run: 6 expected artifact(s) missing or unreadable" in missing  # mbml, random, variation × 2 tasks
+    assert len(lines) == 2 and lines[0].startswith("- `stages not run: distill, ") and "sac-init" in lines[0]
+    assert "; mtrl run, or each stage's own command, makes them)" in lines[0]  # no backticks nested in the item
+    assert lines[1] == "- `bcq/task_01.h5 (missing)`"
+    assert f"run: {removed + 1} expected artifact(s) missing or unreadable" in missing
+    assert "stages not run" in output  # the console warning names them too
