@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 from test_batch_pearl import ACT, MAX_ACTION, OBS, TINY, K, make_algo, make_data, sample
+from written_out import alternating_terminals, optimised_ids, tanh_gaussian_log_density
 
 from mtrl.algos.batch_pearl import BatchPEARL, pearl_sac_networks
 
@@ -17,14 +18,8 @@ TERMS = dataclasses.replace(TINY, reward_scale=3.0, gamma=0.7, policy_reg=0.4, t
 
 def _terminal_batch(seed):
     batch = sample(make_data(), TERMS, torch.Generator().manual_seed(seed))
-    batch["terminals"] = torch.tensor([[0.0, 1.0] * (TERMS.batch_size // 2)] * K)
+    batch["terminals"] = alternating_terminals(K, TERMS.batch_size)
     return batch
-
-
-def _log_density(u, mean, std):
-    """log of the density of tanh(u), u ~ N(mean, std²), summed over the action (the actor's log π, which leaves
-    out the constant −log max_action per dimension)."""
-    return (torch.distributions.Normal(mean, std).log_prob(u) - torch.log(1 - torch.tanh(u).pow(2))).sum(-1)
 
 
 def test_update_is_pearls_sac_v1_term_by_term():
@@ -50,7 +45,7 @@ def test_update_is_pearls_sac_v1_term_by_term():
 
         pi_mean, pi_std = before.actor.distribution(s)  # the policy is stepped last: as it was
         u = pi_mean + pi_std * torch.randn(pi_mean.shape, generator=g)
-        log_pi = _log_density(u, pi_mean, pi_std)
+        log_pi = tanh_gaussian_log_density(u, pi_mean, pi_std)
         min_q = algo.critic(torch.cat([s, MAX_ACTION * torch.tanh(u)], -1))[..., 0].min(0).values  # updated twins
         value_loss = (before.value(s)[..., 0] - (min_q - log_pi)).pow(2).mean()
         penalty = pi_mean.pow(2).mean() + pi_std.log().pow(2).mean()
@@ -127,12 +122,9 @@ def test_pearl_networks_have_the_configured_sizes():
     assert algo.context_dim == 2 * OBS + ACT + 1
     assert [m.out_features for m in algo.encoder.net if isinstance(m, torch.nn.Linear)] == [5, 2 * TINY.z_dim]
 
-    def ids(opt):
-        return [id(p) for group in opt.param_groups for p in group["params"]]
-
-    assert ids(algo.critic_opt) == [id(p) for p in (*algo.critic.parameters(), *algo.encoder.parameters())]
-    assert ids(algo.actor_opt) == [id(p) for p in algo.actor.parameters()]
-    assert ids(algo.value_opt) == [id(p) for p in algo.value.parameters()]
+    assert optimised_ids(algo.critic_opt) == [id(p) for p in (*algo.critic.parameters(), *algo.encoder.parameters())]
+    assert optimised_ids(algo.actor_opt) == [id(p) for p in algo.actor.parameters()]
+    assert optimised_ids(algo.value_opt) == [id(p) for p in algo.value.parameters()]
 
 
 def test_sampled_acting_is_the_squashed_gaussian_draw_of_the_given_generator():

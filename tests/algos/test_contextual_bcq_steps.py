@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from test_contextual_bcq import ACT, MAX_ACTION, OBS, TINY, K, make_algo, make_data, sample
+from written_out import alternating_terminals, optimised_ids
 
 from mtrl.algos import contextual_bcq as module
 from mtrl.algos.contextual_bcq import ContextualBCQ
@@ -31,7 +32,7 @@ def _record_bcq_step(monkeypatch) -> list:
 
 def _terminal_batch(seed=0):
     batch = sample(make_data(), TINY, torch.Generator().manual_seed(seed))
-    batch["terminals"] = torch.tensor([[0.0, 1.0] * (TINY.batch_size // 2)] * K)
+    batch["terminals"] = alternating_terminals(K, TINY.batch_size)
     return batch
 
 
@@ -106,12 +107,9 @@ def test_networks_optimisers_and_targets_are_bcqs_on_the_augmented_state():
     assert (algo.actor.phi, algo.actor.max_action, algo.vae.max_action) == (0.3, MAX_ACTION, MAX_ACTION)
     assert isinstance(algo.max_action, float) and algo.device == torch.device("cpu")
 
-    def ids(opt):
-        return [id(p) for group in opt.param_groups for p in group["params"]]
-
-    assert ids(algo.critic_opt) == [id(p) for p in (*algo.critic.parameters(), *algo.encoder.parameters())]
-    assert ids(algo.actor_opt) == [id(p) for p in algo.actor.parameters()]
-    assert ids(algo.vae_opt) == [id(p) for p in algo.vae.parameters()]
+    assert optimised_ids(algo.critic_opt) == [id(p) for p in (*algo.critic.parameters(), *algo.encoder.parameters())]
+    assert optimised_ids(algo.actor_opt) == [id(p) for p in algo.actor.parameters()]
+    assert optimised_ids(algo.vae_opt) == [id(p) for p in algo.vae.parameters()]
     for net, target in ((algo.actor, algo.actor_target), (algo.critic, algo.critic_target)):
         assert not any(p.requires_grad for p in target.parameters())
         assert all(torch.equal(a, b) for a, b in zip(net.parameters(), target.parameters(), strict=True))

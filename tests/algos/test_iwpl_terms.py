@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from test_iwpl import CFG, _batch
+from written_out import alternating_terminals, tanh_gaussian_log_density
 
 from mtrl.algos.iwpl import IWPL, TaskVectors, backup_value, resample, temperature_dual
 
@@ -34,7 +35,7 @@ def _agent(variant: str, **cfg_overrides) -> IWPL:
 def _terminal_batch(seed: int = 0) -> dict:
     batch = _batch(T, rows=B, obs_dim=OBS, act_dim=ACT, seed=seed)
     batch["actions"] = batch["actions"] * MAX_ACTION
-    batch["terminals"] = torch.tensor([[0.0, 1.0] * (B // 2)] * T)  # every other row ends its episode
+    batch["terminals"] = alternating_terminals(T, B)
     return batch
 
 
@@ -56,13 +57,6 @@ def _q(agent: IWPL, states: torch.Tensor, actions: torch.Tensor, target: bool) -
     features = agent.features_target if target else agent.features
     psi = features(x[None])[0] if agent.coupled else features(x)  # [T, N, K, d]
     return torch.einsum("tnkd,td->tnk", psi, critic.weight)
-
-
-def _log_density(u: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """log of the density of tanh(u), u ~ N(mean, std²), summed over the action (the agent's π₀(a|s), which
-    leaves out the constant −log max_action per dimension)."""
-    gaussian = torch.distributions.Normal(mean, std).log_prob(u)
-    return (gaussian - torch.log(1 - torch.tanh(u).pow(2))).sum(-1)
 
 
 @torch.no_grad()
@@ -125,7 +119,7 @@ def test_update_is_eq_9_to_11_and_the_dual_term_by_term(variant):
     q = _q(before, obs, actions[:, :, None], target=False)[..., 0]  # online Q at the batch actions
     q_loss = 0.5 * (q - y).pow(2).mean(1)
     mean, std = _prior(before, before.prior, obs)
-    log_prob = _log_density(pre_tanh[:, :B], mean[:, :, None], std[:, :, None])
+    log_prob = tanh_gaussian_log_density(pre_tanh[:, :B], mean[:, :, None], std[:, :, None])
     prior_loss = -(w[:, :B] * log_prob).sum(-1).mean(1)
     log_alpha = before.log_alpha.detach().clone().requires_grad_(True)
     alpha_t = log_alpha.exp().expand(T)[:, None]

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_relabel_unit import make_config
 
 from mtrl.algos import sac
-from mtrl.config import load_config
 from mtrl.pipeline import layout
 from mtrl.rl.online import Schedule
 from mtrl.stages import sac_init
@@ -23,12 +23,6 @@ OBS, ACT = 2, 1
 SCHEDULE = ("sac_init.steps=300", "sac_init.warmup_steps=40", "sac_init.eval_every=100", "sac_init.eval_episodes=3",
             "sac_init.checkpoint_every=150", "sac_init.sac.random_steps=30", "sac_init.precision=tf32")
 
-
-
-def make_config(*overrides):
-    """The defaults on PointGoalArc with 3 training and 2 test tasks, built without a config file (the mutation
-    runner copies only mtrl/ and tests/)."""
-    return load_config(None, overrides=("env.family=PointGoalArc", "env.n_train=3", "env.n_test=2", *overrides))
 
 
 def test_units_per_run_and_test_task_with_the_policy_as_input_of_initialised_runs(tmp_path):
