@@ -105,10 +105,11 @@ def collect_run(run_dir: Path) -> RunResults:
         results.missing.append("config.yaml (absent: the expected artifacts are unknown)")
         results.missing_count += 1
     else:
-        not_run: dict[str, list[Path]] = {}  # stages without any output, e.g. a run made with --until: one line
+        not_run, not_run_paths = [], []  # stages without any output, e.g. a run made with --until: one line
         for stage, paths in _expected_artifacts(config, run_dir).items():
             if paths and not any(path.exists() for path in paths):
-                not_run[stage] = paths
+                not_run.append(stage)
+                not_run_paths += paths
                 results.missing_count += len(paths)
                 continue
             for path in paths:
@@ -120,10 +121,9 @@ def collect_run(run_dir: Path) -> RunResults:
                     continue
                 results.missing_count += 1
         if not_run:
-            stages, first = ", ".join(not_run), next(iter(not_run.values()))[0].relative_to(run_dir).as_posix()
-            count = sum(len(paths) for paths in not_run.values())
-            results.missing.insert(0, f"stages not run: {stages} ({count} outputs, e.g. {first}; mtrl run, or "
-                                      "each stage's own command, makes them)")
+            example = not_run_paths[0].relative_to(run_dir).as_posix()
+            results.missing.insert(0, f"stages not run: {', '.join(not_run)} ({len(not_run_paths)} outputs, e.g. "
+                                      f"{example}; mtrl run, or each stage's own command, makes them)")
     results.missing += [f"{p.relative_to(run_dir).as_posix()} ({why})" for p, why in unreadable.items()]
     results.missing_count += len(unreadable)
     return results
