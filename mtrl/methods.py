@@ -68,6 +68,12 @@ class Method:
     def make_sampler(self, datasets, cfg, relabelled=None):
         return load(self.batches)(datasets, cfg, self.variant, relabelled)
 
+    def training_context_size(self, cfg) -> int:
+        """Rows in one context set its encoder sees in training (the task-inference health's training size).
+        MBML's own and relabelled rows form one set; the other methods' sets are `context_size` rows."""
+        fields = _CONTEXT_FIELDS.get(self.variant, ("context_size",))
+        return sum(getattr(cfg, name) for name in fields)
+
 
 def load(target: str | Any) -> Any:
     """The object a "module:attribute" string names (imported now); anything else as it is."""
@@ -130,6 +136,11 @@ _VARIANT_FIELDS = {
     "hard_negative_sets": ("no-relabel",),
     "neither_context_size": ("neither",),
 }
+
+
+_CONTEXT_FIELDS = {"mbml": ("context_size", "relabelled_context_size"),
+                   "no-triplet": ("context_size", "relabelled_context_size"),
+                   "no-relabel": ("no_relabel_context_size",), "neither": ("neither_context_size",)}
 
 
 def _mbml_variant(variant: str, **entry) -> Method:

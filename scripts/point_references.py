@@ -52,7 +52,7 @@ class HeadFor:
 def protocol_score(dist, config, tasks, targets) -> float:
     envs = [dist.make_env(task) for task in tasks]
     policy = HeadFor(targets, dist.spec.raw_max_action)
-    _, scores = evaluate_tasks(envs, policy, config.evaluate, evaluation_seed(config), config.evaluate.repeats)
+    _, scores, _ = evaluate_tasks(envs, policy, config.evaluate, evaluation_seed(config), config.evaluate.repeats)
     return float(scores.mean())
 
 

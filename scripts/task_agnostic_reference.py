@@ -48,11 +48,11 @@ def main(run_dir: Path) -> None:
     print(f"zero-action policy: train {zero_scores[0]:.1f}, test {zero_scores[1]:.1f}", flush=True)
     train_scores = {}
     for i in range(len(dist.train_tasks)):
-        _, scores = evaluate_tasks(train_envs, collected_policy(config, dist.spec, run_dir, i), cfg, seed, 1)
+        _, scores, _ = evaluate_tasks(train_envs, collected_policy(config, dist.spec, run_dir, i), cfg, seed, 1)
         train_scores[i] = float(scores.mean())
         print(f"SAC of training task {i}: mean over the training tasks {train_scores[i]:.1f}", flush=True)
     best = max(train_scores, key=train_scores.get)
-    _, scores = evaluate_tasks(test_envs, collected_policy(config, dist.spec, run_dir, best), cfg, seed, cfg.repeats)
+    _, scores, _ = evaluate_tasks(test_envs, collected_policy(config, dist.spec, run_dir, best), cfg, seed, cfg.repeats)
     print(f"task-agnostic reference (SAC of training task {best}, chosen on the training tasks): "
           f"train {train_scores[best]:.1f}, test {scores.mean():.1f} ({cfg.repeats} repeats of the protocol)")
 

@@ -25,6 +25,11 @@ Choices where the paper leaves room (and deviations), all following the referenc
   ξ_D see z detached (the bars of Eq. 4-5), so q_φ learns from L_Q, β·KL and the triplet loss only.
 - L_Q is the mean squared error; L_G and L_ξ are squared norms over the action (‖·‖²) averaged over rows;
   every loss is a mean over tasks (Alg. 4 lines 21-24). β·KL uses the posterior z_i was drawn from.
+- Calibration (issue 32; defaults are the paper's): `kl_scale: q_target_variance` multiplies β by the variance
+  of the batch's teacher Q targets (no gradient), so β means the same against L_Q, whose size grows with the
+  square of the reward scale, on a 20-step toy and on MuJoCo; `heads_z: mean` trains Q_D, G_D and ξ_D on the
+  posterior mean instead of a sample, so they are not trained on a z that is mostly noise while the
+  posterior is wide.
 - The divergence d(a, b) of Eq. 8, 11, 13 is KL(q(a) ‖ q(b)), the anchor first.
 - Alg. 4 sets: c̃_i is a uniform draw without replacement of `relabelled_context_size` rows among the
   confident rows of ∪_{j≠i} c_{j→i} (all of them when there are fewer); x_{j→i} are its rows from task j, x_j
@@ -108,6 +113,17 @@ class MBMLConfig:
     )
     kl_beta: float = field(
         default=0.1, metadata={"min": 0.0, "max": 1e6, "help": "weight of KL(q(z|c) || N(0, I)) in L_Q"}
+    )
+    kl_scale: Literal["absolute", "q_target_variance"] = field(
+        default="absolute",
+        metadata={"help": "what kl_beta is relative to: absolute (the paper: beta itself weighs the KL) or "
+                          "q_target_variance (beta x the variance of the batch's teacher Q targets, so the KL "
+                          "weighs the same against L_Q at every reward scale)"},
+    )
+    heads_z: Literal["sample", "mean"] = field(
+        default="sample",
+        metadata={"help": "the z that Q_D, G_D and xi_D are trained on: a sample of q(z|c) (the paper, Alg. 4) "
+                          "or its mean"},
     )
     triplet_margin: float = field(default=2.0, metadata={"min": 0.0, "max": 1e6, "help": "triplet margin m"})
     triplet_sets: Literal["alg4", "reference"] = field(
@@ -307,14 +323,17 @@ class MBML(InfersTasks, AgentState):
         mean, var, terms = self._infer_tasks(batch)
         triplet = terms.pop("triplet", torch.zeros((), device=self.device))
 
-        z = rsample(mean, var, self.generator)[:, None].expand(-1, obs.shape[1], -1)  # z_i for all of task i
+        z = mean if self.cfg.heads_z == "mean" else rsample(mean, var, self.generator)
+        z = z[:, None].expand(-1, obs.shape[1], -1)  # z_i for all of task i
         q = (self.q_d(torch.cat([obs, actions, z], -1)).squeeze(-1) - target.q).pow(2).mean()
         kl = kl_to_standard_normal(mean, var).mean()
         z_bar = z.detach()
         g = (self._candidates(obs, target.latent, z_bar) - target.candidate).pow(2).sum(-1).mean()
         xi = (self._corrections(obs, target.candidate, z_bar) - target.correction).pow(2).sum(-1).mean()
-        total = triplet + q + self.cfg.kl_beta * kl + g + xi
-        return {"total": total, "q": q, "kl": kl, "g": g, "xi": xi, "triplet": triplet, **terms}
+        kl_weight = self.cfg.kl_beta * (target.q.var() if self.cfg.kl_scale == "q_target_variance" else 1.0)
+        total = triplet + q + kl_weight * kl + g + xi
+        return {"total": total, "q": q, "kl": kl, "g": g, "xi": xi, "triplet": triplet,
+                "kl_weight": torch.as_tensor(kl_weight, device=self.device), **terms}
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One Adam step on Eq. 10 over all K tasks; returns every entry of `losses` as a float."""

@@ -49,6 +49,8 @@ class RunResults:
     # name -> {train_score, test_score} under the offline protocol (eval/offline/, evaluate.context: offline)
     offline_eval_summaries: dict[str, dict[str, float]] = field(default_factory=dict)
     probes: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> task-inference probe summary
+    # method -> task-inference health (`mtrl.rl.health`, eval/<method>.h5 "health") and its eval's skip_episodes
+    health: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # method -> probe's own-set z [K, sets, z]
     relabel_stats: dict[str, np.ndarray] | None = None  # learned relabelling: keep_fraction, error_* [K, K]
     sac_init: dict[str, dict[int, Curve]] = field(default_factory=dict)  # run name -> test task -> curves
@@ -176,6 +178,8 @@ def _read_eval(results: RunResults, art: Artifact, name: str) -> None:
         return
     results.eval_summaries[name] = art.meta("summary")
     results.eval_task_scores[name] = art.tree("returns")["train_scores"]
+    if "health" in art:
+        results.health[name] = art.tree("health") | {"skip_episodes": int(art.attrs["skip_episodes"])}
     if "task_inference" in art:  # mtrl.rl.probe: does task inference follow the rewards?
         probe = art.tree("task_inference")
         off = ~np.eye(len(probe["own_accuracy"]), dtype=bool)

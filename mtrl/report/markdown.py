@@ -6,12 +6,14 @@ and what is missing.
 from __future__ import annotations
 
 import math
+from math import nan
 from typing import Any
 
 import yaml
 
-from mtrl.report.aggregate import Series, Stat, Summary
+from mtrl.report.aggregate import Series, Stat, Summary, method_order, role
 from mtrl.report.collect import RunResults
+from mtrl.rl.health import failures, thresholds
 
 SPREAD = "mean ± std over runs (seeds; std with ddof 0; n: the number of runs)"
 
@@ -23,6 +25,7 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
         _methods(summary, figures),
         _cql(summary, figures),
         _probe(summary, figures),
+        _health(runs, summary),
         _relabel(summary, figures),
         _sac_init(summary, figures),
         _per_task(runs, summary),
@@ -134,6 +137,55 @@ def _score_table(scores: dict[str, dict[str, Stat]], columns: dict[str, str]) ->
 
     rows = [[method, *(cell(s.get(key), key) for key in columns.values())] for method, s in scores.items()]
     return _table(["method", *columns], rows)
+
+
+HEALTH_COLUMNS = ["method", "KL (nats)", "separability: training / scored episodes",
+                  "identification: offline / online (scored episodes)", "train score: offline context / online",
+                  "gap to the BCQ teachers: offline / online"]
+
+
+def _health(runs: list[RunResults], summary: Summary) -> str:
+    """Per run, whether each context method's task embedding tells the training tasks apart (`mtrl.rl.health`),
+    and how far each distilled student is from its teachers on the training tasks; a line per failed threshold."""
+    parts = []
+    for label, run in zip(summary.labels, runs, strict=True):
+        if not run.health:
+            continue
+        rows, warnings = [], []
+        teachers = run.eval_summaries.get("bcq", {}).get("train_score")
+        for method in method_order(run.health):
+            health, k = run.health[method], len(run.health[method]["centroids"])
+            skip = health["skip_episodes"]
+            online = run.eval_summaries[method]["train_score"]
+            offline = float(health["train_offline_scores"].mean())
+            distilled = teachers is not None and role(method) in ("method", "ablation")
+            rows.append([method, _num(health["kl"][0]),
+                         f"{_num(health['separability'][0])} / {_num(min(health['separability'][1:], default=nan))}",
+                         f"{_num(health['identification'][0])} / "
+                         f"{_num(float(health['identification_online'][skip:].mean()))}",
+                         f"{_num(offline)} / {_num(online)}",
+                         f"{_num(teachers - offline)} / {_num(teachers - online)}" if distilled else "—"])
+            warnings += [f"- **{method}**: {line}" for line in failures(health, k, skip)]
+        k = len(next(iter(run.health.values()))["centroids"])
+        parts += [f"### {label}", _table(HEALTH_COLUMNS, rows),
+                  "Failed thresholds:\n\n" + "\n".join(warnings) if warnings else "Every threshold passed."]
+    if not parts:
+        return ""
+    limits = thresholds(k)
+    return "\n\n".join([
+        "## Task-inference health (`mtrl.rl.health`)",
+        "Does each context method's task embedding z tell the training tasks apart? Measured by `mtrl evaluate` "
+        "on the training tasks' own offline data and on the beliefs the protocol acted with "
+        f"(`evaluate.belief`). *KL*: KL(q(z|c) ‖ N(0, I)) of training-size contexts, at least ln K = "
+        f"{limits['kl']:.2f} to name one of K tasks (— for deterministic encoders). *Separability*: distance between "
+        "task centroids over the per-dimension spread of one task's beliefs, at the training context size and "
+        f"(the worst of) the sizes the scored episodes see; at least {limits['separability']:g}. *Identification*: "
+        "share of beliefs nearest their own task's centroid, from training-size offline contexts and online in the "
+        f"scored episodes; at least {limits['identification']:g}. *Train score, offline context*: the policy on the "
+        "training tasks with z from a training-size context of the task's own data; *online*: `mtrl evaluate`'s "
+        "training-task score. *Gap*: the per-task BCQ teachers' training-task score (`eval/bcq.h5`, the same "
+        "episodes) minus the student's, for MBML and its ablations.",
+        *parts])
 
 
 def _probe(summary: Summary, figures: dict[str, str]) -> str:

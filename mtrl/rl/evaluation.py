@@ -22,31 +22,33 @@ from mtrl.rl.policies import ContextPolicy
 from mtrl.seeding import derive_seed
 
 
-def run_protocol(envs: Sequence, policy: ContextPolicy, episodes: int, seed: int) -> np.ndarray:
-    """Returns [n_tasks, episodes]; env b is task b; episode e of every task resets with seed + e."""
+def run_protocol(envs: Sequence, policy: ContextPolicy, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns the returns [n_tasks, episodes] and the beliefs each episode acted with [n_tasks, episodes, z];
+    env b is task b; episode e of every task resets with seed + e."""
     n = len(envs)
     contexts: list[np.ndarray | None] = [None] * n
-    returns = np.zeros((n, episodes))
+    returns, beliefs = np.zeros((n, episodes)), []
     for episode in range(episodes):
-        beliefs = np.stack([policy.infer(c) for c in contexts])
-        rollouts = run_lockstep(envs, lambda obs, active, b=beliefs: policy.act(obs, b[active]), seed + episode)
+        beliefs.append(np.stack([policy.infer(c) for c in contexts]))
+        rollouts = run_lockstep(envs, lambda obs, active, b=beliefs[-1]: policy.act(obs, b[active]), seed + episode)
         for b, (obs, act, rew, next_obs) in enumerate(rollouts):
             rows = context_rows(obs, act, next_obs, rew)
             contexts[b] = rows if contexts[b] is None else np.concatenate([contexts[b], rows])
             returns[b, episode] = rew.sum()
-    return returns
+    return returns, np.stack(beliefs, 1)
 
 
 def run_fixed_context(envs: Sequence, policy: ContextPolicy, contexts: Sequence[np.ndarray], episodes: int,
-                      seed: int) -> np.ndarray:
-    """The offline protocol: returns [n_tasks, episodes]; env b acts with one belief inferred from contexts[b]
-    (rows [s, a, s', r]) for all its episodes; episode e of every task resets with seed + e (as Alg. 5)."""
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The offline protocol: returns [n_tasks, episodes] and beliefs [n_tasks, episodes, z] as `run_protocol`; env
+    b acts with one belief inferred from contexts[b] (rows [s, a, s', r]) for all its episodes; episode e of every
+    task resets with seed + e (as Alg. 5)."""
     beliefs = np.stack([policy.infer(c) for c in contexts])
     returns = np.zeros((len(envs), episodes))
     for episode in range(episodes):
         rollouts = run_lockstep(envs, lambda obs, active, b=beliefs: policy.act(obs, b[active]), seed + episode)
         returns[:, episode] = [rew.sum() for _, _, rew, _ in rollouts]
-    return returns
+    return returns, np.repeat(beliefs[:, None], episodes, 1)
 
 
 def offline_context(data: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
@@ -69,25 +71,34 @@ def evaluation_seed(config) -> int:
 
 
 def evaluate_tasks(envs: list, policy: ContextPolicy, cfg, seed: int, repeats: int,
-                   contexts: Callable[[int], list[np.ndarray]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   contexts: Callable[[int], list[np.ndarray]] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Alg. 5 in every env, `repeats` independent times (episode seeds seed + 1000·r, fresh beliefs): returns
-    [tasks, repeats, episodes] and per-task scores averaged over the repeats [tasks]. With `contexts` (repeat r
-    -> one context per env), the offline protocol instead, every episode counted."""
+    [tasks, repeats, episodes], per-task scores averaged over the repeats [tasks] and the beliefs every episode
+    acted with [tasks, repeats, episodes, z]. With `contexts` (repeat r -> one context per env), the offline
+    protocol instead, every episode counted."""
+    runs = [run_protocol(envs, policy, cfg.episodes, seed + 1000 * r) if contexts is None else
+            run_fixed_context(envs, policy, contexts(r), cfg.episodes, seed + 1000 * r)
+            for r in range(repeats if envs else 0)]
     returns = np.zeros((len(envs), repeats, cfg.episodes))
-    for r in range(repeats if envs else 0):
-        returns[:, r] = (run_protocol(envs, policy, cfg.episodes, seed + 1000 * r) if contexts is None else
-                         run_fixed_context(envs, policy, contexts(r), cfg.episodes, seed + 1000 * r))
+    beliefs = np.zeros((len(envs), repeats, cfg.episodes, 0))
+    if runs:
+        returns, beliefs = np.stack([r for r, _ in runs], 1), np.stack([b for _, b in runs], 1)
     skip = cfg.skip_episodes if contexts is None else 0
     scores = score(returns.reshape(-1, cfg.episodes), skip).reshape(len(envs), repeats).mean(1)
-    return returns, scores
+    return returns, scores, beliefs
 
 
-def summary_of(returns: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict:
-    """The evaluation result of each split: returns, per-task scores and their mean (NaN for no tasks)."""
+def summary_of(returns: dict[str, np.ndarray], scores: dict[str, np.ndarray],
+               beliefs: dict[str, np.ndarray] | None = None) -> dict:
+    """The evaluation result of each split: returns, per-task scores and their mean (NaN for no tasks), and the
+    beliefs the episodes acted with where given."""
     result = {}
     for split in returns:
         result |= {f"{split}_returns": returns[split], f"{split}_scores": scores[split],
                    f"{split}_score": float(scores[split].mean()) if len(scores[split]) else float("nan")}
+        if beliefs is not None:
+            result[f"{split}_beliefs"] = beliefs[split]
     return result
 
 
@@ -96,12 +107,12 @@ def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int, repeats: int = 1
     """`evaluate_tasks` on all train and test tasks of `dist`: Alg. 5, or with `datasets` (split -> each task's
     offline data) the offline protocol, repeat r of task i drawing `cfg.offline_context_size` rows of its own data
     with a seed shared by every policy of the run (methods meet the same contexts)."""
-    returns, scores = {}, {}
+    returns, scores, beliefs = {}, {}, {}
     for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks)):
         contexts = None if datasets is None else (
             lambda r, split=split: [offline_context(data, cfg.offline_context_size, np.random.default_rng(
                 derive_seed(seed, "offline-context", split, str(i), str(r))))
                 for i, data in enumerate(datasets[split])])
-        returns[split], scores[split] = evaluate_tasks([dist.make_env(t) for t in tasks], policy, cfg, seed, repeats,
-                                                       contexts)
-    return summary_of(returns, scores)
+        returns[split], scores[split], beliefs[split] = evaluate_tasks([dist.make_env(t) for t in tasks], policy, cfg,
+                                                                       seed, repeats, contexts)
+    return summary_of(returns, scores, beliefs)

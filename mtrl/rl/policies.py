@@ -25,15 +25,20 @@ class ContextPolicy(Protocol):
 
 
 class EmbeddingPolicy:
-    """Adapter for algorithms with `sample_z(context, generator)` and batched `act(obs, z, generator)` (MBML and
-    its kin). It samples with its own generator, so evaluating during training leaves training's random
-    stream untouched (a run is the same whether or not it is evaluated along the way)."""
+    """Adapter for algorithms with `sample_z(context, generator)`, `posterior(context)` and batched
+    `act(obs, z, generator)` (MBML and its kin). It samples with its own generator, so evaluating during training
+    leaves training's random stream untouched (a run is the same whether or not it is evaluated along the way).
+    `belief` "mean" acts with the posterior mean instead of a sample (`evaluate.belief`)."""
 
-    def __init__(self, algo, seed: int):
-        self.algo = algo
+    def __init__(self, algo, seed: int, belief: str = "sample"):
+        if belief not in ("sample", "mean"):
+            raise ValueError(f"belief must be 'sample' or 'mean', got {belief!r}")
+        self.algo, self.belief = algo, belief
         self.generator = seeded_generator(algo.device, seed)
 
     def infer(self, context: np.ndarray | None) -> np.ndarray:
+        if self.belief == "mean":
+            return self.algo.posterior(context)[0]
         return self.algo.sample_z(context, generator=self.generator)
 
     def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
@@ -53,10 +58,11 @@ class ContextFreePolicy:
         return self.act_fn(obs)
 
 
-def load_multitask_policy(art, device, seed: int) -> ContextPolicy:
+def load_multitask_policy(art, device, seed: int, belief: str = "sample") -> EmbeddingPolicy:
     """Build the policy stored in a policies/<name>.h5 artifact from the registry entry of the method that wrote it."""
     from mtrl.methods import get_method
 
     method = get_method(str(art.attrs["method"]))
     cfg = build(method.config_type(), art.meta("algo_config"))
-    return EmbeddingPolicy(method.algo_class().from_policy_state(cfg, to_torch_tree(art.tree("weights")), device), seed)
+    algo = method.algo_class().from_policy_state(cfg, to_torch_tree(art.tree("weights")), device)
+    return EmbeddingPolicy(algo, seed, belief)

@@ -9,10 +9,14 @@ import numpy as np
 
 from mtrl.configlib import to_dict
 from mtrl.data import to_torch
+from mtrl.methods import get_method
 from mtrl.nn import precision, require_finite, to_numpy_tree, to_torch_tree
 from mtrl.pipeline.base import UnitContext
 from mtrl.rl.evaluation import evaluation_seed, run_evaluation
+from mtrl.rl.health import task_inference_health
 from mtrl.rl.policies import EmbeddingPolicy
+
+HEALTH_CURVE = ("epochs", "kl", "separability", "identification", "identification_online")
 
 
 @dataclass
@@ -22,16 +26,20 @@ class EpochProgress:
     epoch: int = 0
     losses: dict[str, list[float]] = field(default_factory=dict)  # metric -> mean per epoch
     eval_curve: list[list[float]] = field(default_factory=list)  # [epoch, train score, test score]
+    # [epoch, KL, separability, identification (training-size contexts), online identification (scored episodes)]
+    health_curve: list[list[float]] = field(default_factory=list)
 
 
 
-def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cfg) -> None:
+def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cfg, datasets: list[dict]) -> None:
     """The epoch loop of the multi-task stages (distill, train-baseline), ending in the unit's "policy" output.
 
-    `algo` has the multi-task face (update, state_dict, policy_state_dict, sample_z, act); `sample(rng)` draws one
-    batch of NumPy arrays; `cfg` gives epochs, steps_per_epoch, eval_every and checkpoint_every. Resumes from the
-    unit's checkpoint. The artifact holds the weights, per-epoch mean losses, the Alg. 5 scores of the periodic
-    evaluations, and attributes `method` (the registry entry `mtrl evaluate` builds it from) and `algo_config`.
+    `algo` has the multi-task face (update, state_dict, policy_state_dict, sample_z, posterior, act); `sample(rng)`
+    draws one batch of NumPy arrays; `cfg` gives epochs, steps_per_epoch, eval_every and checkpoint_every;
+    `datasets` are the training tasks' (the task-inference health of every evaluation reads them). Resumes from the
+    unit's checkpoint. The artifact holds the weights, per-epoch mean losses, the Alg. 5 scores and the health
+    (`mtrl.rl.health`) of the periodic evaluations, and attributes `method` (the registry entry `mtrl evaluate`
+    builds it from) and `algo_config`.
     """
     rng = np.random.default_rng(ctx.seed)
     run = EpochProgress()
@@ -56,10 +64,18 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
             run.losses.setdefault(key, []).append(total / cfg.steps_per_epoch)
         bar.set_postfix(loss=f"{run.losses['total'][-1]:.3g}" if "total" in run.losses else "")
         if cfg.eval_every and (run.epoch % cfg.eval_every == 0 or run.epoch == cfg.epochs):
-            policy = EmbeddingPolicy(algo, seed=ctx.seed + run.epoch)
+            evaluate = ctx.config.evaluate
+            policy = EmbeddingPolicy(algo, seed=ctx.seed + run.epoch, belief=evaluate.belief)
             with UnitContext.evaluating([ctx]):
-                result = run_evaluation(dist, policy, ctx.config.evaluate, evaluation_seed(ctx.config))
+                result = run_evaluation(dist, policy, evaluate, evaluation_seed(ctx.config))
+                health = task_inference_health(
+                    algo.posterior, datasets, {"training": get_method(method).training_context_size(algo_cfg)},
+                    evaluate.health_sets, evaluate.belief, np.random.default_rng(ctx.seed + run.epoch),
+                    result["train_beliefs"])
             run.eval_curve.append([run.epoch, result["train_score"], result["test_score"]])
+            online = health["identification_online"][evaluate.skip_episodes:]
+            run.health_curve.append([run.epoch, *(float(health[key][0]) for key in HEALTH_CURVE[1:4]),
+                                     float(online.mean()) if len(online) else float("nan")])
             ctx.log.info(f"{ctx.stage.name} {ctx.unit.key} epoch {run.epoch}: train {result['train_score']:.2f}, "
                          f"test {result['test_score']:.2f}")
         if run.epoch % cfg.checkpoint_every == 0 and run.epoch < cfg.epochs:
@@ -75,6 +91,8 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
         w.curve("losses", {"epoch": epochs} | {key: np.array(values) for key, values in run.losses.items()}, "epoch")
         w.curve("eval_curve", {"epochs": curve[:, 0], "train_score": curve[:, 1], "test_score": curve[:, 2]},
                 "epochs")
+        health = np.array(run.health_curve, dtype=np.float64).reshape(-1, len(HEALTH_CURVE))
+        w.curve("health_curve", dict(zip(HEALTH_CURVE, health.T, strict=True)), "epochs")
         w.attrs["method"] = method
         w.json("algo_config", to_dict(algo_cfg))
 

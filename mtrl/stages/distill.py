@@ -76,4 +76,5 @@ class Distill(Stage):
                 relabelled = RelabelledContexts.load(art, datasets)
         algo = method.algo_class()(algo_cfg, spec.obs_dim, spec.act_dim, spec.max_action, teachers, ctx.device,
                                    variant=method.variant)
-        train_policy(ctx, algo, method.make_sampler(datasets, algo_cfg, relabelled), cfg, dist, method.name, algo_cfg)
+        train_policy(ctx, algo, method.make_sampler(datasets, algo_cfg, relabelled), cfg, dist, method.name, algo_cfg,
+                     datasets)

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtrl.configlib import build
 from mtrl.methods import GROUND_TRUTH_SUFFIX, PER_TASK_BASELINES, get_method
 from mtrl.nn import to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
-from mtrl.pipeline.run_data import env_spec, load_dataset, n_test_tasks, n_train_tasks, read_distribution
-from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed, run_evaluation, summary_of
+from mtrl.pipeline.run_data import load_dataset, n_test_tasks, n_train_tasks, read_distribution
+from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed, offline_context, run_evaluation, summary_of
+from mtrl.rl.health import failures, task_inference_health
 from mtrl.rl.policies import ContextFreePolicy, load_multitask_policy
 from mtrl.rl.probe import task_inference_probe
+from mtrl.seeding import derive_seed
 from mtrl.stages.distill import policy_name
 
 OFFLINE_ONLY = ("evaluate.offline_context_size",)
-ONLINE_ONLY = ("evaluate.skip_episodes", "evaluate.probe_sets", "evaluate.probe_context_size")
+ONLINE_ONLY = ("evaluate.skip_episodes", "evaluate.probe_sets", "evaluate.probe_context_size", "evaluate.health_sets")
 
 
 class Evaluate(Stage):
@@ -57,9 +60,9 @@ class Evaluate(Stage):
             else:
                 producer = get_method(name.removesuffix(GROUND_TRUTH_SUFFIX)).stage
                 inputs["policy"] = Input(layout.policy(run_dir, name), "policy", producer)
-                if env_spec(config).varies == "reward":  # the task-inference probe relabels with true rewards
-                    inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind)
-                               for i in range(n_train_tasks(config))}
+                # the task-inference health (and, where tasks differ in reward, the probe) reads the training data
+                inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind)
+                           for i in range(n_train_tasks(config))}
             units.append(Unit(name, {"eval": Output(layout.evaluation(run_dir, name), "eval")}, inputs,
                               params={"policy": name}))
         return units
@@ -89,19 +92,27 @@ class Evaluate(Stage):
             result = self._per_task(ctx, dist, seed)
         else:
             with ctx.read("policy") as art:
-                policy = load_multitask_policy(art, ctx.device, ctx.seed)
+                policy = load_multitask_policy(art, ctx.device, ctx.seed, cfg.belief)
+                method = get_method(str(art.attrs["method"]))
+                training_size = method.training_context_size(build(method.config_type(), art.meta("algo_config")))
             if context == "offline":
                 datasets = {split: [self._dataset(ctx, f"{split}_dataset_{i}", dist.spec) for i in range(len(tasks))]
                             for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks))}
                 result = run_evaluation(dist, policy, cfg, seed, cfg.repeats, datasets)
             else:
                 result = run_evaluation(dist, policy, cfg, seed, cfg.repeats)
+                train_data = [self._dataset(ctx, f"dataset_{i}", dist.spec, infos=True)
+                              for i in range(len(dist.train_tasks))]
+                result["health"] = self._health(ctx, dist, policy, train_data, training_size, result["train_beliefs"])
                 if dist.spec.varies == "reward":
-                    result["probe"] = self._probe(ctx, dist, policy)
+                    result["probe"] = self._probe(ctx, dist, policy, train_data)
         with ctx.writer("eval") as w:
             w.tree("returns", {k: v for k, v in result.items() if k.endswith(("_returns", "_scores"))})
             if "probe" in result:
                 w.tree("task_inference", result["probe"])
+            if "health" in result:
+                w.tree("health", result["health"])
+                w.attrs["belief"] = cfg.belief
             w.json("summary", {k: v for k, v in result.items() if k.endswith("_score")})
             w.attrs["context"] = context
             w.attrs["skip_episodes"] = cfg.skip_episodes if context == "online" else 0
@@ -112,17 +123,37 @@ class Evaluate(Stage):
         ctx.log.info(f"evaluate {ctx.unit.key}: train {result['train_score']:.2f}, test {test}")
 
     @staticmethod
-    def _dataset(ctx: UnitContext, name: str, spec) -> dict:
+    def _dataset(ctx: UnitContext, name: str, spec, infos: bool = False) -> dict:
         with ctx.read(name) as art:
-            return load_dataset(art, spec)
+            return load_dataset(art, spec, infos=infos)
 
     @staticmethod
-    def _probe(ctx: UnitContext, dist, policy) -> dict:
+    def _health(ctx: UnitContext, dist, policy, datasets: list[dict], training_size: int,
+                online_beliefs: np.ndarray) -> dict:
+        """Task-inference health (`mtrl.rl.health`) at the training context size and at the sizes the protocol's
+        scored episodes see (rows of the episodes before, at full length), plus the policy's training-task scores
+        with offline context of the training size (the student-teacher gap's offline side)."""
+        cfg = ctx.config.evaluate
+        sizes = {"training": training_size} | {f"episode {e + 1}": e * dist.spec.horizon
+                                               for e in range(max(cfg.skip_episodes, 1), cfg.episodes)}
+        health = task_inference_health(policy.algo.posterior, datasets, sizes, cfg.health_sets, cfg.belief,
+                                       np.random.default_rng(derive_seed(ctx.seed, "health")), online_beliefs)
+        seed = evaluation_seed(ctx.config)
+        envs = [dist.make_env(task) for task in dist.train_tasks]
+        _, health["train_offline_scores"], _ = evaluate_tasks(envs, policy, cfg, seed, cfg.repeats, lambda r: [
+            offline_context(data, training_size, np.random.default_rng(derive_seed(seed, "health-context", str(i),
+                                                                                     str(r))))
+            for i, data in enumerate(datasets)])
+        failed = failures(health, len(datasets), cfg.skip_episodes)
+        if failed:
+            ctx.log.warning(f"evaluate {ctx.unit.key}: task inference fails its health thresholds: {'; '.join(failed)}")
+        ctx.log.info(f"evaluate {ctx.unit.key}: train {health['train_offline_scores'].mean():.2f} with offline "
+                     f"context of {training_size} rows")
+        return health
+
+    @staticmethod
+    def _probe(ctx: UnitContext, dist, policy, datasets: list[dict]) -> dict:
         """Whether the policy's task inference follows rewards or state-action pairs (`mtrl.rl.probe`)."""
-        datasets = []
-        for i in range(len(dist.train_tasks)):
-            with ctx.read(f"dataset_{i}") as art:
-                datasets.append(load_dataset(art, dist.spec, infos=True))
         cfg = ctx.config.evaluate
         probe = task_inference_probe(lambda rows: policy.algo.posterior(rows)[0], dist, datasets, cfg.probe_sets,
                                      cfg.probe_context_size, np.random.default_rng(ctx.seed))
@@ -137,8 +168,9 @@ class Evaluate(Stage):
         cfg = ctx.config.evaluate
         per_task = [evaluate_tasks([dist.make_env(task)], ContextFreePolicy(self._act_fn(ctx, dist.spec, f"task_{i}")),
                                    cfg, seed, cfg.repeats) for i, task in enumerate(dist.train_tasks)]
-        returns = {"train": np.concatenate([r for r, _ in per_task]), "test": np.zeros((0, cfg.repeats, cfg.episodes))}
-        return summary_of(returns, {"train": np.concatenate([s for _, s in per_task]), "test": np.zeros(0)})
+        returns = {"train": np.concatenate([r for r, _, _ in per_task]),
+                   "test": np.zeros((0, cfg.repeats, cfg.episodes))}
+        return summary_of(returns, {"train": np.concatenate([s for _, s, _ in per_task]), "test": np.zeros(0)})
 
     @staticmethod
     def _act_fn(ctx: UnitContext, spec, input_name: str):

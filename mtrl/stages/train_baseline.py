@@ -52,4 +52,4 @@ class TrainBaseline(Stage):
                 datasets.append(load_dataset(art, dist.spec))
         algo = method.algo_class()(algo_cfg, dist.spec.obs_dim, dist.spec.act_dim, dist.spec.max_action, ctx.device)
         train_policy(ctx, algo, method.make_sampler(datasets, algo_cfg), ctx.config.baselines, dist, method.name,
-                     algo_cfg)
+                     algo_cfg, datasets)

@@ -61,9 +61,10 @@ class RecordingPolicy:
 
 def test_protocol_uses_the_prior_first_then_all_collected_context_and_skips_two_episodes():
     policy = RecordingPolicy()
-    returns = run_protocol([CountingEnv(), CountingEnv()], policy, episodes=5, seed=0)
+    returns, beliefs = run_protocol([CountingEnv(), CountingEnv()], policy, episodes=5, seed=0)
     assert returns.tolist() == [[0, 1, 2, 3, 4]] * 2
     assert [b[0, 0] for b in policy.beliefs] == [0, 1, 2, 3, 4]  # prior, then every transition so far
+    assert beliefs.shape == (2, 5, 1) and beliefs[:, :, 0].tolist() == [[0, 1, 2, 3, 4]] * 2  # what each acted with
     assert score(returns, 2).tolist() == [3.0, 3.0]  # mean of episodes 3-5
     with pytest.raises(ValueError, match="leave none"):
         score(returns, 5)
@@ -89,8 +90,9 @@ def test_repeated_evaluation_averages_independent_protocol_runs():
     from mtrl.rl.evaluation import evaluate_tasks
 
     cfg = SimpleNamespace(episodes=3, skip_episodes=2)
-    returns, scores = evaluate_tasks([CountingEnv(), CountingEnv()], RecordingPolicy(), cfg, seed=0, repeats=4)
-    assert returns.shape == (2, 4, 3)
+    returns, scores, beliefs = evaluate_tasks([CountingEnv(), CountingEnv()], RecordingPolicy(), cfg, seed=0,
+                                              repeats=4)
+    assert returns.shape == (2, 4, 3) and beliefs.shape == (2, 4, 3, 1)
     assert returns[0, :, 2].tolist() == [2, 1002, 2002, 3002]  # repeat r resets with seeds shifted by 1000·r
     assert scores.tolist() == [1502.0, 1502.0]
 
@@ -101,9 +103,9 @@ def test_a_split_without_tasks_has_empty_returns_and_a_nan_score():
     from mtrl.rl.evaluation import evaluate_tasks, summary_of
 
     cfg = SimpleNamespace(episodes=3, skip_episodes=2)
-    returns, scores = evaluate_tasks([], RecordingPolicy(), cfg, seed=0, repeats=2)
+    returns, scores, _ = evaluate_tasks([], RecordingPolicy(), cfg, seed=0, repeats=2)
     assert returns.shape == (0, 2, 3) and scores.shape == (0,)
-    train_returns, train_scores = evaluate_tasks([CountingEnv()], RecordingPolicy(), cfg, seed=0, repeats=2)
+    train_returns, train_scores, _ = evaluate_tasks([CountingEnv()], RecordingPolicy(), cfg, seed=0, repeats=2)
     summary = summary_of({"train": train_returns, "test": returns}, {"train": train_scores, "test": scores})
     assert summary["train_score"] == pytest.approx(train_scores.mean()) and np.isnan(summary["test_score"])
     assert summary["train_returns"] is train_returns and summary["test_scores"] is scores
