@@ -346,11 +346,17 @@ def save_config(config: Config, run_dir: Path, header: str = "") -> Path:
     """Write the resolved config into the run directory (atomically, and only when it changed) and return its
     path."""
     path = Path(run_dir) / RESOLVED_NAME
-    text = yaml.safe_dump(to_dict(config), sort_keys=False)
-    if path.exists() and _without_header(path.read_text()) == text:
+    if config_saved(config, run_dir):
         return path  # unchanged: keep the header that says where it came from
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
     write_text(path, (f"# {header}\n" if header else "") + text)  # atomic: concurrent shard jobs may write it
     return path
+
+
+def config_saved(config: Config, run_dir: Path) -> bool:
+    """Whether the run directory's config.yaml already holds `config` (saving it would write nothing)."""
+    path = Path(run_dir) / RESOLVED_NAME
+    return path.exists() and _without_header(path.read_text()) == yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def _without_header(text: str) -> str:

@@ -85,16 +85,25 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def writable(directory: Path) -> bool:
+    """Whether files can be made in `directory`, or in the nearest existing parent it would be made in."""
+    return os.access(_nearest_existing(Path(directory)), os.W_OK | os.X_OK)
+
+
 def require_writable(directory: Path, option: str) -> None:
     """A DiskError before any work when `directory` (or the nearest existing parent it would be made in) cannot
     be written: a command fails at once, not after hours, and `option` names where to write instead."""
-    existing = Path(directory)
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not os.access(existing, os.W_OK | os.X_OK):
-        number = errno.EROFS if _read_only(existing) else errno.EACCES
-        raise DiskError(f"cannot write {directory}: {_FIXES[number].split(':')[0]}; make it writable or choose "
-                        f"another directory with {option}")
+    if writable(directory):
+        return
+    number = errno.EROFS if _read_only(_nearest_existing(Path(directory))) else errno.EACCES
+    raise DiskError(f"cannot write {directory}: {_FIXES[number].split(':')[0]}; make it writable or choose "
+                    f"another directory with {option}")
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _read_only(path: Path) -> bool:

@@ -25,11 +25,26 @@ def run_stages(names: list[str], extra: tuple[str, ...] = (), stages: dict | Non
     chosen = [(stages or {}).get(name) or get_stage(name) for name in names]
     for i, stage in enumerate(chosen):  # a command that cannot start must not rewrite the run's config
         check_stage(stage, config, options, inputs=i == 0)
+    if read_only_and_up_to_date(chosen, config, options):
+        click.echo(f"done: {', '.join(names)} up to date in {options.run_dir}; nothing to write (the run directory "
+                   "is read-only)", err=True)
+        return
     require_writable(options.run_dir, "--run-dir")
     save_config(config, options.run_dir, header=header)
     for stage in chosen:
         run_stage(stage, config, options)
     click.echo(f"done: {', '.join(names)} up to date in {options.run_dir}", err=True)
+
+
+def read_only_and_up_to_date(stages: list, config, options) -> bool:
+    """Whether the run directory cannot be written and the command has nothing to write there (its config saved,
+    every unit up to date): a complete run on a read-only disk is a success, not a "cannot write" error."""
+    from mtrl.config import config_saved
+    from mtrl.fsio import writable
+    from mtrl.pipeline.runner import nothing_to_do
+
+    return not writable(options.run_dir) and config_saved(config, options.run_dir) and nothing_to_do(
+        stages, config, options)
 
 
 def overrides(**values) -> tuple[str, ...]:

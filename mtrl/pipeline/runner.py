@@ -189,6 +189,16 @@ def check_stage(stage: Stage, config: Config, options: RunOptions, inputs: bool 
     return plans
 
 
+def nothing_to_do(stages: list[Stage], config: Config, options: RunOptions) -> bool:
+    """Whether every selected unit of `stages` is up to date and not forced: a command that would write nothing,
+    so that it may finish on a read-only run directory. Stages are judged in order from what is on disk, which is
+    exact as long as everything upstream is up to date."""
+    if options.force:
+        return False
+    return all(plan_unit(stage, config, unit).up_to_date
+               for stage in stages for unit in select_units(stage, stage.units(config, options.run_dir), options.tasks))
+
+
 def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResult]:
     """Bring every selected unit of `stage` up to date; raise StageError naming the units that failed."""
     setup_logging(options.run_dir, options.verbosity)

@@ -135,11 +135,21 @@ def test_a_really_full_disk_ends_distill_in_one_line_without_a_crash(smoke_run, 
 
 
 def test_read_only_run_directory(smoke_run, tmp_path):
+    """A complete run on a read-only disk (permissions, or as root a read-only bind mount): a command with nothing
+    to do finishes and says so (it exited 2, "cannot write", before issue 34); one with work to do, or `report`
+    into the run, stops with one line; `status`, and `report` elsewhere, work."""
     _, run_dir = smoke_run
     shutil.copytree(run_dir, tmp_path / "run")
     with read_only(tmp_path / "run") as run:
         runner = CliRunner()
-        for args, fix in [(["run", "--run-dir", run], "--run-dir"), (["train-bcq", "--run-dir", run], "--run-dir"),
+        for args, stages in [(["run"], "tasks, collect, datasets"), (["train-bcq", "--tasks", "0"], "train-bcq")]:
+            result = runner.invoke(main, [*args, "--run-dir", str(run), "--threads", "1"])
+            assert result.exit_code == 0, (args, result.output)
+            last = result.output.splitlines()[-1]
+            assert last.startswith(f"done: {stages}") and last.endswith(
+                f"up to date in {run}; nothing to write (the run directory is read-only)")
+        for args, fix in [(["run", "--run-dir", run, "--force"], "--run-dir"),
+                          (["train-bcq", "--run-dir", run, "--set", "bcq.steps=200"], "--run-dir"),
                           (["report", run], "--out")]:
             result = runner.invoke(main, [str(a) for a in args])
             assert result.exit_code == 2, (args, result.output)
