@@ -115,9 +115,11 @@ class ArtifactWriter:
     the interpreter, a plain file write fails with one clean error.
     """
 
-    def __init__(self, path: str | Path, meta: ArtifactMeta, curve_sinks: Sequence[CurveSink] = ()):
+    def __init__(self, path: str | Path, meta: ArtifactMeta, curve_sinks: Sequence[CurveSink] = (),
+                 keep: bool = True):
         self.path = Path(path)
         self.meta = meta
+        self.keep = keep  # False: build the artifact and drop it, writing nothing (`UnitContext.writes`)
         self.file: h5py.File | None = None
         self._curves: dict[str, CurveTable] = {}  # curve name -> table, for the sinks
         self.curve_sinks = (write_csv_curves, *curve_sinks)
@@ -183,7 +185,7 @@ class ArtifactWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.file is not None
-        if exc_type is not None:
+        if exc_type is not None or not self.keep:
             self.file.close()
             return
         self.file.attrs[COMPLETE_ATTR] = True
