@@ -142,3 +142,26 @@ def test_a_group_killed_while_writing_resumes_as_the_whole_group_bit_for_bit(dat
     assert w.keys() == k.keys()
     for key in w:
         np.testing.assert_array_equal(k[key], w[key], err_msg=str(key))
+
+
+def test_a_rerun_with_two_workers_forms_the_groups_of_the_interrupted_run(datasets, monkeypatch):
+    """Two workers split three tasks into task_00..task_01 and task_02. With only task_02 finished, the rerun
+    trains task_00..task_01 as one group again, as the interrupted run did. Splitting only the unfinished tasks
+    between the workers, as `run_stage` did before, trained task_00 and task_01 each alone, another computation
+    (checked by reverting `run_stage` to group the unfinished tasks only: this test then fails)."""
+    from mtrl.pipeline import runner
+
+    config = smoke_config()
+    run_dir = datasets("run")
+    run_stages(config, run_dir, ["train-bcq"])
+    for name in ("task_00.h5", "task_01.h5"):
+        (run_dir / "bcq" / name).unlink()
+    jobs = []
+
+    def record_jobs(fn, keyed_jobs, *args, **kwargs):  # instead of running them
+        jobs.extend(key for key, _ in keyed_jobs)
+        return []
+
+    monkeypatch.setattr(runner, "run_jobs", record_jobs)
+    run_stages(config, run_dir, ["train-bcq"], workers=2)
+    assert jobs == ["task_00..task_01 (2 tasks)"]
