@@ -115,9 +115,11 @@ class ArtifactWriter:
     the interpreter, a plain file write fails with one clean error.
     """
 
-    def __init__(self, path: str | Path, meta: ArtifactMeta, curve_sinks: Sequence[CurveSink] = ()):
+    def __init__(self, path: str | Path, meta: ArtifactMeta, curve_sinks: Sequence[CurveSink] = (),
+                 keep: bool = True):
         self.path = Path(path)
         self.meta = meta
+        self.keep = keep  # False: build the artifact and drop it, writing nothing (`UnitContext.writes`)
         self.file: h5py.File | None = None
         self._curves: dict[str, CurveTable] = {}  # curve name -> table, for the sinks
         self.curve_sinks = (write_csv_curves, *curve_sinks)
@@ -183,7 +185,7 @@ class ArtifactWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self.file is not None
-        if exc_type is not None:
+        if exc_type is not None or not self.keep:
             self.file.close()
             return
         self.file.attrs[COMPLETE_ATTR] = True
@@ -369,6 +371,37 @@ def _validate(path: Path, file: h5py.File, kind: str | None) -> None:
     missing = [name for name in schema.required if name not in file]
     if missing:
         raise ArtifactError(f"{path}: missing {', '.join(missing)}; it is corrupt — rerun its stage with --force")
+
+
+def damage(path: str | Path, kind: str | None = None) -> str | None:
+    """Why the artifact at `path` cannot be trusted, or None when it is whole: it opens as a complete artifact of
+    `kind` and every dataset reads in full, so every checksummed array (`tree.checksummed`) passes its Fletcher-32
+    check. `mtrl status` reads only the attributes and would call a file with flipped data bytes up to date. An
+    artifact of another schema version is stale rather than damaged; its data is checked all the same."""
+    try:
+        art = open_artifact(path, kind)
+    except SchemaVersionError:
+        art = Artifact(Path(path), h5py.File(path, "r"))
+    except ArtifactError as e:
+        return str(e)
+    with art:
+        return _unreadable_dataset(art.file)
+
+
+def _unreadable_dataset(file: h5py.File) -> str | None:
+    """The first dataset of `file` that fails to read (a checksum mismatch, a damaged chunk or header, data cut
+    off), read chunk by chunk so that a large artifact need not fit in memory; None when all read."""
+    names: list[str] = []
+    reading = "its layout"
+    try:
+        file.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
+        for name in names:
+            reading, dataset = f"'{name}'", file[name]
+            for chunk in dataset.iter_chunks() if dataset.chunks else [()]:
+                dataset[chunk]
+    except (OSError, KeyError, RuntimeError, ValueError) as e:
+        return f"{file.filename}: {reading} is corrupt ({str(e).strip().splitlines()[0]})"
+    return None
 
 
 def read_fingerprint(path: str | Path, kind: str | None = None) -> str:

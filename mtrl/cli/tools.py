@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,28 +16,99 @@ from mtrl.data import DATASET_KINDS
 from mtrl.errors import ConfigError
 from mtrl.export import MINARI_ID, MINARI_KIND_ID
 
+if TYPE_CHECKING:
+    from mtrl.pipeline.base import Stage, Unit
+
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-def status(run_dir: Path) -> None:
+@click.option("--verify", is_flag=True, help="Also read every artifact in full through its checksums, as "
+                                             "`mtrl verify` does (exit status 1 if one is damaged).")
+def status(run_dir: Path, verify: bool) -> None:
     """Each expected artifact of RUN_DIR: missing, stale or up to date, with its fingerprint."""
-    from mtrl.config import load_run_config
-    from mtrl.pipeline.registry import all_stages
-    from mtrl.pipeline.runner import plan_pipeline
-
-    config = load_run_config(run_dir)
-    rows = []
-    for stage, plan in plan_pipeline(all_stages(), config, run_dir):
-        for name, out in plan.unit.outputs.items():
-            state = plan.states[name]
-            if plan.fingerprint is None and state != "missing":
-                state = "stale (inputs missing)"
-            rows.append((stage.name, str(out.path.relative_to(run_dir)), state, plan.fingerprint or "-"))
+    artifacts = expected_artifacts(run_dir)
+    damaged = find_damage(run_dir, artifacts) if verify else {}
+    rows = [(a.stage.name, str(a.path.relative_to(run_dir)), "damaged" if a.path in damaged else a.state,
+             a.fingerprint or "-") for a in artifacts]
     width = [max(len(r[i]) for r in rows + [("stage", "artifact", "state", "fingerprint")]) for i in range(4)]
     for row in [("stage", "artifact", "state", "fingerprint"), *rows]:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, width, strict=True)).rstrip())
     done = sum(r[2] == "up to date" for r in rows)
     click.echo(f"\n{done} of {len(rows)} artifacts up to date")
+    if verify:
+        report_damage(damaged, artifacts)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def verify(run_dir: Path) -> None:
+    """Read every artifact of RUN_DIR in full through its checksums (which `status` does not): one line per damaged
+    file with the command that rewrites it, then a summary; exit status 1 if any is damaged, 0 if all are intact."""
+    artifacts = expected_artifacts(run_dir)
+    report_damage(find_damage(run_dir, artifacts), artifacts)
+
+
+@dataclass(frozen=True)
+class ExpectedArtifact:
+    stage: Stage
+    unit: Unit
+    path: Path
+    kind: str
+    state: str  # as `mtrl status` shows it
+    fingerprint: str | None
+
+
+def expected_artifacts(run_dir: Path) -> list[ExpectedArtifact]:
+    """Every artifact the run's config calls for, in pipeline order, with its state (`plan_pipeline`)."""
+    from mtrl.config import load_run_config
+    from mtrl.pipeline.registry import all_stages
+    from mtrl.pipeline.runner import plan_pipeline
+
+    artifacts = []
+    for stage, plan in plan_pipeline(all_stages(), load_run_config(run_dir), run_dir):
+        for name, out in plan.unit.outputs.items():
+            state = plan.states[name]
+            if plan.fingerprint is None and state != "missing":
+                state = "stale (inputs missing)"
+            artifacts.append(ExpectedArtifact(stage, plan.unit, out.path, out.kind, state, plan.fingerprint))
+    return artifacts
+
+
+def find_damage(run_dir: Path, artifacts: list[ExpectedArtifact]) -> dict[Path, str]:
+    """Each existing artifact that fails to read in full -> one line naming it, why, and the command that
+    rewrites it."""
+    from mtrl.artifacts import damage
+
+    damaged = {}
+    for artifact in artifacts:
+        if artifact.state == "missing":
+            continue
+        problem = damage(artifact.path, artifact.kind)
+        if problem:
+            reason = problem.removeprefix(f"{artifact.path}: ")
+            damaged[artifact.path] = (f"damaged: {artifact.path.relative_to(run_dir)}: {reason}; stage "
+                                      f"'{artifact.stage.name}' rewrites it: {rewrite_command(run_dir, artifact)}")
+    return damaged
+
+
+def rewrite_command(run_dir: Path, artifact: ExpectedArtifact) -> str:
+    """The shell command that replaces a damaged artifact: remove it, then run its stage's command, which computes
+    only the units whose outputs are not up to date (here, that one: `--tasks` names it where it is a task's)."""
+    command = {"tasks": "collect"}.get(artifact.stage.name, artifact.stage.name)  # `mtrl collect` samples tasks.h5
+    unit = artifact.unit
+    tasks = f" --tasks {unit.task}" if unit.task is not None and unit.split == "train" else ""
+    return f"rm {shlex.quote(str(artifact.path))} && mtrl {command} --run-dir {shlex.quote(str(run_dir))}{tasks}"
+
+
+def report_damage(damaged: dict[Path, str], artifacts: list[ExpectedArtifact]) -> None:
+    """Print each damaged artifact's line and a summary; exit status 1 if any is damaged."""
+    for line in damaged.values():
+        click.echo(line)
+    present = sum(a.state != "missing" for a in artifacts)
+    missing = f", {len(artifacts) - present} missing (not checked)" if present < len(artifacts) else ""
+    click.echo(f"verify: {present - len(damaged)} of {present} artifacts intact, {len(damaged)} damaged{missing}")
+    if damaged:
+        click.get_current_context().exit(1)
 
 
 @main.command()

@@ -189,6 +189,10 @@ class UnitContext:
     started: float = field(default_factory=time.perf_counter)
     group_size: int = 1  # units trained together with this one (task-batched stages), sharing its wall time
     eval_seconds: float = 0.0  # of its time, its share of the evaluations during training (`evaluating`)
+    # False for a unit whose outputs are up to date but whose group has work left: it trains again so that its
+    # group is the one an uninterrupted run trains (the same batched shapes, so the same rounding), and its
+    # writers write nothing.
+    writes: bool = True
 
     @property
     def run_dir(self) -> Path:
@@ -213,7 +217,7 @@ class UnitContext:
         meta.attrs["group_size"] = self.group_size
         meta.attrs["eval_seconds"] = self.eval_seconds
         sinks = [TensorBoardCurves(self.run_dir)] if "tensorboard" in self.options.log_to else []
-        return ArtifactWriter(out.path, meta, sinks)
+        return ArtifactWriter(out.path, meta, sinks, keep=self.writes)
 
     @staticmethod
     def share_clock(ctxs: Sequence[UnitContext]) -> None:

@@ -121,7 +121,9 @@ class _Job:
 
 def group_plans(stage: Stage, plans: list[UnitPlan], options: RunOptions) -> list[list[UnitPlan]]:
     """Units to run together: every unit alone, or for a task-batched stage consecutive groups of
-    `options.group_size` tasks (default: the tasks split as evenly as possible between the workers)."""
+    `options.group_size` tasks (default: the tasks split as evenly as possible between the workers). `plans` are
+    all the selected units, up to date or not, so that a resumed command forms the groups the interrupted one
+    formed: a task's numbers depend on its group's size to float rounding (docs/algorithms.md)."""
     if not stage.task_batched:
         return [[p] for p in plans]
     if options.group_size:
@@ -139,10 +141,11 @@ def _execute(job: _Job) -> None:
     units = [p.unit for p in job.plans]
     locks = [unit_lock_path(job.options.run_dir, job.stage.name, u.key) for u in units]
     with holding(locks, log, f"{job.stage.name} {group_key(units)}"):
-        if not job.options.force and all(_up_to_date(p) for p in job.plans):
+        writes = [job.options.force or not _up_to_date(p) for p in job.plans]
+        if not any(writes):
             log.info(f"{job.stage.name} {group_key(units)}: up to date (computed by another command)")
             return
-        _compute(job)
+        _compute(job, writes)
 
 
 def _up_to_date(plan: UnitPlan) -> bool:
@@ -150,12 +153,19 @@ def _up_to_date(plan: UnitPlan) -> bool:
                for out in plan.unit.outputs.values())
 
 
-def _compute(job: _Job) -> None:
-    """Seed, call the stage, check every output was written, drop the checkpoints."""
+def _compute(job: _Job, writes: list[bool]) -> None:
+    """Seed, call the stage, check every output was written, drop the checkpoints. The units whose `writes` is
+    False are up to date: they train with their group, which is then the group an uninterrupted run trained, and
+    their artifacts are left as they are."""
     stage, units = job.stage, [p.unit for p in job.plans]
     ctxs = [UnitContext(stage, job.config, p.unit, job.options, p.input_fingerprints,
-                        derive_seed(job.config.seed, stage.name, p.unit.key), log, group_size=len(job.plans))
-            for p in job.plans]
+                        derive_seed(job.config.seed, stage.name, p.unit.key), log, group_size=len(job.plans),
+                        writes=w)
+            for p, w in zip(job.plans, writes, strict=True)]
+    kept = [ctx.unit.key for ctx in ctxs if not ctx.writes]
+    if kept:
+        log.info(f"{stage.name} {group_key(units)}: {', '.join(kept)} up to date; trained again with the group, "
+                 "not rewritten, so the group's other tasks get an uninterrupted run's numbers bit for bit")
     seed_everything(ctxs[0].seed)  # task-batched agents take every task's seed explicitly
     if job.options.force:
         for ctx in ctxs:
@@ -211,8 +221,9 @@ def run_stage(stage: Stage, config: Config, options: RunOptions) -> list[JobResu
         log.debug(f"{stage.name} {plan.unit.key}: fingerprint {plan.fingerprint}; {states}")
     if not todo:
         return []
-    jobs = [(group_key([p.unit for p in group]), _Job(stage, config, options, tuple(group)))
-            for group in group_plans(stage, todo, options)]
+    groups = [group for group in group_plans(stage, plans, options)
+              if options.force or not all(p.up_to_date for p in group)]
+    jobs = [(group_key([p.unit for p in group]), _Job(stage, config, options, tuple(group))) for group in groups]
     workers = min(options.workers, len(jobs))
     log.debug(f"{stage.name}: {len(jobs)} job(s) on {resolve_device(options.device)}, {workers} worker(s), "
               f"{options.threads or threads_per_worker(workers)} torch thread(s) each")

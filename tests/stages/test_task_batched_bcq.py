@@ -105,3 +105,63 @@ def test_a_killed_group_resumes_from_its_per_task_checkpoints_to_the_same_artifa
     for key in w:
         np.testing.assert_array_equal(k[key], w[key], err_msg=str(key))
     assert "resuming at step 100" in (killed / "logs" / "mtrl.log").read_text()
+
+
+def test_a_group_killed_while_writing_resumes_as_the_whole_group_bit_for_bit(datasets, monkeypatch):
+    """Killed after writing tasks 0 and 1 of its group of three, train-bcq resumes the whole group from its step-200
+    checkpoints, leaves tasks 0 and 1 as they are and writes task 2 as the uninterrupted group did, bit for bit.
+    Before the resume kept the group, task 2 resumed alone and its weights ended float rounding away (checked by
+    reverting `run_stage` to group only the units with work left: this test then fails on one of task 2's weight
+    arrays, 3e-9 apart)."""
+    from mtrl.pipeline.base import UnitContext
+
+    config = smoke_config("bcq.checkpoint_every=100")
+    whole, killed = datasets("whole"), datasets("killed")
+    run_stages(config, whole, ["train-bcq"])  # one group of three: workers=1
+
+    writer = UnitContext.writer
+
+    def dies_before_task_02(self, output):
+        if self.unit.key == "task_02":
+            raise KeyboardInterrupt  # like a kill between two tasks' writes: nothing after this point runs
+        return writer(self, output)
+
+    monkeypatch.setattr(UnitContext, "writer", dies_before_task_02)
+    with pytest.raises((KeyboardInterrupt, StageError)):
+        run_stages(config, killed, ["train-bcq"])
+    monkeypatch.setattr(UnitContext, "writer", writer)
+    assert sorted(p.name for p in (killed / "bcq").glob("*.h5")) == ["task_00.h5", "task_01.h5"]
+    written = {name: (killed / "bcq" / name).read_bytes() for name in ("task_00.h5", "task_01.h5")}
+
+    run_stages(config, killed, ["train-bcq"])
+    log = (killed / "logs" / "mtrl.log").read_text()
+    assert "train-bcq task_00..task_02 (3 tasks): resuming at step 200" in log
+    assert "task_00, task_01 up to date; trained again with the group, not rewritten" in log
+    assert {name: (killed / "bcq" / name).read_bytes() for name in written} == written
+    w, k = bcq_arrays(whole), bcq_arrays(killed)
+    assert w.keys() == k.keys()
+    for key in w:
+        np.testing.assert_array_equal(k[key], w[key], err_msg=str(key))
+
+
+def test_a_rerun_with_two_workers_forms_the_groups_of_the_interrupted_run(datasets, monkeypatch):
+    """Two workers split three tasks into task_00..task_01 and task_02. With only task_02 finished, the rerun
+    trains task_00..task_01 as one group again, as the interrupted run did. Splitting only the unfinished tasks
+    between the workers, as `run_stage` did before, trained task_00 and task_01 each alone, another computation
+    (checked by reverting `run_stage` to group the unfinished tasks only: this test then fails)."""
+    from mtrl.pipeline import runner
+
+    config = smoke_config()
+    run_dir = datasets("run")
+    run_stages(config, run_dir, ["train-bcq"])
+    for name in ("task_00.h5", "task_01.h5"):
+        (run_dir / "bcq" / name).unlink()
+    jobs = []
+
+    def record_jobs(fn, keyed_jobs, *args, **kwargs):  # instead of running them
+        jobs.extend(key for key, _ in keyed_jobs)
+        return []
+
+    monkeypatch.setattr(runner, "run_jobs", record_jobs)
+    run_stages(config, run_dir, ["train-bcq"], workers=2)
+    assert jobs == ["task_00..task_01 (2 tasks)"]
