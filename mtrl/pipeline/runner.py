@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import Mapping
@@ -134,15 +135,18 @@ def group_plans(stage: Stage, plans: list[UnitPlan], options: RunOptions) -> lis
 
 
 def _execute(job: _Job) -> None:
-    """Run one unit or group (in this process or a worker) holding its units' locks; skip it when another
-    command brought it up to date while this one waited."""
+    """Run one unit or group (in this process or a worker) holding its units' locks; skip the units that another
+    command brought up to date while this one waited (a group shrinks to the rest), so none is computed twice."""
     units = [p.unit for p in job.plans]
     locks = [unit_lock_path(job.options.run_dir, job.stage.name, u.key) for u in units]
     with holding(locks, log, f"{job.stage.name} {group_key(units)}"):
-        if not job.options.force and all(_up_to_date(p) for p in job.plans):
-            log.info(f"{job.stage.name} {group_key(units)}: up to date (computed by another command)")
-            return
-        _compute(job)
+        fresh = [not job.options.force and _up_to_date(p) for p in job.plans]
+        if any(fresh):
+            done = [p.unit for p, up in zip(job.plans, fresh, strict=True) if up]
+            log.info(f"{job.stage.name} {group_key(done)}: up to date (computed by another command)")
+        todo = tuple(p for p, up in zip(job.plans, fresh, strict=True) if not up)
+        if todo:
+            _compute(dataclasses.replace(job, plans=todo))
 
 
 def _up_to_date(plan: UnitPlan) -> bool:
