@@ -98,6 +98,27 @@ def test_active_data_adds_the_admitted_rows_with_the_new_task_and_reward():
     assert len(plain["rewards"]) == 7 and plain["rewards"].tolist() == [0, 0, 0, 1, 1, 1, 1]
 
 
+def test_active_data_of_task_i_holds_the_rows_of_d_j_admitted_to_task_i_with_task_i_s_rewards():
+    """Both pairs admit rows, different ones: task 0 rows 0 and 2 of D_1 (rewards 7, 8), task 1 rows 1, 2, 3 of D_0
+    (rewards 4, 5, 6). Observations encode (dataset, row) as 10·dataset + row.
+
+    Catches a transposed pair: planting `masks[j][i]` for `masks[i][j]`, or `relabelled_rewards[j][i]`, in
+    `active_union` fails here."""
+    def data(task):
+        rows = np.arange(4)
+        return {"observations": np.stack([10.0 * task + rows, rows], 1).astype(np.float32),
+                "actions": np.zeros((4, 1), np.float32), "rewards": np.full(4, -1.0, np.float32),
+                "next_observations": np.zeros((4, 2), np.float32), "terminals": np.zeros(4, bool),
+                "timeouts": np.zeros(4, bool)}
+
+    masks = [[None, np.array([True, False, True, False])], [np.array([False, True, True, True]), None]]
+    rewards = [[None, np.array([7.0, 8.0])], [np.array([4.0, 5.0, 6.0]), None]]
+    union = active_union([data(0), data(1)], masks, rewards)
+    np.testing.assert_array_equal(union["observations"][:, 0], [0, 1, 2, 3, 10, 12, 10, 11, 12, 13, 1, 2, 3])
+    np.testing.assert_array_equal(union["observations"][:, -1], [0] * 6 + [1] * 7)  # the task id column
+    np.testing.assert_array_equal(union["rewards"], [-1] * 4 + [7, 8] + [-1] * 4 + [4, 5, 6])
+
+
 def test_report_renders_table_1(run, tmp_path):
     _, run_dir = run
     text = write_report([run_dir], tmp_path / "report").read_text()
