@@ -67,6 +67,13 @@ def active_union(datasets: list[dict[str, np.ndarray]], masks, relabelled_reward
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def admitted_rewards(dist, datasets: list[dict[str, np.ndarray]], masks) -> list[list[np.ndarray | None]]:
+    """[i][j]: task i's true rewards on the rows of D_j admitted to task i (`masks[i][j]`); None for j == i."""
+    k = len(datasets)
+    return [[None if j == i else dist.dataset_reward(dist.train_tasks[i], datasets[j], masks[i][j])
+             for j in range(k)] for i in range(k)]
+
+
 class TrainCQL(Stage):
     name = "train-cql"
     sections = ("cql",)
@@ -111,15 +118,10 @@ class TrainCQL(Stage):
             run, masks = CQLProgress(**saved["run"]), saved.get("masks")
             ctx.log.info(f"train-cql {ctx.unit.key}: resuming at epoch {run.epoch}")
 
-        def relabelled(masks):
-            """Task i's true rewards on the rows of D_j admitted to it."""
-            return [[None if j == i else dist.dataset_reward(dist.train_tasks[i], datasets[j], masks[i][j])
-                     for j in range(k)] for i in range(k)]
-
         union = None
         if method.multi_task:
             current = _unpack(masks, k) if masks else None
-            union = active_union(datasets, current, relabelled(current) if current else None)
+            union = active_union(datasets, current, admitted_rewards(dist, datasets, current) if current else None)
 
         def sample() -> dict[str, torch.Tensor]:
             if union is not None:
@@ -166,7 +168,7 @@ class TrainCQL(Stage):
             if method.relabel and run.epoch % cfg.relabel_every == 0 and run.epoch < cfg.epochs:
                 new = relabel_masks(q_over, k, cfg.relabel_quantile)  # Alg. 1 after every L-th block of training
                 masks = _pack(new)
-                union = active_union(datasets, new, relabelled(new))
+                union = active_union(datasets, new, admitted_rewards(dist, datasets, new))
                 run.relabel_epochs.append(run.epoch)
                 run.relabel_fractions.append([[1.0 if m is None else float(m.mean()) for m in row] for row in new])
                 ctx.log.info(f"train-cql {ctx.unit.key} epoch {run.epoch}: relabelled fractions "

@@ -1,6 +1,7 @@
 """Stage train-cql (seed 004's family): one artifact per (kind, method), HCSAC's active data, Table 1 in the report."""
 
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from mtrl.algos.cql import CSAC
 from mtrl.artifacts import open_artifact
 from mtrl.errors import ConfigError, StageError
 from mtrl.report import write_report
-from mtrl.stages.train_cql import active_union
+from mtrl.stages.train_cql import active_union, admitted_rewards
 
 METHODS = ("bc", "csac", "mt-bc", "mtcsac", "hcsac")
 TINY = ("collect.steps=200", "collect.eval_every=200", "collect.checkpoint_every=200", "data.kinds=[medium-replay]",
@@ -117,6 +118,25 @@ def test_active_data_of_task_i_holds_the_rows_of_d_j_admitted_to_task_i_with_tas
     np.testing.assert_array_equal(union["observations"][:, 0], [0, 1, 2, 3, 10, 12, 10, 11, 12, 13, 1, 2, 3])
     np.testing.assert_array_equal(union["observations"][:, -1], [0] * 6 + [1] * 7)  # the task id column
     np.testing.assert_array_equal(union["rewards"], [-1] * 4 + [7, 8] + [-1] * 4 + [4, 5, 6])
+
+
+def test_admitted_rows_of_d_j_get_task_i_s_true_rewards():
+    """HCSAC's relabelled rewards: [i][j] is task i's reward function on the rows of D_j admitted to task i. The
+    fake reward of task i on a row is 100·(i + 1) + its observation (10·dataset + row).
+
+    Catches a transposed pair: planting `masks[j][i]`, or `dist.train_tasks[j]`, in `admitted_rewards` fails here."""
+    def data(task):
+        return {"observations": (10.0 * task + np.arange(4))[:, None]}
+
+    def reward(task, d, rows):
+        return task + d["observations"][rows, 0]
+
+    dist = SimpleNamespace(train_tasks=[100.0, 200.0], dataset_reward=reward)
+    masks = [[None, np.array([True, False, True, False])], [np.array([False, True, True, True]), None]]
+    rewards = admitted_rewards(dist, [data(0), data(1)], masks)
+    assert rewards[0][0] is None and rewards[1][1] is None
+    np.testing.assert_array_equal(rewards[0][1], [110, 112])
+    np.testing.assert_array_equal(rewards[1][0], [201, 202, 203])
 
 
 def test_report_renders_table_1(run, tmp_path):
