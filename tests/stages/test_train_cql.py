@@ -11,7 +11,7 @@ from mtrl.algos.cql import CSAC
 from mtrl.artifacts import open_artifact
 from mtrl.errors import ConfigError, StageError
 from mtrl.report import write_report
-from mtrl.stages.train_cql import active_union, admitted_rewards
+from mtrl.stages.train_cql import active_union, admitted_rewards, q_over
 
 METHODS = ("bc", "csac", "mt-bc", "mtcsac", "hcsac")
 TINY = ("collect.steps=200", "collect.eval_every=200", "collect.checkpoint_every=200", "data.kinds=[medium-replay]",
@@ -137,6 +137,24 @@ def test_admitted_rows_of_d_j_get_task_i_s_true_rewards():
     assert rewards[0][0] is None and rewards[1][1] is None
     np.testing.assert_array_equal(rewards[0][1], [110, 112])
     np.testing.assert_array_equal(rewards[1][0], [201, 202, 203])
+
+
+def test_hcsac_scores_the_rows_of_d_j_with_task_i_s_q(monkeypatch):
+    """Alg. 1's Q_i over D_j: the agent sees D_j's rows with id i. The fake agent's Q is 100·id + observation
+    (10·dataset + row), over chunks of 3 rows.
+
+    Catches a transposed pair: planting id j, or the rows of D_i, in `q_over` fails here."""
+    monkeypatch.setattr("mtrl.stages.train_cql.Q_CHUNK", 3)
+
+    class Agent:
+        def q_min(self, x, actions):
+            assert x.shape[:2] == actions.shape[:2]
+            return 100 * x[..., -1] + x[..., 0]
+
+    datasets = [{"observations": (10.0 * task + np.arange(5, dtype=np.float32))[:, None],
+                 "actions": np.zeros((5, 1), np.float32)} for task in range(2)]
+    np.testing.assert_array_equal(q_over(Agent(), datasets, 0, 1, "cpu"), 10 + np.arange(5))
+    np.testing.assert_array_equal(q_over(Agent(), datasets, 1, 0, "cpu"), 100 + np.arange(5))
 
 
 def test_report_renders_table_1(run, tmp_path):
