@@ -2,7 +2,8 @@
 
 A unit's lock is held by the process computing it, from its start to its last artifact. Whoever comes second
 says that it waits, waits, and then finds the unit up to date and skips it (or, if the first one failed or
-ran with another config, computes it). Units are locked, not the run directory, so the array jobs of a
+ran with another config, computes it); of a group of units that one command computes together, it skips those
+up to date and computes the rest. Units are locked, not the run directory, so the array jobs of a
 cluster launch fill one run directory side by side. The locks are `flock` locks (the `filelock` package): the
 kernel releases them when their process dies, even by SIGKILL, so a crash never leaves a stale lock.
 """

@@ -136,8 +136,9 @@ def group_plans(stage: Stage, plans: list[UnitPlan], options: RunOptions) -> lis
 
 
 def _execute(job: _Job) -> None:
-    """Run one unit or group (in this process or a worker) holding its units' locks; skip it when another
-    command brought it up to date while this one waited."""
+    """Run one unit or group (in this process or a worker) holding its units' locks. Units that another command
+    brought up to date while this one waited are not rewritten: the group skips when all are, and otherwise trains
+    whole (its shapes, so its numbers, are an uninterrupted run's) but writes only the rest."""
     units = [p.unit for p in job.plans]
     locks = [unit_lock_path(job.options.run_dir, job.stage.name, u.key) for u in units]
     with holding(locks, log, f"{job.stage.name} {group_key(units)}"):

@@ -67,6 +67,25 @@ def active_union(datasets: list[dict[str, np.ndarray]], masks, relabelled_reward
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+def q_over(agent, datasets: list[dict[str, np.ndarray]], i: int, j: int, device) -> np.ndarray:
+    """min(Q_1, Q_2) of the multi-task `agent` for task i (id i) over the rows of D_j, in chunks."""
+    obs, actions = datasets[j]["observations"], datasets[j]["actions"]
+    out = []
+    for start in range(0, len(obs), Q_CHUNK):
+        rows = obs[start:start + Q_CHUNK]
+        x = np.concatenate([rows, np.full((len(rows), 1), i, np.float32)], 1)[None]
+        a = actions[None, start:start + Q_CHUNK]
+        out.append(agent.q_min(*(torch.as_tensor(v, device=device) for v in (x, a)))[0].cpu().numpy())
+    return np.concatenate(out)
+
+
+def admitted_rewards(dist, datasets: list[dict[str, np.ndarray]], masks) -> list[list[np.ndarray | None]]:
+    """[i][j]: task i's true rewards on the rows of D_j admitted to task i (`masks[i][j]`); None for j == i."""
+    k = len(datasets)
+    return [[None if j == i else dist.dataset_reward(dist.train_tasks[i], datasets[j], masks[i][j])
+             for j in range(k)] for i in range(k)]
+
+
 class TrainCQL(Stage):
     name = "train-cql"
     sections = ("cql",)
@@ -111,15 +130,10 @@ class TrainCQL(Stage):
             run, masks = CQLProgress(**saved["run"]), saved.get("masks")
             ctx.log.info(f"train-cql {ctx.unit.key}: resuming at epoch {run.epoch}")
 
-        def relabelled(masks):
-            """Task i's true rewards on the rows of D_j admitted to it."""
-            return [[None if j == i else dist.dataset_reward(dist.train_tasks[i], datasets[j], masks[i][j])
-                     for j in range(k)] for i in range(k)]
-
         union = None
         if method.multi_task:
             current = _unpack(masks, k) if masks else None
-            union = active_union(datasets, current, relabelled(current) if current else None)
+            union = active_union(datasets, current, admitted_rewards(dist, datasets, current) if current else None)
 
         def sample() -> dict[str, torch.Tensor]:
             if union is not None:
@@ -133,17 +147,6 @@ class TrainCQL(Stage):
                 return agent.act(obs, deterministic=True)
             ids = np.arange(k, dtype=np.float32)[:, None]
             return agent.act(np.concatenate([obs, ids], 1)[None], deterministic=True)[0]
-
-        def q_over(i: int, j: int) -> np.ndarray:
-            """min(Q_1, Q_2) of task i (id i) over the rows of D_j."""
-            obs, actions = datasets[j]["observations"], datasets[j]["actions"]
-            out = []
-            for start in range(0, len(obs), Q_CHUNK):
-                rows = obs[start:start + Q_CHUNK]
-                x = np.concatenate([rows, np.full((len(rows), 1), i, np.float32)], 1)[None]
-                a = actions[None, start:start + Q_CHUNK]
-                out.append(agent.q_min(*(torch.as_tensor(v, device=ctx.device) for v in (x, a)))[0].cpu().numpy())
-            return np.concatenate(out)
 
         envs = [dist.make_env(task) for task in dist.train_tasks]
         bar = ctx.progress(cfg.epochs * cfg.steps_per_epoch, unit="update", initial=run.epoch * cfg.steps_per_epoch)
@@ -164,9 +167,10 @@ class TrainCQL(Stage):
                 run.eval_curve.append([run.epoch, *returns.mean(1).tolist()])
                 bar.set_postfix(eval_return=f"{returns.mean():.1f}")
             if method.relabel and run.epoch % cfg.relabel_every == 0 and run.epoch < cfg.epochs:
-                new = relabel_masks(q_over, k, cfg.relabel_quantile)  # Alg. 1 after every L-th block of training
+                new = relabel_masks(  # Alg. 1 after every L-th block of training
+                    lambda i, j: q_over(agent, datasets, i, j, ctx.device), k, cfg.relabel_quantile)
                 masks = _pack(new)
-                union = active_union(datasets, new, relabelled(new))
+                union = active_union(datasets, new, admitted_rewards(dist, datasets, new))
                 run.relabel_epochs.append(run.epoch)
                 run.relabel_fractions.append([[1.0 if m is None else float(m.mean()) for m in row] for row in new])
                 ctx.log.info(f"train-cql {ctx.unit.key} epoch {run.epoch}: relabelled fractions "

@@ -201,6 +201,20 @@ def test_relabelling_with_three_tasks_uses_each_tasks_own_q_and_threshold():
     assert set(calls) == {(i, j) for i in range(3) for j in range(3)}
 
 
+def test_task_i_admits_the_rows_of_d_j_by_its_own_q_over_d_j_not_task_j_s_over_d_i():
+    """Q_i over D_j is 100·i + OFFSET[i][j] + row (rows 0..9), the offsets asymmetric in (i, j): task i's median
+    over D_i is 100·i + 4.5, so row t of D_j joins task i where OFFSET[i][j] + t ≥ 4.5, a part of D_j.
+
+    Catches a transposed pair: planting `q(j, i)` for `q(i, j)` in `relabel_masks` fails here; the test above,
+    whose masks are all or nothing, passes it."""
+    offset = np.array([[0, 3, -2], [-1, 0, 4], [1, -3, 0]])
+    rows = np.arange(10.0)
+    masks = relabel_masks(lambda i, j: 100 * i + offset[i, j] + rows, 3, 0.5)
+    for i, j in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]:
+        np.testing.assert_array_equal(masks[i][j], offset[i, j] + rows >= 4.5, err_msg=f"pair ({i}, {j})")
+        assert 0 < masks[i][j].sum() < 10
+
+
 def test_relabel_quantile_bounds_are_inclusive():
     """0: every row at least the lowest own value joins; 1: only rows reaching the highest; outside: an error."""
     own, other = np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.0, 3.0, 3.5])

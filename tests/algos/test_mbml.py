@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtrl.algos.bcq import BCQConfig, BCQPolicy
-from mtrl.algos.context import gaussian_kl
+from mtrl.algos.context import gaussian_kl, kl_to_standard_normal
 from mtrl.algos.mbml import (
     MBML,
     MBMLConfig,
@@ -49,9 +49,10 @@ def make_algo(variant="mbml", seed=0, **overrides):
     return MBML(cfg, OBS, ACT, MAX_ACTION, make_teachers(), "cpu", variant=variant)
 
 
-def make_batch(algo, seed=1, confident=0.7):
+def make_batch(algo, seed=1, confident=0.7, mask=None):
     """A random batch of the shapes `batch_shapes` asks for; relabelled rows are context rows of task j with
-    a new reward, as the relabel stage produces them, and NaN where the ensemble is not confident."""
+    a new reward, as the relabel stage produces them, and NaN where the ensemble is not confident (`mask`
+    [K_i, K_j, context_size], else a random one with that fraction confident: asymmetric in (i, j))."""
     g = torch.Generator().manual_seed(seed)
     shapes = algo.batch_shapes()
     batch = {key: torch.randn(shape, generator=g) for key, shape in shapes.items() if key != "relabel_mask"}
@@ -59,7 +60,7 @@ def make_batch(algo, seed=1, confident=0.7):
         relabelled = batch["context"][None].repeat(K, 1, 1, 1)
         relabelled[..., -1] = torch.randn(relabelled.shape[:-1], generator=g)
         batch["relabelled_context"] = relabelled
-        batch["relabel_mask"] = torch.rand(shapes["relabel_mask"], generator=g) < confident
+        batch["relabel_mask"] = torch.rand(shapes["relabel_mask"], generator=g) < confident if mask is None else mask
         relabelled[~batch["relabel_mask"]] = torch.nan
     return batch
 
@@ -174,6 +175,30 @@ def test_reference_triplet_sets_use_every_confident_row_of_the_pair():
     assert alg4["pair_coverage"].item() == pytest.approx(1 / (K - 1))  # one drawn row covers one pair per task
 
 
+@pytest.mark.parametrize("sets", ["alg4", "reference"])
+def test_the_only_triplet_is_the_pair_whose_model_is_confident(sets):
+    """Only task 0's models are confident, on every row of c_1: c̃_0 = c_{1→0} while c̃_1 and c̃_2 are empty, and
+    the only triplet is pair (0, 1): anchor c_{1→0}, positive c_0, negative c_1 (Eq. 13).
+
+    Catches a transposed pair: planting `confident.transpose(0, 1)` in `sample_relabelled_subset`,
+    `relabelled[source, tasks[:, None], row]` for c̃_i, or `batch["relabel_mask"].transpose(0, 1)` /
+    `relabelled.transpose(0, 1)` in the reference sets, fails here."""
+    algo = make_algo("mbml", relabelled_context_size=(K - 1) * TINY.context_size, triplet_sets=sets)
+    mask = torch.zeros(K, K, TINY.context_size, dtype=torch.bool)
+    mask[0, 1] = True
+    batch = make_batch(algo, mask=mask)
+    enc, m, ctx, rel = algo.encoder, algo.cfg.triplet_margin, batch["context"], batch["relabelled_context"]
+    losses = algo.losses(batch)
+    with torch.no_grad():
+        anchor = enc(rel[0, 1])
+        triplet = torch.relu(gaussian_kl(*anchor, *enc(ctx[0])) - gaussian_kl(*anchor, *enc(ctx[1])) + m)
+        posteriors = [enc(torch.cat([ctx[0], rel[0, 1]])), enc(ctx[1]), enc(ctx[2])]  # q(z | c_i ∪ c̃_i)
+        kl = torch.stack([kl_to_standard_normal(*p) for p in posteriors]).mean()
+    torch.testing.assert_close(losses["triplet"].detach(), triplet)
+    torch.testing.assert_close(losses["kl"].detach(), kl)
+    assert losses["pair_coverage"].item() == pytest.approx(1 / (K * (K - 1)))
+
+
 def test_reference_triplet_sets_ignore_unconfident_rows():
     algo = make_algo("mbml", triplet_sets="reference")
     batch = make_batch(algo, confident=0.3)  # unconfident relabelled rows are NaN
@@ -226,6 +251,8 @@ def test_eq_11_picks_the_hardest_pairs():
 
 
 def test_alg_4_sets():
+    """c̃_i holds distinct confident rows of the other tasks; the random mask is asymmetric in (i, j), so a planted
+    `confident.transpose(0, 1)` in `sample_relabelled_subset` fails here."""
     g = torch.Generator().manual_seed(0)
     confident = torch.rand(4, 4, 6, generator=g) < 0.3
     confident[2] = False

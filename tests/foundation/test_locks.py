@@ -1,6 +1,7 @@
 """Unit locks: a second command on a unit another one is computing waits, says so, then skips or computes it."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from filelock import FileLock, Timeout
 from toy_stages import ToyConfig, ToySection, TrainToy
 
+from mtrl.cli import main
 from mtrl.pipeline.base import RunOptions
 from mtrl.pipeline.locks import unit_lock_path
 from mtrl.pipeline.runner import run_stage
@@ -87,3 +90,50 @@ def test_a_killed_holder_never_leaves_a_stale_lock(tmp_path):
     proc.wait()
     lock.acquire(timeout=5)
     lock.release()
+
+
+def test_two_commands_on_overlapping_groups_compute_every_task_exactly_once(tmp_path):
+    """`mtrl collect --tasks 0-3` and `--tasks 2-5`, started together on one run directory (each one task-batched
+    group): afterwards each of the 6 tasks was written by exactly one of them and `mtrl status` finds it up to
+    date. The test holds task_02's lock until both commands wait on it, so their groups overlap in time every run.
+    The command that waited trains its whole group (so its tasks' numbers are an uninterrupted run's) but says
+    that it does not rewrite the tasks the other command wrote.
+
+    Fails on a planted bug that skips a group after waiting as soon as ANY of its units is up to date (tasks 0-1
+    or 4-5 are never computed), and failed on the code before the fix, where the second command rewrote the
+    whole group, tasks 2-3 included (written twice)."""
+    from smoke import run_stages, smoke_config
+
+    config = smoke_config("env.n_train=6", "collect.steps=200", "collect.eval_every=200",
+                          "collect.checkpoint_every=200")
+    run_stages(config, tmp_path, ["tasks"])
+    holder = FileLock(unit_lock_path(tmp_path, "collect", "task_02"))
+    holder.acquire()
+    command = [sys.executable, "-m", "mtrl", "collect", "--run-dir", str(tmp_path), "--threads", "1", "--tasks"]
+    procs = [subprocess.Popen([*command, tasks], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+             for tasks in ("0-3", "2-5")]
+    try:
+        log = tmp_path / "logs" / "mtrl.log"
+        wait_for(lambda: log.read_text().count("another mtrl command or job is computing it; waiting") == 2, 120)
+    finally:
+        holder.release()
+    outputs = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    written = [task for output in outputs for task in _written_tasks(output)]
+    assert sorted(written) == [0, 1, 2, 3, 4, 5], outputs  # each task once, by one of the two commands
+    result = CliRunner().invoke(main, ["status", str(tmp_path)])
+    collect = [line.split() for line in result.output.splitlines() if line.startswith("collect ")]
+    assert len(collect) == 12 and all(row[2:4] == ["up", "to"] for row in collect), result.output
+
+
+def _written_tasks(output: str) -> list[int]:
+    """The tasks of every group a command's console output says it computed (`collect task_02..task_05 (4 tasks):
+    done in …` or `collect task_04: done in …`), less those it says it trained again without rewriting them."""
+    tasks = []
+    for group in re.findall(r"^collect (\S+)(?: \(\d+ tasks\))?: done in", output, re.MULTILINE):
+        first, _, last = group.partition("..")
+        tasks += range(int(first[-2:]), int((last or first)[-2:]) + 1)
+    for kept in re.findall(r"^collect \S+(?: \(\d+ tasks\))?: (.*) up to date; trained again", output, re.MULTILINE):
+        for key in kept.split(", "):
+            tasks.remove(int(key[-2:]))
+    return tasks

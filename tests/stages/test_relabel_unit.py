@@ -41,7 +41,8 @@ def decode(x0):
 
 
 def reward_std(i, j, t):
-    """The fake reward ensemble's std: 0.005, 0.015, 0.025 or 0.035 (never on a threshold used below)."""
+    """The fake reward ensemble's std: 0.005, 0.015, 0.025 or 0.035 (never on a threshold used below); it differs
+    between pairs (i, j) and (j, i), as real ensembles' confidence does."""
     return 0.005 + 0.01 * ((i + 2 * j + t) % 4)
 
 
@@ -51,7 +52,8 @@ NEXT_STD = np.array([[0.004, 0.006],   # mean 0.005, max 0.006: confident by eit
 
 
 def next_state_case(i, j, t):
-    return (i + j + t) % 3
+    """The row of NEXT_STD for model i on row t of task j: asymmetric in (i, j), as `reward_std`."""
+    return (2 * i + j + t) % 3
 
 
 class FakeEnsemble:
@@ -248,6 +250,29 @@ def test_a_dynamics_family_relabels_next_states_and_keeps_rows_confident_in_both
     assert message == f"relabel learned: kept {both.mean(-1)[~np.eye(3, dtype=bool)].mean():.1%} of other tasks' rows"
     assert [(task, target) for _, task, target in FakeEnsemble.made] == \
         [(0, "rewards"), (1, "rewards"), (2, "rewards"), (0, "dynamics"), (1, "dynamics"), (2, "dynamics")]
+
+
+@pytest.mark.parametrize("family", ["PointGoalArc", "PointRobotWind"])
+def test_a_pair_is_kept_for_the_confidence_of_model_i_on_task_j_not_of_model_j_on_task_i(tmp_path, monkeypatch,
+                                                                                        family):
+    """Only task 0's models are confident, and only on task 1's rows (for a dynamics family: only its next-state
+    models; every reward model is confident): relabel.h5 keeps every row of pair (0, 1) and none of (1, 0).
+
+    Catches a transposed pair: planting `.transpose(1, 0, 2)` on the `reward_mask` of `Relabel._relabel`, or on
+    the `next_state_mask` of `run_unit`, fails here."""
+
+    def pair_0_1(i, j):
+        return (i == 0) & (j == 1)
+
+    dynamics = family == "PointRobotWind"
+    monkeypatch.setattr(f"{__name__}.reward_std", lambda i, j, t: np.where(pair_0_1(i, j) | dynamics, 0.005, 0.035))
+    monkeypatch.setattr(f"{__name__}.next_state_case", lambda i, j, t: np.where(pair_0_1(i, j), 0, 2))
+    build_run(tmp_path, family, dynamics=dynamics)
+    out = run_relabel(make_config(f"env.family={family}", "relabel.max_transitions=8"), tmp_path)
+    kept = out["reward_mask"] & out.get("next_state_mask", True)
+    expected = np.zeros((3, 3, 8), bool)
+    expected[0, 1] = True
+    np.testing.assert_array_equal(kept, expected)
 
 
 def test_configured_next_state_threshold_and_ensemble_configs(tmp_path):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pairs import asymmetric_pair_mask, is_asymmetric
 
 from mtrl.algos.context import context_rows
 from mtrl.algos.mbml import MBMLConfig
@@ -49,18 +50,19 @@ def relabelled_code(i, j, m, column=0):
 
 
 class FakeRelabelArtifact:
-    """The arrays of relabel.h5 that `RelabelledContexts.load` reads."""
+    """The arrays of relabel.h5 that `RelabelledContexts.load` reads; both masks differ between pairs (i, j) and
+    (j, i), as real ensembles' confidence does."""
 
     def __init__(self, dynamics: bool, m: int = 7):
         rng = np.random.default_rng(3)
         self.arrays = {"indices": np.stack([np.sort(rng.choice(N, m, replace=False)) for _ in range(K)])}
         i, j, r = np.meshgrid(np.arange(K), np.arange(K), np.arange(m), indexing="ij")
         self.arrays["rewards"] = relabelled_code(i, j, r, R_COL).astype(np.float32)
-        self.arrays["reward_mask"] = (i + j + r) % 2 == 0
+        self.arrays["reward_mask"] = asymmetric_pair_mask(K, m, seed=1)
         if dynamics:
             cols = OBS + ACT + np.arange(OBS)
             self.arrays["next_observations"] = relabelled_code(i[..., None], j[..., None], r[..., None], cols)
-            self.arrays["next_state_mask"] = r % 3 != 0
+            self.arrays["next_state_mask"] = asymmetric_pair_mask(K, m, seed=2, keep=0.7)
 
     def array(self, name):
         return self.arrays[name]
@@ -108,6 +110,27 @@ def test_relabelled_contexts_every_column_comes_from_the_right_task_row_and_mode
                     np.testing.assert_array_equal(row[NEXT_COLS], context[j, s, NEXT_COLS],
                                                   err_msg="s': the original (reward-only family)")
                 assert mask[i, j, s] == contexts.mask[i, j, r], "mask of the same (i, j, row)"
+
+
+@pytest.mark.parametrize("dynamics", [False, True])
+def test_the_mask_of_pair_i_j_is_the_confidence_of_task_i_models_on_task_j_rows(dynamics):
+    """Only pair (0, 1) is confident (for a dynamics family: only its next states; its rewards both ways): the
+    sampled relabel_mask keeps c_{1->0} and nothing of c_{0->1}. The fixtures are asymmetric in (i, j) too.
+
+    Catches a transposed pair: planting `self.mask.transpose(1, 0, 2)` in `RelabelledContexts.sample`, or
+    `art.array("next_state_mask").transpose(1, 0, 2)` in `load`, fails here; both passed the whole suite
+    while the fixture masks were symmetric in i and j."""
+    art = FakeRelabelArtifact(dynamics)
+    assert is_asymmetric(art.arrays["reward_mask"]) and (not dynamics or is_asymmetric(art.arrays["next_state_mask"]))
+    only_0_1 = np.zeros_like(art.arrays["reward_mask"])
+    only_0_1[0, 1] = True
+    if dynamics:
+        art.arrays["reward_mask"] = only_0_1 | only_0_1.transpose(1, 0, 2)
+        art.arrays["next_state_mask"] = only_0_1
+    else:
+        art.arrays["reward_mask"] = only_0_1
+    _, _, mask = RelabelledContexts.load(art, datasets()).sample(np.random.default_rng(0), 10)
+    np.testing.assert_array_equal(mask, np.broadcast_to(only_0_1[..., :1], mask.shape))
 
 
 def test_mbml_sampler_pairs_observations_with_their_actions_per_task():

@@ -1,6 +1,7 @@
 """Stage train-cql (seed 004's family): one artifact per (kind, method), HCSAC's active data, Table 1 in the report."""
 
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from mtrl.algos.cql import CSAC
 from mtrl.artifacts import open_artifact
 from mtrl.errors import ConfigError, StageError
 from mtrl.report import write_report
-from mtrl.stages.train_cql import active_union
+from mtrl.stages.train_cql import active_union, admitted_rewards, q_over
 
 METHODS = ("bc", "csac", "mt-bc", "mtcsac", "hcsac")
 TINY = ("collect.steps=200", "collect.eval_every=200", "collect.checkpoint_every=200", "data.kinds=[medium-replay]",
@@ -96,6 +97,64 @@ def test_active_data_adds_the_admitted_rows_with_the_new_task_and_reward():
     np.testing.assert_array_equal(union["next_observations"][:, -1], union["observations"][:, -1])
     plain = active_union(datasets, None, None)  # MTCSAC: the union of the originals
     assert len(plain["rewards"]) == 7 and plain["rewards"].tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_active_data_of_task_i_holds_the_rows_of_d_j_admitted_to_task_i_with_task_i_s_rewards():
+    """Both pairs admit rows, different ones: task 0 rows 0 and 2 of D_1 (rewards 7, 8), task 1 rows 1, 2, 3 of D_0
+    (rewards 4, 5, 6). Observations encode (dataset, row) as 10·dataset + row.
+
+    Catches a transposed pair: planting `masks[j][i]` for `masks[i][j]`, or `relabelled_rewards[j][i]`, in
+    `active_union` fails here."""
+    def data(task):
+        rows = np.arange(4)
+        return {"observations": np.stack([10.0 * task + rows, rows], 1).astype(np.float32),
+                "actions": np.zeros((4, 1), np.float32), "rewards": np.full(4, -1.0, np.float32),
+                "next_observations": np.zeros((4, 2), np.float32), "terminals": np.zeros(4, bool),
+                "timeouts": np.zeros(4, bool)}
+
+    masks = [[None, np.array([True, False, True, False])], [np.array([False, True, True, True]), None]]
+    rewards = [[None, np.array([7.0, 8.0])], [np.array([4.0, 5.0, 6.0]), None]]
+    union = active_union([data(0), data(1)], masks, rewards)
+    np.testing.assert_array_equal(union["observations"][:, 0], [0, 1, 2, 3, 10, 12, 10, 11, 12, 13, 1, 2, 3])
+    np.testing.assert_array_equal(union["observations"][:, -1], [0] * 6 + [1] * 7)  # the task id column
+    np.testing.assert_array_equal(union["rewards"], [-1] * 4 + [7, 8] + [-1] * 4 + [4, 5, 6])
+
+
+def test_admitted_rows_of_d_j_get_task_i_s_true_rewards():
+    """HCSAC's relabelled rewards: [i][j] is task i's reward function on the rows of D_j admitted to task i. The
+    fake reward of task i on a row is 100·(i + 1) + its observation (10·dataset + row).
+
+    Catches a transposed pair: planting `masks[j][i]`, or `dist.train_tasks[j]`, in `admitted_rewards` fails here."""
+    def data(task):
+        return {"observations": (10.0 * task + np.arange(4))[:, None]}
+
+    def reward(task, d, rows):
+        return task + d["observations"][rows, 0]
+
+    dist = SimpleNamespace(train_tasks=[100.0, 200.0], dataset_reward=reward)
+    masks = [[None, np.array([True, False, True, False])], [np.array([False, True, True, True]), None]]
+    rewards = admitted_rewards(dist, [data(0), data(1)], masks)
+    assert rewards[0][0] is None and rewards[1][1] is None
+    np.testing.assert_array_equal(rewards[0][1], [110, 112])
+    np.testing.assert_array_equal(rewards[1][0], [201, 202, 203])
+
+
+def test_hcsac_scores_the_rows_of_d_j_with_task_i_s_q(monkeypatch):
+    """Alg. 1's Q_i over D_j: the agent sees D_j's rows with id i. The fake agent's Q is 100·id + observation
+    (10·dataset + row), over chunks of 3 rows.
+
+    Catches a transposed pair: planting id j, or the rows of D_i, in `q_over` fails here."""
+    monkeypatch.setattr("mtrl.stages.train_cql.Q_CHUNK", 3)
+
+    class Agent:
+        def q_min(self, x, actions):
+            assert x.shape[:2] == actions.shape[:2]
+            return 100 * x[..., -1] + x[..., 0]
+
+    datasets = [{"observations": (10.0 * task + np.arange(5, dtype=np.float32))[:, None],
+                 "actions": np.zeros((5, 1), np.float32)} for task in range(2)]
+    np.testing.assert_array_equal(q_over(Agent(), datasets, 0, 1, "cpu"), 10 + np.arange(5))
+    np.testing.assert_array_equal(q_over(Agent(), datasets, 1, 0, "cpu"), 100 + np.arange(5))
 
 
 def test_report_renders_table_1(run, tmp_path):
