@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from mtrl.report.aggregate import Series, Stat, Summary
+from mtrl.report.aggregate import PAPER_WINDOW_EPOCHS, Series, Stat, Summary
 from mtrl.report.collect import RunResults
 
 SPREAD = "mean ± std over runs (seeds; std with ddof 0; n: the number of runs)"
@@ -76,6 +76,8 @@ FINAL_COLUMNS = {"test (evaluate)": "eval test", "train (evaluate)": "eval train
 OFFLINE_COLUMNS = {"test (offline context)": "offline test", "train (offline context)": "offline train"}
 BEST_COLUMNS = {"test": "best-on-train test", "train (selected on)": "best-on-train train",
                 "epoch (per run)": "best-on-train epoch"}
+TEST_SELECTED_COLUMNS = {f"test ({PAPER_WINDOW_EPOCHS}-epoch trailing mean, max)": "test-selected test",
+                         "epoch (per run)": "test-selected epoch"}
 
 
 def _methods(summary: Summary, figures: dict[str, str]) -> str:
@@ -84,6 +86,7 @@ def _methods(summary: Summary, figures: dict[str, str]) -> str:
     scores = summary.method_scores
     columns = {f"final: {name}": key for name, key in FINAL_COLUMNS.items()}
     columns |= {f"best-on-train: {name}": key for name, key in BEST_COLUMNS.items()}
+    columns |= {f"selected on test: {name}": key for name, key in TEST_SELECTED_COLUMNS.items()}
     per_run = [[method, label, *(_num(s[key].per_run[label]) if key in s and label in s[key].per_run else "—"
                                  for key in columns.values())]
                for method, s in scores.items() for label in summary.labels]
@@ -105,12 +108,26 @@ def _methods(summary: Summary, figures: dict[str, str]) -> str:
              "the choice. The training score is optimistic, being the one selected on; the test score is not. "
              "Only the curve's scores exist for that point: its weights are not kept.",
              _score_table(scores, BEST_COLUMNS),
+             *_test_selected(scores),
              "Per run:", _table(["method", "run", *columns], per_run),
              "Test-task score per evaluation during training (the curves of Fig. 4 and Fig. 6):",
              _series_table("test curve", "epoch", summary.test_curves, summary.labels),
              "Training-task score per evaluation during training (what the best-on-train rule selects on):",
              _series_table("train curve", "epoch", summary.train_curves, summary.labels)]
     return "\n\n".join(p for p in parts if p)
+
+
+def _test_selected(scores: dict[str, dict[str, Stat]]) -> list[str]:
+    """The papers' figures' rule, labelled as chosen on the test tasks, so our numbers can stand beside theirs."""
+    return ["### Selected on test tasks (as the paper's figures)",
+            f"**Rule: selected on test tasks (as the paper's figures).** The official plotting code's number: in each "
+            f"run, the test-task score averaged over the evaluations of the last {PAPER_WINDOW_EPOCHS} epochs "
+            f"(`{PAPER_WINDOW_EPOCHS} / eval_every` evaluations; complete windows only, or the whole curve when "
+            "training is shorter), at the epoch where that trailing mean is highest "
+            "(`mtrl.report.aggregate.selected_on_test`). The test tasks choose the point, so the score is "
+            "optimistic: it is not an estimate of how the method does on unseen tasks. Compare it with the papers' "
+            "figures only; rank methods by the final-policy rule.",
+            _score_table(scores, TEST_SELECTED_COLUMNS)]
 
 
 def _offline(summary: Summary) -> list[str]:
