@@ -153,8 +153,9 @@ def _up_to_date(plan: UnitPlan) -> bool:
 def _compute(job: _Job) -> None:
     """Seed, call the stage, check every output was written, drop the checkpoints."""
     stage, units = job.stage, [p.unit for p in job.plans]
-    ctxs = [UnitContext(stage, job.config, p.unit, job.options, p.input_fingerprints,
-                        derive_seed(job.config.seed, stage.name, p.unit.key), log, group_size=len(job.plans))
+    ctxs = [UnitContext(stage, stage.configured(job.config, p.unit), p.unit, job.options, p.input_fingerprints,
+                        derive_seed(job.config.seed, stage.name, p.unit.seed_key or p.unit.key), log,
+                        group_size=len(job.plans))
             for p in job.plans]
     seed_everything(ctxs[0].seed)  # task-batched agents take every task's seed explicitly
     if job.options.force:

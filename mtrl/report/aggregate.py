@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mtrl import methods
+from mtrl.configlib import flatten
 from mtrl.errors import ConfigError
 from mtrl.report.collect import RunResults
 
@@ -361,17 +362,7 @@ def _stage_seconds(per_run: dict[str, dict[str, float]]) -> dict[str, Stat]:
 
 def _config_differences(runs: dict[str, RunResults]) -> dict[str, dict[str, Any]]:
     """Config keys (dotted) whose values differ between runs, other than the seed."""
-    flat = {label: _flatten(run.config) for label, run in runs.items() if run.config is not None}
+    flat = {label: flatten(run.config) for label, run in runs.items() if run.config is not None}
     keys = sorted({k for f in flat.values() for k in f} - {"seed"})
     return {k: {label: f.get(k, "(absent)") for label, f in flat.items()} for k in keys
             if len({repr(f.get(k, "(absent)")) for f in flat.values()}) > 1}
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

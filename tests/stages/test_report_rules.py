@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtrl.report.aggregate import (Series, Stat, Summary, best_on_train, selected_on_test, summarise,
-                                   trailing_test_means)
+from mtrl.report.aggregate import Series, Stat, Summary, best_on_train, selected_on_test, summarise, trailing_test_means
 from mtrl.report.collect import RunResults
 from mtrl.report.figures import band_text, figure_heading
 from mtrl.report.markdown import _num, _pm
