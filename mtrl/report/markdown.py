@@ -21,6 +21,7 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
         _runs(runs, summary),
         _missing(runs, summary),
         _methods(summary, figures),
+        _sweeps(runs, summary),
         _cql(summary, figures),
         _probe(summary, figures),
         _relabel(summary, figures),
@@ -128,6 +129,25 @@ def _test_selected(scores: dict[str, dict[str, Stat]]) -> list[str]:
             "optimistic: it is not an estimate of how the method does on unseen tasks. Compare it with the papers' "
             "figures only; rank methods by the final-policy rule.",
             _score_table(scores, TEST_SELECTED_COLUMNS)]
+
+
+def _sweeps(runs: list[RunResults], summary: Summary) -> str:
+    """The trials of each `mtrl sweep` and the training-task scores that chose the method's policy, per run."""
+    if not any(run.sweeps for run in runs):
+        return ""
+    parts = ["## Sweeps (`mtrl sweep`)",
+             "Each swept method was trained once per setting of its grid; each trial is scored on the training tasks "
+             "only, and the pick (✓, the highest score) is the method's policy in every table above. Test-task "
+             "scores play no part in the choice."]
+    for label, run in zip(summary.labels, runs, strict=True):
+        for name, sweep in run.sweeps.items():
+            keys = list(dict.fromkeys(key for trial in sweep["trials"] for key in trial["values"]))
+            rows = [[f"`{trial['artifact']}`", *(_value(trial["values"].get(key)) for key in keys),
+                     _num(trial["train_score"]), "✓" if i == sweep["pick"] else ""]
+                    for i, trial in enumerate(sweep["trials"])]
+            parts += [f"{name}, run {label} (score: {sweep['score_rule']}):",
+                      _table(["trial", *(f"`{key}`" for key in keys), "training-task score", "picked"], rows)]
+    return "\n\n".join(parts)
 
 
 def _offline(summary: Summary) -> list[str]:
