@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from mtrl.report.aggregate import PAPER_WINDOW_EPOCHS, Series, Stat, Summary
+from mtrl.report.aggregate import PAPER_LAST_EPOCH, PAPER_WINDOW_EPOCHS, Series, Stat, Summary
 from mtrl.report.collect import RunResults
 
 SPREAD = "mean ± std over runs (seeds; std with ddof 0; n: the number of runs)"
@@ -124,7 +124,7 @@ def _test_selected(scores: dict[str, dict[str, Stat]]) -> list[str]:
             f"**Rule: selected on test tasks (as the paper's figures).** The official plotting code's number: in each "
             f"run, the test-task score averaged over the evaluations of the last {PAPER_WINDOW_EPOCHS} epochs "
             f"(`{PAPER_WINDOW_EPOCHS} / eval_every` evaluations; complete windows only, or the whole curve when "
-            "training is shorter), at the epoch where that trailing mean is highest "
+            f"training is shorter), at the epoch up to {PAPER_LAST_EPOCH} where that trailing mean is highest "
             "(`mtrl.report.aggregate.selected_on_test`). The test tasks choose the point, so the score is "
             "optimistic: it is not an estimate of how the method does on unseen tasks. Compare it with the papers' "
             "figures only; rank methods by the final-policy rule.",

@@ -58,6 +58,15 @@ def test_papers_rule_is_the_max_of_a_30_epoch_trailing_mean_of_the_test_curve():
     assert trailing_test_means(short) == pytest.approx([np.nan, -4.0], nan_ok=True)  # shorter than the window
 
 
+def test_papers_rule_looks_at_the_first_600_epochs_only():
+    """Evaluations every 300 epochs: each window holds one. The best after epoch 600 is not the papers' number."""
+    long = {"epochs": np.array([300.0, 600.0, 900.0]), "train_score": np.zeros(3),
+            "test_score": np.array([-5.0, -4.0, -1.0])}
+    assert selected_on_test(long) == 1
+    assert selected_on_test(long, last_epoch=900) == 2
+    assert selected_on_test({**long, "epochs": long["epochs"] + 400}) == 0  # none by epoch 600: the first one
+
+
 def test_the_report_gives_the_papers_rule_per_run_beside_the_other_two():
     runs = [RunResults(Path("s0"), None, policy_curves={"mbml": PAPER_CURVE}),
             RunResults(Path("s1"), None, policy_curves={"mbml": CURVE})]
