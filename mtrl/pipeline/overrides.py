@@ -2,19 +2,15 @@
 
 A unit whose params hold `overrides` ({dotted key: value}) runs with the run's config plus those values
 (`Stage.configured`), and its fingerprint covers them. The training stages give a method's unit the overrides its
-sweep picked (sweeps/<name>.h5), so policies/<name>.h5 is up to date exactly when it is the picked trial's policy;
-a sweep's trials are the same unit with their own values.
+sweep picked (sweeps/<name>.h5, `mtrl.pipeline.run_data.picked_overrides`), so policies/<name>.h5 is up to date
+exactly when it is the picked trial's policy; a sweep's trials are the same unit with their own values.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mtrl.artifacts import open_artifact
 from mtrl.configlib import set_path, to_dict
-from mtrl.errors import ArtifactError
-from mtrl.pipeline import layout
 
 if TYPE_CHECKING:
     from mtrl.config import Config
@@ -38,16 +34,3 @@ def config_value(config: Config, dotted: str) -> Any:
     for part in dotted.split("."):
         value = value[part]
     return value
-
-
-def picked_overrides(run_dir: Path, name: str) -> dict[str, Any] | None:
-    """The config values the sweep of method `name` picked (sweeps/<name>.h5), None without a sweep."""
-    path = layout.sweep(run_dir, name)
-    if not path.exists():
-        return None
-    try:
-        with open_artifact(path, "sweep") as art:
-            return art.meta("picked")
-    except ArtifactError as e:
-        raise ArtifactError(f"{e}; rerun `mtrl sweep --method {name}`, or delete {path} to train {name} with the "
-                            "run's config") from None

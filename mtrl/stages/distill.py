@@ -11,8 +11,7 @@ from mtrl.methods import GROUND_TRUTH_SUFFIX, get_method
 from mtrl.nn import to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
-from mtrl.pipeline.overrides import picked_overrides
-from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
+from mtrl.pipeline.run_data import load_dataset, n_train_tasks, picked_overrides, read_distribution
 from mtrl.rl.batches import RelabelledContexts
 from mtrl.rl.training import train_policy
 from mtrl.stages.train_bcq import bcq_input

@@ -15,8 +15,8 @@ from mtrl.configlib import to_dict
 from mtrl.methods import get_method, names
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Output, Stage, Unit, UnitContext
-from mtrl.pipeline.overrides import picked_overrides, with_overrides
-from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
+from mtrl.pipeline.overrides import with_overrides
+from mtrl.pipeline.run_data import load_dataset, n_train_tasks, picked_overrides, read_distribution
 from mtrl.rl.training import train_policy
 
 
