@@ -144,6 +144,17 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as {dotted key: leaf value}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Overlay wins; mappings merge key by key, everything else is replaced. A section on one side and a
     plain value on the other (`env: 5` under a profile's `env:` mapping) is an error, not a silent replacement."""

@@ -41,6 +41,8 @@ SCHEMAS: dict[str, Schema] = {
         Schema("policy", 3, ("weights", "losses"), "a multi-task policy and its training curves"),
         Schema("cql", 1, ("weights", "losses", "eval_curve"),
                "a CQL-family agent (BC, CSAC, MTCSAC, HCSAC; seed 004) and its training curves"),
+        Schema("sweep", 1, ("train_scores",), "a method's sweep (`mtrl sweep`): its trials, their training-task "
+               "scores and the pick"),
         Schema("eval", 2, ("returns",), "per-task, per-episode evaluation returns"),
         Schema("sac_init", 3, ("curves",), "SAC learning curves on one test task, initialised and baselines"),
         Schema("iwpl", 1, ("weights",), "IWPL's prior, Q features / networks and task vectors, with curves"),

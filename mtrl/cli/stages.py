@@ -142,6 +142,37 @@ def train_baseline(algos, epochs, **opts) -> None:
     run_stages(["train-baseline"], extra, stages={"train-baseline": TrainBaseline(tuple(algos) or None)}, **opts)
 
 
+@main.command(short_help="Train one method at every setting of a grid of config keys; keep the best on training tasks.")
+@click.option("--method", required=True, type=click.Choice(methods.names()),
+              help="The method to train (a distill variant or a train-baseline method).")
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
+              help="A config key of the method's training and its values, e.g. distill.algo.kl_beta=0.1,0.01 "
+                   "(repeatable: every combination is a trial).")
+@stage_options
+def sweep(method, grid, **opts) -> None:
+    """Train METHOD once per setting of the grid on the run's inputs (sweeps/<method>/trial_NN.h5), score each
+    trial on the training tasks only (its last evaluations during training), record them and the pick
+    (sweeps/<method>.h5) and install the pick as policies/<method>.h5 for evaluate and report (docs/sweep.md)."""
+    from mtrl.config import save_config
+    from mtrl.fsio import require_writable
+    from mtrl.stages.distill import policy_name
+    from mtrl.stages.sweep import SCORE_EVALUATIONS, check_trials, parse_grid, plan_trials, run_sweep
+
+    config, options, header = resolve(verbosity=verbosity(), **opts)
+    name = policy_name(method, config.distill.relabel) if method in methods.names("distill") else method
+    trials = plan_trials(name, parse_grid(grid), config, options.run_dir)
+    check_trials(name, trials, config, options)
+    require_writable(options.run_dir, "--run-dir")
+    save_config(config, options.run_dir, header=header)
+    result = run_sweep(name, trials, config, options)
+    click.echo(f"{name}: training-task score (mean of the last {SCORE_EVALUATIONS} evaluations) per trial")
+    for i, (trial, score) in enumerate(zip(result.trials, result.scores, strict=True)):
+        values = " ".join(f"{key}={value}" for key, value in trial.values.items())
+        click.echo(f"{'*' if i == result.picked else ' '} trial_{i:02d} {values}: {score:.4g}")
+    click.echo(f"done: picked trial_{result.picked:02d}, installed as {options.run_dir / 'policies' / name}.h5",
+               err=True)
+
+
 @main.command("train-cql", short_help="Train the CQL family of HCSAC (BC, CSAC, MTCSAC, HCSAC) on each data kind.")
 @click.option("--method", "cql_methods", multiple=True,
               help="Method(s) to train: bc, csac, mt-bc, mtcsac, hcsac (default: config cql.methods).")

@@ -50,6 +50,7 @@ class Unit:
     params: dict[str, Any] = field(default_factory=dict)  # part of the fingerprint (e.g. the task index)
     task: int | None = None  # training-task index, for `--tasks` selection
     split: str = "train"  # "test": a test task's unit (data.test_tasks); `--tasks` names training tasks only
+    seed_key: str | None = None  # the key its seed derives from, when not its own (a sweep's trials share one)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,13 @@ class Stage:
         for ctx in ctxs:
             self.run_unit(ctx)
 
+    def configured(self, config: Config, unit: Unit) -> Config:
+        """The config `unit` runs with: the run's, with the unit's own `overrides` param applied (a method's sweep
+        pick, or a sweep trial's values; `mtrl.pipeline.overrides`). What its fingerprint covers and it reads."""
+        from mtrl.pipeline.overrides import with_overrides
+
+        return with_overrides(config, unit.params.get("overrides"))
+
     def stage_config(self, config: Config) -> dict[str, Any]:
         """The part of the config that this stage's units may read (`unit_config` narrows it per unit)."""
         covered = {s: to_dict(getattr(config, s)) for s in self.sections}
@@ -121,7 +129,7 @@ class Stage:
     def unit_config(self, config: Config, unit: Unit) -> dict[str, Any]:
         """The part of the config one unit's fingerprint covers and its artifacts record: the stage's, less the
         keys that unit never reads (`unused_keys`), so changing them leaves its artifacts up to date."""
-        covered = self.stage_config(config)
+        covered = self.stage_config(self.configured(config, unit))
         for key in self.unused_keys(config, unit):
             _delete_key(covered, key)
         return covered

@@ -12,7 +12,9 @@
       rewards/task_NN.h5          reward ensembles                       fit-rewards
       dynamics/task_NN.h5         next-state ensembles                   fit-dynamics
       relabel.h5                  relabelled rewards/next states          relabel
-      policies/<name>.h5          multi-task policies                     distill, train-baseline
+      policies/<name>.h5          multi-task policies                     distill, train-baseline (a sweep's pick)
+      sweeps/<name>.h5            a method's sweep: trials, scores, pick   sweep
+      sweeps/<name>/trial_NN.h5   one trial's policy                      sweep
       cql/<kind>/<method>.h5      the CQL family (seed 004) per dataset kind  train-cql
       eval/<name>.h5              evaluation returns (online context)     evaluate
       eval/offline/<name>.h5      evaluation returns (offline context)    evaluate
@@ -68,6 +70,14 @@ def relabel(run_dir: Path, source: str = "learned") -> Path:
 
 def policy(run_dir: Path, name: str) -> Path:
     return run_dir / "policies" / f"{name}.h5"
+
+
+def sweep(run_dir: Path, name: str) -> Path:
+    return run_dir / "sweeps" / f"{name}.h5"
+
+
+def sweep_trial(run_dir: Path, name: str, trial: int) -> Path:
+    return run_dir / "sweeps" / name / f"trial_{trial:02d}.h5"
 
 
 def cql(run_dir: Path, kind: str, method: str) -> Path:

@@ -1,15 +1,16 @@
-"""Helpers every stage shares: task counts, the task distribution of a run, datasets in memory."""
+"""Helpers every stage shares: task counts, the task distribution of a run, datasets in memory, a sweep's pick."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mtrl.artifacts import Artifact, open_artifact
 from mtrl.data import TRANSITION_KEYS
 from mtrl.errors import ArtifactError, NonFiniteError
+from mtrl.pipeline import layout
 from mtrl.pipeline.base import task_key
 
 if TYPE_CHECKING:
@@ -88,3 +89,16 @@ def load_dataset(art: Artifact, spec: EnvSpec, infos: bool = False) -> dict[str,
                 raise NonFiniteError(f"{art.path}: '{key}' has non-finite values in {int((~finite).sum())} of "
                                      f"{len(values)} rows; the dataset is unusable: {fix}")
     return data
+
+
+def picked_overrides(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The config values the sweep of method `name` picked (sweeps/<name>.h5), None without a sweep."""
+    path = layout.sweep(run_dir, name)
+    if not path.exists():
+        return None
+    try:
+        with open_artifact(path, "sweep") as art:
+            return art.meta("picked")
+    except ArtifactError as e:
+        raise ArtifactError(f"{e}; rerun `mtrl sweep --method {name}`, or delete {path} to train {name} with the "
+                            "run's config") from None

@@ -159,9 +159,9 @@ def _compute(job: _Job, writes: list[bool]) -> None:
     False are up to date: they train with their group, which is then the group an uninterrupted run trained, and
     their artifacts are left as they are."""
     stage, units = job.stage, [p.unit for p in job.plans]
-    ctxs = [UnitContext(stage, job.config, p.unit, job.options, p.input_fingerprints,
-                        derive_seed(job.config.seed, stage.name, p.unit.key), log, group_size=len(job.plans),
-                        writes=w)
+    ctxs = [UnitContext(stage, stage.configured(job.config, p.unit), p.unit, job.options, p.input_fingerprints,
+                        derive_seed(job.config.seed, stage.name, p.unit.seed_key or p.unit.key), log,
+                        group_size=len(job.plans), writes=w)
             for p, w in zip(job.plans, writes, strict=True)]
     kept = [ctx.unit.key for ctx in ctxs if not ctx.writes]
     if kept:

@@ -62,6 +62,8 @@ class RunResults:
     # (dataset kind, method) -> the CQL family's results (train-cql): final_returns [K], eval_curve, and HCSAC's
     # relabel_epochs [R], relabel_fractions [R, K, K]
     cql: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # policy name -> its sweep (`mtrl sweep`): trials [{values, train_score, artifact, ...}], pick, score_rule
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def seed(self) -> int | None:
@@ -167,6 +169,8 @@ def _read(results: RunResults, art: Artifact, rel_path: str) -> None:
 
 
 def _read_policy(results: RunResults, art: Artifact, name: str) -> None:
+    if Path(art.path).parent.parent.name == "sweeps":  # a sweep's trial: its sweep record reports it
+        return
     curve = art.tree("eval_curve") if "eval_curve" in art else None
     if curve is not None and len(curve["epochs"]):  # empty when distill.eval_every is 0
         results.policy_curves[name] = curve
@@ -234,6 +238,11 @@ def _read_cql(results: RunResults, art: Artifact, name: str) -> None:
     results.cql[str(art.attrs["dataset_kind"]), str(art.attrs["method"])] = found
 
 
+def _read_sweep(results: RunResults, art: Artifact, name: str) -> None:
+    results.sweeps[name] = {"trials": art.meta("trials"), "pick": int(art.attrs["pick"]),
+                            "score_rule": str(art.attrs["score_rule"])}
+
+
 _READERS = {"cql": _read_cql, "dataset": _read_dataset, "policy": _read_policy, "eval": _read_eval,
-            "relabel": _read_relabel, "sac_init": _read_sac_init, "adapt": _read_sac_init,
+            "sweep": _read_sweep, "relabel": _read_relabel, "sac_init": _read_sac_init, "adapt": _read_sac_init,
             "sac": _read_sac, "bcq": _read_bcq}

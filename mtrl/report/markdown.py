@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from mtrl.report.aggregate import Series, Stat, Summary, method_order, role
+from mtrl.report.aggregate import PAPER_LAST_EPOCH, PAPER_WINDOW_EPOCHS, Series, Stat, Summary, method_order, role
 from mtrl.report.collect import RunResults
 from mtrl.rl.health import failures, thresholds
 
@@ -23,6 +23,7 @@ def render(runs: list[RunResults], summary: Summary, figures: dict[str, str]) ->
         _runs(runs, summary),
         _missing(runs, summary),
         _methods(summary, figures),
+        _sweeps(runs, summary),
         _cql(summary, figures),
         _probe(summary, figures),
         _health(runs, summary),
@@ -79,6 +80,8 @@ FINAL_COLUMNS = {"test (evaluate)": "eval test", "train (evaluate)": "eval train
 OFFLINE_COLUMNS = {"test (offline context)": "offline test", "train (offline context)": "offline train"}
 BEST_COLUMNS = {"test": "best-on-train test", "train (selected on)": "best-on-train train",
                 "epoch (per run)": "best-on-train epoch"}
+TEST_SELECTED_COLUMNS = {f"test ({PAPER_WINDOW_EPOCHS}-epoch trailing mean, max)": "test-selected test",
+                         "epoch (per run)": "test-selected epoch"}
 
 
 def _methods(summary: Summary, figures: dict[str, str]) -> str:
@@ -87,6 +90,7 @@ def _methods(summary: Summary, figures: dict[str, str]) -> str:
     scores = summary.method_scores
     columns = {f"final: {name}": key for name, key in FINAL_COLUMNS.items()}
     columns |= {f"best-on-train: {name}": key for name, key in BEST_COLUMNS.items()}
+    columns |= {f"selected on test: {name}": key for name, key in TEST_SELECTED_COLUMNS.items()}
     per_run = [[method, label, *(_num(s[key].per_run[label]) if key in s and label in s[key].per_run else "—"
                                  for key in columns.values())]
                for method, s in scores.items() for label in summary.labels]
@@ -108,12 +112,45 @@ def _methods(summary: Summary, figures: dict[str, str]) -> str:
              "the choice. The training score is optimistic, being the one selected on; the test score is not. "
              "Only the curve's scores exist for that point: its weights are not kept.",
              _score_table(scores, BEST_COLUMNS),
+             *_test_selected(scores),
              "Per run:", _table(["method", "run", *columns], per_run),
              "Test-task score per evaluation during training (the curves of Fig. 4 and Fig. 6):",
              _series_table("test curve", "epoch", summary.test_curves, summary.labels),
              "Training-task score per evaluation during training (what the best-on-train rule selects on):",
              _series_table("train curve", "epoch", summary.train_curves, summary.labels)]
     return "\n\n".join(p for p in parts if p)
+
+
+def _test_selected(scores: dict[str, dict[str, Stat]]) -> list[str]:
+    """The papers' figures' rule, labelled as chosen on the test tasks, so our numbers can stand beside theirs."""
+    return ["### Selected on test tasks (as the paper's figures)",
+            f"**Rule: selected on test tasks (as the paper's figures).** The official plotting code's number: in each "
+            f"run, the test-task score averaged over the evaluations of the last {PAPER_WINDOW_EPOCHS} epochs "
+            f"(`{PAPER_WINDOW_EPOCHS} / eval_every` evaluations; complete windows only, or the whole curve when "
+            f"training is shorter), at the epoch up to {PAPER_LAST_EPOCH} where that trailing mean is highest "
+            "(`mtrl.report.aggregate.selected_on_test`). The test tasks choose the point, so the score is "
+            "optimistic: it is not an estimate of how the method does on unseen tasks. Compare it with the papers' "
+            "figures only; rank methods by the final-policy rule.",
+            _score_table(scores, TEST_SELECTED_COLUMNS)]
+
+
+def _sweeps(runs: list[RunResults], summary: Summary) -> str:
+    """The trials of each `mtrl sweep` and the training-task scores that chose the method's policy, per run."""
+    if not any(run.sweeps for run in runs):
+        return ""
+    parts = ["## Sweeps (`mtrl sweep`)",
+             "Each swept method was trained once per setting of its grid; each trial is scored on the training tasks "
+             "only, and the pick (✓, the highest score) is the method's policy in every table above. Test-task "
+             "scores play no part in the choice."]
+    for label, run in zip(summary.labels, runs, strict=True):
+        for name, sweep in run.sweeps.items():
+            keys = list(dict.fromkeys(key for trial in sweep["trials"] for key in trial["values"]))
+            rows = [[f"`{trial['artifact']}`", *(_value(trial["values"].get(key)) for key in keys),
+                     _num(trial["train_score"]), "✓" if i == sweep["pick"] else ""]
+                    for i, trial in enumerate(sweep["trials"])]
+            parts += [f"{name}, run {label} (score: {sweep['score_rule']}):",
+                      _table(["trial", *(f"`{key}`" for key in keys), "training-task score", "picked"], rows)]
+    return "\n\n".join(parts)
 
 
 def _offline(summary: Summary) -> list[str]:

@@ -11,7 +11,7 @@ from mtrl.methods import GROUND_TRUTH_SUFFIX, get_method
 from mtrl.nn import to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
-from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
+from mtrl.pipeline.run_data import load_dataset, n_train_tasks, picked_overrides, read_distribution
 from mtrl.rl.batches import RelabelledContexts
 from mtrl.rl.training import train_policy
 from mtrl.stages.train_bcq import bcq_input
@@ -33,19 +33,24 @@ class Distill(Stage):
         self.variants = variants  # `mtrl distill --variant X` selects; None: the config's list
 
     def units(self, config, run_dir):
+        """One unit per variant, with the config values its sweep picked (`mtrl sweep`), if it has one."""
+        names = [policy_name(variant, config.distill.relabel) for variant in self.variants or config.distill.variants]
+        return [self.unit_for(config, run_dir, name, picked_overrides(run_dir, name)) for name in names]
+
+    @staticmethod
+    def unit_for(config, run_dir, name: str, overrides: dict | None = None) -> Unit:
+        """The unit that trains policy `name` (a variant, or its ground-truth version) with `overrides`."""
         k, relabel = n_train_tasks(config), config.distill.relabel
-        units = []
-        for variant in self.variants or config.distill.variants:
-            method = get_method(variant)
-            inputs = {"tasks": layout.tasks_input(run_dir)}
-            inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind) for i in range(k)}
-            inputs |= {f"bcq_{i}": bcq_input(run_dir, i) for i in range(k)}
-            if method.needs_relabel:
-                inputs["relabel"] = Input(layout.relabel(run_dir, relabel), "relabel", "relabel")
-            name = policy_name(variant, relabel)
-            units.append(Unit(name, {"policy": Output(layout.policy(run_dir, name), "policy")}, inputs,
-                              params={"variant": variant, "relabel": relabel if method.needs_relabel else None}))
-        return units
+        variant = name.removesuffix(GROUND_TRUTH_SUFFIX)
+        method = get_method(variant)
+        inputs = {"tasks": layout.tasks_input(run_dir)}
+        inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind) for i in range(k)}
+        inputs |= {f"bcq_{i}": bcq_input(run_dir, i) for i in range(k)}
+        if method.needs_relabel:
+            inputs["relabel"] = Input(layout.relabel(run_dir, relabel), "relabel", "relabel")
+        params = {"variant": variant, "relabel": relabel if method.needs_relabel else None}
+        return Unit(name, {"policy": Output(layout.policy(run_dir, name), "policy")}, inputs,
+                    params=params | ({"overrides": overrides} if overrides else {}))
 
     def unused_keys(self, config, unit):
         """An ablation does not depend on the hyper-parameters of the parts it lacks (no-triplet: the margin;

@@ -15,7 +15,8 @@ from mtrl.configlib import to_dict
 from mtrl.methods import get_method, names
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Output, Stage, Unit, UnitContext
-from mtrl.pipeline.run_data import load_dataset, n_train_tasks, read_distribution
+from mtrl.pipeline.overrides import with_overrides
+from mtrl.pipeline.run_data import load_dataset, n_train_tasks, picked_overrides, read_distribution
 from mtrl.rl.training import train_policy
 
 
@@ -35,12 +36,19 @@ class TrainBaseline(Stage):
                 *(f"baselines.{name}" for name in names("train-baseline")))
 
     def units(self, config, run_dir):
+        """One unit per method, with the config values its sweep picked (`mtrl sweep`), if it has one."""
+        return [self.unit_for(config, run_dir, algo, picked_overrides(run_dir, algo))
+                for algo in self.algos or config.baselines.algos]
+
+    @staticmethod
+    def unit_for(config, run_dir, algo: str, overrides: dict | None = None) -> Unit:
+        """The unit that trains baseline `algo` with `overrides`; its method config (a parameter) includes them."""
         inputs = {"tasks": layout.tasks_input(run_dir)}
         inputs |= {f"dataset_{i}": layout.dataset_input(run_dir, i, config.data.kind)
                    for i in range(n_train_tasks(config))}
-        return [Unit(algo, {"policy": Output(layout.policy(run_dir, algo), "policy")}, inputs,
-                     params={"algo": algo, "algo_config": to_dict(get_method(algo).config(config))})
-                for algo in self.algos or config.baselines.algos]
+        params = {"algo": algo, "algo_config": to_dict(get_method(algo).config(with_overrides(config, overrides)))}
+        return Unit(algo, {"policy": Output(layout.policy(run_dir, algo), "policy")}, inputs,
+                    params=params | ({"overrides": overrides} if overrides else {}))
 
     def run_unit(self, ctx: UnitContext) -> None:
         method = get_method(ctx.unit.params["algo"])
