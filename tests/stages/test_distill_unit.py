@@ -182,7 +182,8 @@ def test_run_unit_hands_the_algorithm_teachers_datasets_and_relabelled_contexts(
         np.testing.assert_array_equal(relabelled.rewards, 1.0 if relabel == "learned" else -1.0)
         np.testing.assert_array_equal(relabelled.rows[1, :, 0], code(1, np.arange(4)))
 
-    run_ctx, algo, sample, distill_cfg, dist, name, train_algo_cfg = calls["train"]
+    run_ctx, algo, sample, distill_cfg, dist, name, train_algo_cfg, health_datasets = calls["train"]
     assert run_ctx is ctx and algo == "the algorithm" and sample == "the sampler"
     assert distill_cfg is config.distill and name == variant and train_algo_cfg is config.distill.algo
+    assert health_datasets is datasets  # the training tasks' own data, for the health measured during training
     assert dist.name == "PointGoalArc" and len(dist.train_tasks) == K

@@ -21,7 +21,7 @@ def test_unknown_curves_and_columns_are_one_line_errors(smoke_run):
     _, run_dir = smoke_run
     code, output = plot(run_dir, "--curve", "policies/nope")
     assert code == 2 and output.count("\n") == 1
-    assert "policies/nope.csv: no such curve" in output and "policies/mbml.eval_curve" in output
+    assert "policies/nope.csv: no such curve" in output and "policies/batch-pearl.eval_curve" in output
     code, output = plot(run_dir, "--curve", "policies/mbml.eval_curve", "--y", "loss")
     assert code == 2 and "--y loss: not a column of policies/mbml.eval_curve; its columns: train_score, test_score" \
         in output
