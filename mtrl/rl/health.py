@@ -91,7 +91,7 @@ def failures(health: dict[str, np.ndarray], n_tasks: int, scored_from: int) -> l
     limits, lines = thresholds(n_tasks), []
     for measure in ("kl", "separability", "identification"):
         values = zip(health["sizes"], health[measure], strict=True)
-        failed = [f"{value:.2f} ({int(size)} rows)" for size, value in values
+        failed = [f"{value:.3f} ({int(size)} rows)" for size, value in values
                   if not np.isnan(value) and value < limits[measure]]
         if failed:
             lines.append(f"{measure} below {limits[measure]:.2f}: " + ", ".join(failed))
@@ -99,6 +99,6 @@ def failures(health: dict[str, np.ndarray], n_tasks: int, scored_from: int) -> l
     if online is not None and len(online) > scored_from:
         value = float(online[scored_from:].mean())
         if value < limits["identification"]:
-            lines.append(f"online identification below {limits['identification']:.2f}: {value:.2f} "
+            lines.append(f"online identification below {limits['identification']:.2f}: {value:.3f} "
                          "(scored episodes)")
     return lines

@@ -53,9 +53,9 @@ def test_a_blind_encoder_fails_every_threshold():
     assert health["separability"] == pytest.approx([0.0, 0.0])
     assert health["identification"] == pytest.approx([1 / K] * 2)  # every belief nearest the first centroid
     lines = failures(health, K, scored_from=2)
-    assert lines == [f"kl below {math.log(K):.2f}: 0.00 (8 rows), 0.00 (40 rows)",
-                     "separability below 2.00: 0.00 (8 rows), 0.00 (40 rows)",
-                     "identification below 0.80: 0.25 (8 rows), 0.25 (40 rows)"]
+    assert lines == [f"kl below {math.log(K):.2f}: 0.000 (8 rows), 0.000 (40 rows)",
+                     "separability below 2.00: 0.000 (8 rows), 0.000 (40 rows)",
+                     "identification below 0.80: 0.250 (8 rows), 0.250 (40 rows)"]
 
 
 def test_online_identification_per_episode_and_its_threshold_on_scored_episodes():
@@ -65,7 +65,7 @@ def test_online_identification_per_episode_and_its_threshold_on_scored_episodes(
     health = health_of(naming_posterior, belief="mean", online=online)
     assert health["identification_online"] == pytest.approx([1 / K, 1.0, 1.0])
     assert failures(health, K, scored_from=1) == []
-    assert failures(health, K, scored_from=0) == ["online identification below 0.80: 0.75 (scored episodes)"]
+    assert failures(health, K, scored_from=0) == ["online identification below 0.80: 0.750 (scored episodes)"]
 
 
 def test_health_is_recorded_during_training_and_evaluation_and_reported(smoke_run, tmp_path):
