@@ -3,7 +3,8 @@
 The reference below is written the straightforward way of the official implementation (separate nn.Linear
 modules, two critic networks, default Adam, `repeat_interleave`, soft updates by a loop over parameters).
 Both use the same sizes (actor and critics 400-300, VAE 750-750, latent 2·act_dim), batch 100, 10 candidates,
-the same data and the same number of threads. Rounds of each alternate, and the best round of each counts, so
+the same data and the same number of threads; mtrl's BCQ also under `bcq.precision: bf16` (autocast). Rounds of
+each alternate, and the best round of each counts, so
 other load on the machine disturbs the ratio as little as possible. Prints; asserts nothing.
 
     .venv/bin/python benchmarks/bench_bcq.py [--threads N] [--rounds R] [--updates U] [--clock wall|cpu]
@@ -20,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtrl.algos.bcq import BCQ, BCQConfig
+from mtrl.nn import precision
 
 OBS, ACT, MAX_ACTION, N_DATA = 27, 8, 1.0, 10_000  # AntDir-sized observations and actions
 
@@ -166,15 +168,21 @@ def main() -> None:
     }
     cfg = BCQConfig()
     batches = [{k: v[idx] for k, v in data.items()} for idx in torch.randint(N_DATA, (args.updates, cfg.batch_size))]
-    learners = {"mtrl BCQ": BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu"), "reference": RefBCQ(OBS, ACT, MAX_ACTION)}
+    ours, ours_bf16 = BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu"), BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu")
     task_axis = [{k: v[None] for k, v in batch.items()} for batch in batches]  # mtrl's BCQ: one task
 
-    best = dict.fromkeys(learners, float("inf"))
+    def bf16_update(batch):
+        with precision("bf16", "cpu"):  # `bcq.precision: bf16`
+            ours_bf16.update(batch)
+
+    updates = {"mtrl BCQ": (ours.update, task_axis), "mtrl bf16": (bf16_update, task_axis),
+               "reference": (RefBCQ(OBS, ACT, MAX_ACTION).update, batches)}
+    best = dict.fromkeys(updates, float("inf"))
     for round_ in range(args.rounds + 1):  # round 0 warms up
-        for name, learner in learners.items():
+        for name, (update, inputs) in updates.items():
             start = clock()
-            for batch in task_axis if name == "mtrl BCQ" else batches:
-                learner.update(batch)
+            for batch in inputs:
+                update(batch)
             if round_:
                 best[name] = min(best[name], (clock() - start) / len(batches))
 
@@ -182,7 +190,8 @@ def main() -> None:
     print(f"BCQ update, {setup}, best of {args.rounds} rounds, {args.clock} clock:")
     for name, seconds in best.items():
         print(f"  {name:10s} {1 / seconds:7.1f} updates/s  ({1e3 * seconds:.1f} ms)")
-    print(f"  speed-up   {best['reference'] / best['mtrl BCQ']:.2f}x")
+    print(f"  speed-up   {best['reference'] / best['mtrl BCQ']:.2f}x (fp32 against the reference)")
+    print(f"  bf16       {best['mtrl BCQ'] / best['mtrl bf16']:.2f}x (bf16 autocast against fp32, mtrl BCQ)")
 
 
 if __name__ == "__main__":

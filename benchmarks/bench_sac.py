@@ -3,7 +3,8 @@
 Both use the same sizes (obs 27 / act 8 as Ant, 2×256 actor and critics, batch 256) and the same threads.
 The plain version has separate critic modules, `torch.optim.Adam` (not fused), a soft update looping over
 parameters and `.item()` per metric. Rounds of the two alternate and the ratio is the median of the per-round
-ratios, so a machine shared with other jobs disturbs both alike. Prints; asserts nothing.
+ratios, so a machine shared with other jobs disturbs both alike. Ours is also timed under bf16 autocast
+against fp32 (`collect.precision: bf16`). Prints; asserts nothing.
 
     .venv/bin/python benchmarks/bench_sac.py
 """
@@ -20,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from mtrl.algos.sac import SAC, SACConfig
-from mtrl.nn import TanhGaussianActor, mlp
+from mtrl.nn import TanhGaussianActor, mlp, precision
 
 OBS_DIM, ACT_DIM, ROUNDS = 27, 8, 5
 
@@ -106,7 +107,7 @@ def rate(fn, calls: int, budget_s: float = 0.8) -> float:
     return done / (time.perf_counter() - start)
 
 
-def compare(name: str, ours, plain, calls: int) -> None:
+def compare(name: str, ours, plain, calls: int, labels: tuple[str, str] = ("ours", "plain")) -> None:
     """Alternate rounds of the two, print median rates and the median of per-round ratios."""
     for fn in (ours, plain):  # warm-up
         rate(fn, max(calls // 10, 3))
@@ -115,8 +116,16 @@ def compare(name: str, ours, plain, calls: int) -> None:
         r_ours.append(rate(ours, calls))
         r_plain.append(rate(plain, calls))
     ratio = statistics.median(o / p for o, p in zip(r_ours, r_plain, strict=True))
-    print(f"{name:<44} ours {statistics.median(r_ours):9.1f}/s   plain {statistics.median(r_plain):9.1f}/s   "
-          f"ratio {ratio:5.2f}x")  # fmt: skip
+    print(f"{name:<44} {labels[0]} {statistics.median(r_ours):9.1f}/s   {labels[1]} "
+          f"{statistics.median(r_plain):9.1f}/s   ratio {ratio:5.2f}x")  # fmt: skip
+
+
+def bf16(update):
+    """`update` under `collect.precision: bf16` (autocast)."""
+    def run():
+        with precision("bf16", "cpu"):
+            update()
+    return run
 
 
 def main() -> None:
@@ -126,6 +135,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (above 1 per CPU: noisy numbers)")
     cfg = SACConfig()
     ours, plain = SAC(cfg, OBS_DIM, ACT_DIM, 1.0, "cpu"), PlainSAC(cfg)
+    ours_bf16 = SAC(cfg, OBS_DIM, ACT_DIM, 1.0, "cpu")
     batch = make_batch(cfg.batch_size)
     task_batch = {k: v[None] for k, v in batch.items()}  # ours: one task on the task axis
     obs = np.random.default_rng(0).standard_normal(OBS_DIM).astype(np.float32)
@@ -133,6 +143,8 @@ def main() -> None:
         torch.set_num_threads(n)
         print(f"-- {n} torch thread(s)")
         compare("update, 2x256, batch 256", lambda: ours.update(task_batch), lambda: plain.update(batch), 20)
+        compare("update, 2x256, batch 256, ours", bf16(lambda: ours_bf16.update(task_batch)),
+                lambda: ours.update(task_batch), 20, labels=("bf16", "fp32"))
         for det in (True, False):
             compare(
                 f"act, batch 1, deterministic={det}",
