@@ -65,6 +65,14 @@ def score(returns: np.ndarray, skip: int) -> np.ndarray:
     return returns[:, skip:].mean(1)
 
 
+def offline_contexts(datasets: list[dict[str, np.ndarray]], size: int, seed: int,
+                     *key: str) -> Callable[[int], list[np.ndarray]]:
+    """Repeat r -> one context of `size` rows per task, drawn from its own data with a seed derived from `seed`,
+    `key`, the task and r (shared by every policy of the run, so methods meet the same contexts)."""
+    return lambda r: [offline_context(data, size, np.random.default_rng(derive_seed(seed, *key, str(i), str(r))))
+                      for i, data in enumerate(datasets)]
+
+
 def evaluation_seed(config) -> int:
     """Episode reset seeds of a run's evaluations: shared by all its policies, so they meet the same starts."""
     return derive_seed(config.seed, "evaluation-episodes")
@@ -109,10 +117,8 @@ def run_evaluation(dist, policy: ContextPolicy, cfg, seed: int, repeats: int = 1
     with a seed shared by every policy of the run (methods meet the same contexts)."""
     returns, scores, beliefs = {}, {}, {}
     for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks)):
-        contexts = None if datasets is None else (
-            lambda r, split=split: [offline_context(data, cfg.offline_context_size, np.random.default_rng(
-                derive_seed(seed, "offline-context", split, str(i), str(r))))
-                for i, data in enumerate(datasets[split])])
+        contexts = None if datasets is None else offline_contexts(datasets[split], cfg.offline_context_size, seed,
+                                                                  "offline-context", split)
         returns[split], scores[split], beliefs[split] = evaluate_tasks([dist.make_env(t) for t in tasks], policy, cfg,
                                                                        seed, repeats, contexts)
     return summary_of(returns, scores, beliefs)

@@ -42,6 +42,7 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
     builds it from) and `algo_config`.
     """
     rng = np.random.default_rng(ctx.seed)
+    training_size = get_method(method).training_context_size(algo_cfg)  # the health's training context size
     run = EpochProgress()
     saved = ctx.checkpointer.load()
     if saved is not None:
@@ -68,10 +69,9 @@ def train_policy(ctx: UnitContext, algo, sample, cfg, dist, method: str, algo_cf
             policy = EmbeddingPolicy(algo, seed=ctx.seed + run.epoch, belief=evaluate.belief)
             with UnitContext.evaluating([ctx]):
                 result = run_evaluation(dist, policy, evaluate, evaluation_seed(ctx.config))
-                health = task_inference_health(
-                    algo.posterior, datasets, {"training": get_method(method).training_context_size(algo_cfg)},
-                    evaluate.health_sets, evaluate.belief, np.random.default_rng(ctx.seed + run.epoch),
-                    result["train_beliefs"])
+                health = task_inference_health(algo.posterior, datasets, {"training": training_size},
+                                               evaluate.health_sets, evaluate.belief,
+                                               np.random.default_rng(ctx.seed + run.epoch), result["train_beliefs"])
             run.eval_curve.append([run.epoch, result["train_score"], result["test_score"]])
             online = health["identification_online"][evaluate.skip_episodes:]
             run.health_curve.append([run.epoch, *(float(health[key][0]) for key in HEALTH_CURVE[1:4]),

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtrl.configlib import build
 from mtrl.methods import GROUND_TRUTH_SUFFIX, PER_TASK_BASELINES, get_method
 from mtrl.nn import to_torch_tree
 from mtrl.pipeline import layout
 from mtrl.pipeline.base import Input, Output, Stage, Unit, UnitContext
 from mtrl.pipeline.run_data import load_dataset, n_test_tasks, n_train_tasks, read_distribution
-from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed, offline_context, run_evaluation, summary_of
+from mtrl.rl.evaluation import evaluate_tasks, evaluation_seed, offline_contexts, run_evaluation, summary_of
 from mtrl.rl.health import failures, task_inference_health
 from mtrl.rl.policies import ContextFreePolicy, load_multitask_policy
 from mtrl.rl.probe import task_inference_probe
@@ -93,8 +92,7 @@ class Evaluate(Stage):
         else:
             with ctx.read("policy") as art:
                 policy = load_multitask_policy(art, ctx.device, ctx.seed, cfg.belief)
-                method = get_method(str(art.attrs["method"]))
-                training_size = method.training_context_size(build(method.config_type(), art.meta("algo_config")))
+                training_size = get_method(str(art.attrs["method"])).training_context_size(policy.algo.cfg)
             if context == "offline":
                 datasets = {split: [self._dataset(ctx, f"{split}_dataset_{i}", dist.spec) for i in range(len(tasks))]
                             for split, tasks in (("train", dist.train_tasks), ("test", dist.test_tasks))}
@@ -140,10 +138,8 @@ class Evaluate(Stage):
                                        np.random.default_rng(derive_seed(ctx.seed, "health")), online_beliefs)
         seed = evaluation_seed(ctx.config)
         envs = [dist.make_env(task) for task in dist.train_tasks]
-        _, health["train_offline_scores"], _ = evaluate_tasks(envs, policy, cfg, seed, cfg.repeats, lambda r: [
-            offline_context(data, training_size, np.random.default_rng(derive_seed(seed, "health-context", str(i),
-                                                                                     str(r))))
-            for i, data in enumerate(datasets)])
+        _, health["train_offline_scores"], _ = evaluate_tasks(
+            envs, policy, cfg, seed, cfg.repeats, offline_contexts(datasets, training_size, seed, "health-context"))
         failed = failures(health, len(datasets), cfg.skip_episodes)
         if failed:
             ctx.log.warning(f"evaluate {ctx.unit.key}: task inference fails its health thresholds: {'; '.join(failed)}")
