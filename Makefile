@@ -15,7 +15,7 @@ DEVICE ?= auto
 SEEDS ?= 0 1 2
 WORKERS ?= 4
 
-.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-focal reproduce-iwpa reproduce-hcsac reproduce-fig4 mutation planted-bugs
+.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-focal reproduce-iwpa reproduce-hcsac reproduce-fig4 table9 mutation planted-bugs
 
 install: $(STAMP)
 
@@ -79,6 +79,21 @@ reproduce-focal: $(STAMP)
 # (docs/results.md): per seed, SAC collection, the two dataset kinds and train-cql only (no MBML stages).
 reproduce-hcsac: $(STAMP)
 	$(call reproduce,hcsac,configs/walker_walk_run.yaml,--workers 1 --threads 1,collect datasets train-cql)
+
+# MBML's Table 9 on 2 CPU cores (issue 33, docs/results_table9.md): per family, one seed of the paper profile's
+# per-task SAC (collect, Table 9's interactions) and BCQ (the official max_timesteps), then the table beside Table 9.
+# HalfCheetahVel: all 10 training tasks; UmazeGoal-M: all 10; AntDir: tasks 0-1 (200K interactions each). Each
+# command resumes where it stopped (checkpoints every 5K interactions); the wall time of each stage is in the table.
+TABLE9_RUN = --profile paper --seed 0 --until train-bcq --set collect.checkpoint_every=5000
+table9: $(STAMP)
+	$(BIN)/mtrl run --config configs/half_cheetah_vel.yaml --run-dir runs/table9/half_cheetah_vel $(TABLE9_RUN) \
+	  --workers 1 --threads 2
+	$(BIN)/mtrl run --config configs/umaze_goal_m.yaml --run-dir runs/table9/umaze_goal_m $(TABLE9_RUN) \
+	  --workers 1 --threads 2
+	$(BIN)/mtrl run --config configs/ant_dir.yaml --run-dir runs/table9/ant_dir $(TABLE9_RUN) --tasks 0-1 \
+	  --workers 2 --threads 1
+	$(BIN)/python scripts/table9.py runs/table9/half_cheetah_vel runs/table9/umaze_goal_m runs/table9/ant_dir \
+	  --out runs/table9/table9.md
 
 # Paper scale for one distribution (default HalfCheetahVel) on a GPU box: make reproduce-fig4 ENV=AntDir DEVICE=cuda
 FIG4_CONFIG = $(shell grep -l "^  family: $(ENV)$$" configs/*.yaml | head -n 1)

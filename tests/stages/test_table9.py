@@ -1,0 +1,42 @@
+"""scripts/table9.py: Table 9's readings of a collection SAC, on known episodes and on the smoke run."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "table9.py"
+spec = importlib.util.spec_from_file_location("table9", SCRIPT)
+table9 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(table9)
+
+
+def test_training_return_is_the_mean_of_complete_episodes_ending_in_the_last_tenth():
+    # 100 transitions, horizon 10: episodes of 10 (rewards 1..9 each, returns 10 x k), then the budget cuts one
+    rewards = np.repeat(np.arange(1.0, 11.0), 10)[:100]
+    terminals, timeouts = np.zeros(100, bool), np.zeros(100, bool)
+    timeouts[9::10] = True  # ten complete episodes; the last one ends at row 99, the only one in the last 10 rows
+    assert table9.late_training_return(rewards, terminals, timeouts, horizon=10) == 100.0
+    # an early termination in the last tenth counts; a budget-cut episode (not at the horizon) does not
+    terminals[94], timeouts[99] = True, True
+    assert table9.late_training_return(rewards, terminals, timeouts, horizon=10) == 50.0  # rows 90-94: 5 x 10
+    timeouts[:], terminals[:] = False, False
+    timeouts[[49, 97]] = True  # rows 50-97 are one episode of 48 steps, neither terminal nor at the horizon
+    assert np.isnan(table9.late_training_return(rewards, terminals, timeouts, horizon=10))
+
+
+def test_family_section_has_a_row_per_task_and_the_mean(smoke_run):
+    config, run_dir = smoke_run
+    text = table9.family_section(run_dir)
+    n_train = config.env.n_train
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == n_train
+    assert f"mean ± std over {n_train} tasks" in text
+    assert "Table 9" not in text.split("\n", 1)[1]  # PointGoalArc is not one of Table 9's families
+    assert "collect" in text.splitlines()[-1] and "train-bcq" in text.splitlines()[-1]
+    final = [float(row.split("|")[2]) for row in rows]
+    from mtrl.artifacts import open_artifact
+    from mtrl.pipeline import layout
+    for task, value in enumerate(final):
+        with open_artifact(layout.sac(run_dir, task)) as art:
+            assert value == round(float(art.attrs["final_return"]), 1)
