@@ -171,9 +171,18 @@ def cases() -> list[Case]:
         (["collect", "--run-dir", run + "/relabel.h5", *SMOKE], "relabel.h5"),
         (["collect", "--run-dir", run, "--config", str(ROOT / "configs")], "configs"),
         (["train-bcq"], "--run-dir"), (["nosuchcommand"], "nosuchcommand"),
+        (["sweep", "--run-dir", run, "--method", "nope", "--grid", "distill.algo.kl_beta=0.1"], "--method"),
+        (["sweep", "--run-dir", run, "--method", "mbml"], "--grid"),
+        (["sweep", "--run-dir", run, "--method", "mbml", "--grid", "kl_beta"], "--grid"),
+        (["sweep", "--run-dir", run, "--method", "mbml", "--grid", "distill.algo.nosuch=1"], "nosuch"),
+        (["sweep", "--run-dir", run, "--method", "mbml", "--grid", "distill.algo.kl_beta=-1,0.1"], "kl_beta"),
+        (["sweep", "--run-dir", run, "--method", "mbml", "--grid", "evaluate.repeats=1,2"], "evaluate.repeats"),
+        (["sweep", "--run-dir", run, "--method", "no-triplet", "--grid", "distill.algo.triplet_margin=1,2"],
+         "triplet_margin"),
     ]
     tools = [
         (["status", run + "/missing"], "missing"), (["status", run + "/datasets"], "config.yaml"),
+        (["verify", run + "/missing"], "missing"),
         (["report", run + "/missing"], "missing"), (["report", run, run], "twice"),
         (["plot", run, "--curve", "policies/nope.losses"], "nope"),
         (["plot", run, "--curve", "policies/mbml.losses", "--y", "nope"], "nope"),
