@@ -1,14 +1,21 @@
-"""scripts/table9.py: Table 9's readings of a collection SAC, on known episodes and on the smoke run."""
+"""scripts/table9.py and sac_curves.py: Table 9's readings of a collection SAC, on known episodes and the smoke run."""
 
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "table9.py"
-spec = importlib.util.spec_from_file_location("table9", SCRIPT)
-table9 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(table9)
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+table9, sac_curves = _load("table9"), _load("sac_curves")
 
 
 def test_training_return_is_the_mean_of_complete_episodes_ending_in_the_last_tenth():
@@ -40,3 +47,14 @@ def test_family_section_has_a_row_per_task_and_the_mean(smoke_run):
     for task, value in enumerate(final):
         with open_artifact(layout.sac(run_dir, task)) as art:
             assert value == round(float(art.attrs["final_return"]), 1)
+
+
+def test_sac_curves_name_each_task_by_its_target_and_seed(smoke_run, tmp_path):
+    config, run_dir = smoke_run
+    ours = sac_curves.ours(run_dir)
+    from mtrl.pipeline.run_data import read_distribution
+    targets = read_distribution(run_dir / "tasks.h5").train_tasks[:, 0]
+    assert sorted(ours) == sorted(("ours", round(float(x), 3), config.seed) for x in targets)
+    record = tmp_path / "ref.json"
+    record.write_text('{"task": [1.41440633], "seed": 2, "curve": [[5000, -1415.0], [10000, -900.5]]}')
+    assert sac_curves.reference(record) == {("reference", 1.414, 2): {5000: -1415.0, 10000: -900.5}}

@@ -1,0 +1,56 @@
+"""Our collection SAC's learning curves beside the reference SAC's (scripts/reference_sac.py), per task and seed:
+the deterministic evaluation return at chosen interaction counts and the best one (docs/results_table9.md).
+
+Ours are read from run directories (`sac/task_NN.h5` of `mtrl collect`; a task is named by its target, so runs of
+other splits or `--tasks` selections line up), the reference from the JSON files reference_sac.py writes.
+
+Usage: python scripts/sac_curves.py --ours runs/t9/hcv_s0 runs/t9/c150_s1 --reference runs/t9/ref/*.json \
+           --at 20000 40000 60000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mtrl.config import load_run_config
+from mtrl.pipeline.run_data import read_distribution
+from mtrl.report.collect import collect_run
+
+
+def ours(run_dir: Path) -> dict[tuple[str, float, int], dict[int, float]]:
+    """{("ours" and its precision, task target, run seed): {interactions: evaluation return}} of one run."""
+    config = load_run_config(run_dir)
+    who = "ours" if config.collect.precision == "fp32" else f"ours, {config.collect.precision}"
+    tasks = read_distribution(run_dir / "tasks.h5").train_tasks
+    return {(who, round(float(np.ravel(tasks[t])[0]), 3), config.seed):
+            dict(zip(curve["steps"].astype(int).tolist(), curve["return_mean"].tolist(), strict=True))
+            for t, curve in collect_run(run_dir).sac_curves.items()}
+
+
+def reference(path: Path) -> dict[tuple[str, float, int], dict[int, float]]:
+    record = json.loads(path.read_text())
+    return {("reference", round(record["task"][0], 3), record["seed"]):
+            {int(s): float(r) for s, r in record["curve"]}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ours", type=Path, nargs="*", default=[])
+    parser.add_argument("--reference", type=Path, nargs="*", default=[])
+    parser.add_argument("--at", type=int, nargs="+", default=[20_000, 40_000, 60_000])
+    args = parser.parse_args()
+    curves = {key: c for run in args.ours for key, c in ours(run).items()}
+    curves |= {key: c for path in args.reference for key, c in reference(path).items()}
+    print("| v* | seed | SAC | " + " | ".join(f"{n // 1000}K" for n in args.at) + " | best |")
+    print("|---|---|---|" + "---|" * (len(args.at) + 1))
+    for (who, task, seed), curve in sorted(curves.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        cells = [f"{curve[n]:.0f}" if n in curve else "—" for n in args.at]
+        print(f"| {task} | {seed} | {who} | " + " | ".join(cells) + f" | {max(curve.values()):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
