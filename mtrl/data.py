@@ -81,15 +81,20 @@ def episode_ends(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.logical_or(terminals, timeouts))
 
 
-def episode_returns(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.ndarray, horizon: int) -> np.ndarray:
-    """Returns of a dataset's complete episodes: those ending in a termination or at the time limit `horizon`.
+def complete_episodes(terminals: np.ndarray, timeouts: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """First and last row of every complete episode: those ending in a termination or at the time limit `horizon`.
     An episode that a budget cut (the last one of a collect run or of a rolled-out share, the end of a
-    medium-replay) would bias the statistics low and is left out."""
+    medium-replay) would bias return statistics low and is left out."""
     ends = episode_ends(terminals, timeouts)
-    starts = np.concatenate([[0], ends[:-1] + 1]).astype(int)
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(int)[:len(ends)]
     complete = terminals[ends] | (ends - starts + 1 == horizon)
-    sums = np.array([rewards[s: e + 1].sum(dtype=np.float64) for s, e in zip(starts, ends, strict=True)])
-    return sums[complete] if len(sums) else sums
+    return starts[complete], ends[complete]
+
+
+def episode_returns(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.ndarray, horizon: int) -> np.ndarray:
+    """Returns of a dataset's complete episodes (`complete_episodes`)."""
+    starts, ends = complete_episodes(terminals, timeouts, horizon)
+    return np.array([rewards[s: e + 1].sum(dtype=np.float64) for s, e in zip(starts, ends, strict=True)])
 
 
 def return_stats(returns: np.ndarray) -> dict[str, float]:

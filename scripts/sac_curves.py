@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mtrl.config import load_run_config
+from mtrl.pipeline import layout
 from mtrl.pipeline.run_data import read_distribution
 from mtrl.report.collect import collect_run
 
@@ -25,7 +26,7 @@ def ours(run_dir: Path) -> dict[tuple[str, float, int], dict[int, float]]:
     """{("ours" and its precision, task target, run seed): {interactions: evaluation return}} of one run."""
     config = load_run_config(run_dir)
     who = "ours" if config.collect.precision == "fp32" else f"ours, {config.collect.precision}"
-    tasks = read_distribution(run_dir / "tasks.h5").train_tasks
+    tasks = read_distribution(layout.tasks(run_dir)).train_tasks
     return {(who, round(float(np.ravel(tasks[t])[0]), 3), config.seed):
             dict(zip(curve["steps"].astype(int).tolist(), curve["return_mean"].tolist(), strict=True))
             for t, curve in collect_run(run_dir).sac_curves.items()}

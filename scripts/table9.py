@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mtrl.artifacts import open_artifact
-from mtrl.config import load_run_config
-from mtrl.data import episode_ends
+from mtrl.config import Config, load_run_config
+from mtrl.data import complete_episodes
 from mtrl.envs.registry import get_family
 from mtrl.pipeline import layout
 from mtrl.pipeline.run_data import read_distribution
@@ -42,12 +42,11 @@ COLUMNS = ["SAC final", "SAC best", "SAC training", "BCQ best", "BCQ final"]
 
 
 def late_training_return(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.ndarray, horizon: int) -> float:
-    """Mean return of the complete episodes (ended by a termination or at `horizon`) that end in the last
-    LATE_SHARE of a collect dataset: the collecting SAC's own, stochastic episodes. NaN where none does."""
-    ends = episode_ends(terminals, timeouts)
-    starts = np.concatenate([[0], ends[:-1] + 1])
+    """Mean return of the complete episodes that end in the last LATE_SHARE of a collect dataset: the collecting
+    SAC's own, stochastic episodes. NaN where none does."""
+    starts, ends = complete_episodes(terminals, timeouts, horizon)
     late = [rewards[s:e + 1].sum(dtype=np.float64) for s, e in zip(starts, ends, strict=True)
-            if e >= (1 - LATE_SHARE) * len(rewards) and (terminals[e] or e - s + 1 == horizon)]
+            if e >= (1 - LATE_SHARE) * len(rewards)]
     return float(np.mean(late)) if late else float("nan")
 
 
@@ -56,12 +55,11 @@ def _dataset_late_return(path: Path, horizon: int) -> float:
         return late_training_return(*(art.array(k) for k in ("rewards", "terminals", "timeouts")), horizon)
 
 
-def per_task_rows(run_dir: Path) -> tuple[str, dict[int, dict[str, float]], dict[str, float], np.ndarray]:
-    """The family, {task: {column: return}}, {stage: seconds} and the training tasks of one run directory."""
+def per_task_rows(run_dir: Path) -> tuple[Config, dict[int, dict[str, float]], dict[str, float], np.ndarray]:
+    """The config, {task: {column: return}}, {stage: seconds} and the training tasks of one run directory."""
     config = load_run_config(run_dir)
     results = collect_run(run_dir)
-    family = config.env.family
-    horizon = get_family(family).spec.horizon
+    horizon = get_family(config.env.family).spec.horizon
     rows: dict[int, dict[str, float]] = {}
     for task, curve in sorted(results.sac_curves.items()):
         rows[task] = {"SAC final": results.sac_final[task], "SAC best": float(np.max(curve["return_mean"])),
@@ -70,7 +68,7 @@ def per_task_rows(run_dir: Path) -> tuple[str, dict[int, dict[str, float]], dict
     tasks = read_distribution(layout.tasks(run_dir)).train_tasks
     seconds = {stage: results.stage_seconds[stage] for stage in ("collect", "train-bcq")
                if stage in results.stage_seconds}
-    return family, rows, seconds, tasks
+    return config, rows, seconds, tasks
 
 
 def _num(value: float) -> str:
@@ -83,9 +81,9 @@ def _pm(values: list[float]) -> str:
 
 
 def family_section(run_dir: Path) -> str:
-    family, rows, seconds, tasks = per_task_rows(run_dir)
+    config, rows, seconds, tasks = per_task_rows(run_dir)
+    family = config.env.family
     interactions, sac, bcq = TABLE9.get(family, (None, None, None))
-    config = load_run_config(run_dir)
     lines = [f"### {family} (`{run_dir}`, {config.collect.steps:,} interactions per task, seed {config.seed})", "",
              "| task | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for task, row in rows.items():
