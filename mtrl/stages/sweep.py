@@ -33,7 +33,10 @@ from mtrl.pipeline.overrides import config_value, with_overrides
 from mtrl.pipeline.runner import check_stage, output_state, plan_unit, run_stage
 
 SCORE_EVALUATIONS = 3  # a trial's score: the mean training-task score of its last 3 evaluations during training
-NOT_SWEPT = {"distill.relabel"}  # it names another policy (mbml-gt): sweep that one with --method under its config
+# distill.relabel names another policy (mbml-gt): sweep that one with --method under its config. The evaluation
+# schedule decides how many evaluations make a trial's score, and the checkpoint interval changes nothing learned.
+NOT_SWEPT = {"distill.relabel"} | {f"{section}.{key}" for section in ("distill", "baselines")
+                                   for key in ("eval_every", "checkpoint_every")}
 POLICY_CURVES = ("losses", "eval_curve")  # the curves a policy artifact also writes as CSV beside it
 
 

@@ -118,6 +118,8 @@ def test_a_resumed_sweep_repeats_an_uninterrupted_one(swept, tmp_path):
     ("distill.algo.kl_beta=0.1,-1", "config key 'distill.algo.kl_beta': -1.0 is out of range"),
     ("distill.algo.kl_beta", "--grid 'distill.algo.kl_beta': expected KEY=V1,V2,..."),
     ("evaluate.episodes=2,3", "--grid evaluate.episodes: not a training key of mbml"),
+    ("distill.eval_every=1,2", "--grid distill.eval_every: not a training key of mbml"),  # sets the score itself
+    ("distill.checkpoint_every=1,2", "--grid distill.checkpoint_every: not a training key of mbml"),
 ])
 def test_a_bad_grid_is_one_line_before_any_work(smoke_run, tmp_path, grid, message):
     _, run_dir = smoke_run
@@ -135,4 +137,12 @@ def test_a_key_the_method_does_not_read_is_refused(smoke_run, tmp_path):
     _, run_dir = smoke_run
     code, output = sweep(run_dir, "distill.algo.triplet_margin=1,2", method="no-triplet")
     assert code == 2 and "not a training key of no-triplet" in output
+    assert not (run_dir / "sweeps").exists()
+
+
+def test_a_baselines_evaluation_schedule_is_not_swept(smoke_run, tmp_path):
+    """The evaluations during training are what score a trial: a grid over their schedule would judge trials apart."""
+    _, run_dir = smoke_run
+    code, output = sweep(run_dir, "baselines.eval_every=1,2", method="batch-pearl")
+    assert code == 2 and "--grid baselines.eval_every: not a training key of batch-pearl" in output, output
     assert not (run_dir / "sweeps").exists()
