@@ -178,9 +178,10 @@ class EvaluateConfig:
                                                          "FOCAL's meta-test, z from rows of the task's offline data "
                                                          "(needs data.test_tasks; written to eval/offline/)")
     offline_context_size: int = _f(64, "rows of a task's offline data the offline protocol infers z from", min=1)
-    belief: Literal["sample", "mean"] = _f("sample", "the z a context method acts with: a sample of q(z|c) (Alg. 5) "
-                                                     "or its mean (every context method, in evaluate and in the "
-                                                     "evaluations during training)")
+    belief: Literal["sample", "mean", "sample-then-mean"] = _f(
+        "sample", "the z a context method acts with: a sample of q(z|c) (Alg. 5), its mean, or a sample in the "
+                  "unscored episodes and the mean in the scored ones (every context method, in evaluate and in "
+                  "the evaluations during training)")
     health_sets: int = _f(20, "context sets per task and size in the task-inference health check "
                               "(mtrl/rl/health.py)", min=2)
 

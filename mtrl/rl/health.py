@@ -53,8 +53,9 @@ def task_inference_health(posterior: Callable, datasets: list[dict[str, np.ndarr
     """The measures above for K training tasks (datasets in task order).
 
     `posterior(rows [N, D]) -> (mean, var)` [z_dim] each; `sizes` maps a label to a context size, its first entry
-    the training size (the centroids' and KL's); `belief` "sample" or "mean" as the policy acts (samples are drawn
-    with `rng`); `online_beliefs` [K, repeats, episodes, z_dim]: the beliefs the protocol acted with.
+    the training size (the centroids' and KL's); `belief` as the policy acts in the scored episodes ("sample"
+    draws with `rng`; "mean" and "sample-then-mean" use the mean); `online_beliefs` [K, repeats, episodes,
+    z_dim]: the beliefs the protocol acted with.
 
     Returns `sizes` [S] and, per size, `kl` [S] (NaN for deterministic encoders), `separability` [S] and
     `identification` [S]; with online beliefs `identification_online` [episodes]; and `centroids` [K, z_dim].

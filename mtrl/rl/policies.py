@@ -15,10 +15,13 @@ import numpy as np
 from mtrl.configlib import build
 from mtrl.nn import seeded_generator, to_torch_tree
 
+BELIEFS = ("sample", "mean", "sample-then-mean")  # `evaluate.belief`
+
 
 class ContextPolicy(Protocol):
-    def infer(self, context: np.ndarray | None) -> np.ndarray:
-        """A task belief sampled from q(z | context); context None or empty: from the prior."""
+    def infer(self, context: np.ndarray | None, explore: bool = False) -> np.ndarray:
+        """A task belief from q(z | context); context None or empty: from the prior. `explore`: for an episode the
+        protocol does not score (`evaluate.belief: sample-then-mean` samples there and acts with the mean after)."""
 
     def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:
         """Actions [B, act_dim] for observations [B, obs_dim], row b acting in task b with belief b."""
@@ -28,16 +31,18 @@ class EmbeddingPolicy:
     """Adapter for algorithms with `sample_z(context, generator)`, `posterior(context)` and batched
     `act(obs, z, generator)` (MBML and its kin). It samples with its own generator, so evaluating during training
     leaves training's random stream untouched (a run is the same whether or not it is evaluated along the way).
-    `belief` "mean" acts with the posterior mean instead of a sample (`evaluate.belief`)."""
+    `belief` "mean" acts with the posterior mean instead of a sample, "sample-then-mean" samples in the episodes
+    the protocol does not score (posterior sampling explores) and acts with the mean in those it scores
+    (`evaluate.belief`)."""
 
     def __init__(self, algo, seed: int, belief: str = "sample"):
-        if belief not in ("sample", "mean"):
-            raise ValueError(f"belief must be 'sample' or 'mean', got {belief!r}")
+        if belief not in BELIEFS:
+            raise ValueError(f"belief must be one of {', '.join(BELIEFS)}, got {belief!r}")
         self.algo, self.belief = algo, belief
         self.generator = seeded_generator(algo.device, seed)
 
-    def infer(self, context: np.ndarray | None) -> np.ndarray:
-        if self.belief == "mean":
+    def infer(self, context: np.ndarray | None, explore: bool = False) -> np.ndarray:
+        if self.belief == "mean" or (self.belief == "sample-then-mean" and not explore):
             return self.algo.posterior(context)[0]
         return self.algo.sample_z(context, generator=self.generator)
 
@@ -51,7 +56,7 @@ class ContextFreePolicy:
     def __init__(self, act_fn):
         self.act_fn = act_fn
 
-    def infer(self, context: np.ndarray | None) -> np.ndarray:
+    def infer(self, context: np.ndarray | None, explore: bool = False) -> np.ndarray:
         return np.zeros(0, np.float32)
 
     def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:

@@ -47,3 +47,13 @@ def test_acting_with_the_posterior_mean_is_deterministic_and_equals_the_mean():
     assert not np.array_equal(sample.infer(context), sample.infer(context))
     with pytest.raises(ValueError, match="belief must be"):
         EmbeddingPolicy(algo, seed=0, belief="mode")
+
+
+def test_sample_then_mean_samples_to_explore_and_acts_with_the_mean_where_scored():
+    algo = make_algo()
+    context = np.random.default_rng(0).normal(size=(10, algo.context_dim)).astype(np.float32)
+    policy = EmbeddingPolicy(algo, seed=0, belief="sample-then-mean")
+    np.testing.assert_array_equal(policy.infer(context), algo.posterior(context)[0])
+    assert not np.array_equal(policy.infer(context, explore=True), policy.infer(context, explore=True))
+    mean = EmbeddingPolicy(algo, seed=0, belief="mean")  # "mean" never samples, not even to explore
+    np.testing.assert_array_equal(mean.infer(context, explore=True), algo.posterior(context)[0])

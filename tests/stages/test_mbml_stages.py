@@ -49,9 +49,10 @@ class RecordingPolicy:
     """Belief = number of context rows seen; records the beliefs it acted with."""
 
     def __init__(self):
-        self.beliefs = []
+        self.beliefs, self.explored = [], []
 
-    def infer(self, context):
+    def infer(self, context, explore=False):
+        self.explored.append(explore)
         return np.array([0.0 if context is None else len(context)])
 
     def act(self, obs, beliefs):
@@ -68,6 +69,12 @@ def test_protocol_uses_the_prior_first_then_all_collected_context_and_skips_two_
     assert score(returns, 2).tolist() == [3.0, 3.0]  # mean of episodes 3-5
     with pytest.raises(ValueError, match="leave none"):
         score(returns, 5)
+
+
+def test_protocol_marks_the_unscored_episodes_as_exploring():
+    policy = RecordingPolicy()
+    run_protocol([CountingEnv(), CountingEnv()], policy, episodes=5, seed=0, unscored=2)
+    assert policy.explored == [True] * 4 + [False] * 6  # two tasks per episode: episodes 1-2 explore
 
 
 def test_sac_init_writes_curves_for_the_initialised_run_and_both_baselines(smoke_run):

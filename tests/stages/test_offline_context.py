@@ -49,7 +49,7 @@ class RecordingPolicy:
     def __init__(self):
         self.contexts = []
 
-    def infer(self, context):
+    def infer(self, context, explore=False):
         self.contexts.append(None if context is None else context.copy())
         return np.zeros(1, np.float32) if context is None else context[:, -1:].mean(0)
 
@@ -110,7 +110,8 @@ def test_default_config_unchanged_and_offline_evaluation_end_to_end(smoke_run, t
 
     seen: list = []
     infer = policies.EmbeddingPolicy.infer
-    monkeypatch.setattr(policies.EmbeddingPolicy, "infer", lambda self, c: (seen.append(c), infer(self, c))[1])
+    monkeypatch.setattr(policies.EmbeddingPolicy, "infer",
+                        lambda self, c, **kw: (seen.append(c), infer(self, c, **kw))[1])
     run_stages(offline, run_dir, ["collect", "datasets", "evaluate"])
 
     # nothing made before was rewritten, and only the new units ran

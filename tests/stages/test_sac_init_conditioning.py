@@ -50,7 +50,7 @@ class FakePolicy:
     def __init__(self):
         self.algo, self.beliefs = FakeAlgo(), []
 
-    def infer(self, context):
+    def infer(self, context, explore=False):
         return np.array([0.0 if context is None else len(context)])
 
     def act(self, obs, beliefs):
@@ -89,7 +89,7 @@ class ObsActingPolicy(FakePolicy):
         super().__init__()
         self.contexts = []
 
-    def infer(self, context):
+    def infer(self, context, explore=False):
         self.contexts.append(context)
         return super().infer(context)
 
