@@ -3,7 +3,8 @@
 The reference below is written the straightforward way of the official implementation (separate nn.Linear
 modules, two critic networks, default Adam, `repeat_interleave`, soft updates by a loop over parameters).
 Both use the same sizes (actor and critics 400-300, VAE 750-750, latent 2·act_dim), batch 100, 10 candidates,
-the same data and the same number of threads; mtrl's BCQ also under `bcq.precision: bf16` (autocast). Rounds of
+the same data and the same number of threads; mtrl's BCQ also under `bcq.precision: bf16` (autocast), at these
+sizes and at the HalfCheetahVel `cpu` profile's (all networks 128-128). Rounds of
 each alternate, and the best round of each counts, so
 other load on the machine disturbs the ratio as little as possible. Prints; asserts nothing.
 
@@ -169,14 +170,19 @@ def main() -> None:
     cfg = BCQConfig()
     batches = [{k: v[idx] for k, v in data.items()} for idx in torch.randint(N_DATA, (args.updates, cfg.batch_size))]
     ours, ours_bf16 = BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu"), BCQ(cfg, OBS, ACT, MAX_ACTION, "cpu")
+    small = BCQConfig(actor_hidden=(128, 128), critic_hidden=(128, 128), vae_hidden=(128, 128))  # HalfCheetahVel cpu
+    small_fp32, small_bf16 = BCQ(small, OBS, ACT, MAX_ACTION, "cpu"), BCQ(small, OBS, ACT, MAX_ACTION, "cpu")
     task_axis = [{k: v[None] for k, v in batch.items()} for batch in batches]  # mtrl's BCQ: one task
 
-    def bf16_update(batch):
-        with precision("bf16", "cpu"):  # `bcq.precision: bf16`
-            ours_bf16.update(batch)
+    def bf16(bcq):
+        def update(batch):
+            with precision("bf16", "cpu"):  # `bcq.precision: bf16`
+                bcq.update(batch)
+        return update
 
-    updates = {"mtrl BCQ": (ours.update, task_axis), "mtrl bf16": (bf16_update, task_axis),
-               "reference": (RefBCQ(OBS, ACT, MAX_ACTION).update, batches)}
+    updates = {"mtrl BCQ": (ours.update, task_axis), "mtrl bf16": (bf16(ours_bf16), task_axis),
+               "reference": (RefBCQ(OBS, ACT, MAX_ACTION).update, batches),
+               "cpu fp32": (small_fp32.update, task_axis), "cpu bf16": (bf16(small_bf16), task_axis)}
     best = dict.fromkeys(updates, float("inf"))
     for round_ in range(args.rounds + 1):  # round 0 warms up
         for name, (update, inputs) in updates.items():
@@ -192,6 +198,8 @@ def main() -> None:
         print(f"  {name:10s} {1 / seconds:7.1f} updates/s  ({1e3 * seconds:.1f} ms)")
     print(f"  speed-up   {best['reference'] / best['mtrl BCQ']:.2f}x (fp32 against the reference)")
     print(f"  bf16       {best['mtrl BCQ'] / best['mtrl bf16']:.2f}x (bf16 autocast against fp32, mtrl BCQ)")
+    print(f"  bf16, cpu  {best['cpu fp32'] / best['cpu bf16']:.2f}x (the same at the HalfCheetahVel cpu profile's "
+          f"128-128 networks)")
 
 
 if __name__ == "__main__":

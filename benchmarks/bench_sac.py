@@ -4,7 +4,8 @@ Both use the same sizes (obs 27 / act 8 as Ant, 2×256 actor and critics, batch 
 The plain version has separate critic modules, `torch.optim.Adam` (not fused), a soft update looping over
 parameters and `.item()` per metric. Rounds of the two alternate and the ratio is the median of the per-round
 ratios, so a machine shared with other jobs disturbs both alike. Ours is also timed under bf16 autocast
-against fp32 (`collect.precision: bf16`). Prints; asserts nothing.
+against fp32 (`collect.precision: bf16`), at the paper's sizes and at the HalfCheetahVel `cpu` profile's (2×128,
+batch 64). Prints; asserts nothing.
 
     .venv/bin/python benchmarks/bench_sac.py
 """
@@ -136,6 +137,9 @@ def main() -> None:
     cfg = SACConfig()
     ours, plain = SAC(cfg, OBS_DIM, ACT_DIM, 1.0, "cpu"), PlainSAC(cfg)
     ours_bf16 = SAC(cfg, OBS_DIM, ACT_DIM, 1.0, "cpu")
+    small = SACConfig(actor_hidden=(128, 128), critic_hidden=(128, 128), batch_size=64)  # HalfCheetahVel `cpu`
+    small_fp32, small_bf16 = SAC(small, OBS_DIM, ACT_DIM, 1.0, "cpu"), SAC(small, OBS_DIM, ACT_DIM, 1.0, "cpu")
+    small_batch = {k: v[None] for k, v in make_batch(small.batch_size).items()}
     batch = make_batch(cfg.batch_size)
     task_batch = {k: v[None] for k, v in batch.items()}  # ours: one task on the task axis
     obs = np.random.default_rng(0).standard_normal(OBS_DIM).astype(np.float32)
@@ -145,6 +149,8 @@ def main() -> None:
         compare("update, 2x256, batch 256", lambda: ours.update(task_batch), lambda: plain.update(batch), 20)
         compare("update, 2x256, batch 256, ours", bf16(lambda: ours_bf16.update(task_batch)),
                 lambda: ours.update(task_batch), 20, labels=("bf16", "fp32"))
+        compare("update, 2x128, batch 64 (cpu profile), ours", bf16(lambda: small_bf16.update(small_batch)),
+                lambda: small_fp32.update(small_batch), 40, labels=("bf16", "fp32"))
         for det in (True, False):
             compare(
                 f"act, batch 1, deterministic={det}",
