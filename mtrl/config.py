@@ -182,6 +182,8 @@ class EvaluateConfig:
         "sample", "the z a context method acts with: a sample of q(z|c) (Alg. 5), its mean, or a sample in the "
                   "unscored episodes and the mean in the scored ones (every context method, in evaluate and in "
                   "the evaluations during training)")
+    context_window: int = _f(0, "rows the online protocol infers each belief from: the last N collected in the "
+                                "task (0: all of them, Alg. 5)", min=0)
     health_sets: int = _f(20, "context sets per task and size in the task-inference health check "
                               "(mtrl/rl/health.py)", min=2)
 

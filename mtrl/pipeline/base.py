@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from mtrl.config import Config
 
 
+# Keys added after artifacts existed, and the value those artifacts were made with: at that value a key stays out
+# of the fingerprint, so the artifacts stay up to date.
+LATER_KEYS: dict[str, Any] = {"precision": "fp32", "context_window": 0}
+
+
 @dataclass(frozen=True)
 class Input:
     path: Path
@@ -115,9 +120,10 @@ class Stage:
     def stage_config(self, config: Config) -> dict[str, Any]:
         """The part of the config that this stage's units may read (`unit_config` narrows it per unit)."""
         covered = {s: to_dict(getattr(config, s)) for s in self.sections}
-        for section in covered.values():  # fp32 is what artifacts made before the key existed used: same prints
-            if isinstance(section, dict) and section.get("precision") == "fp32":
-                del section["precision"]
+        for section in covered.values():
+            for key, made_with in LATER_KEYS.items():
+                if isinstance(section, dict) and key in section and section[key] == made_with:
+                    del section[key]
         for key in self.excluded_keys(config):
             _delete_key(covered, key)
         return ({"seed": config.seed} if self.seeded else {}) | covered

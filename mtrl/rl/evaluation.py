@@ -22,16 +22,18 @@ from mtrl.rl.policies import ContextPolicy
 from mtrl.seeding import derive_seed
 
 
-def run_protocol(envs: Sequence, policy: ContextPolicy, episodes: int, seed: int,
-                 unscored: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def run_protocol(envs: Sequence, policy: ContextPolicy, episodes: int, seed: int, unscored: int = 0,
+                 window: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Returns the returns [n_tasks, episodes] and the beliefs each episode acted with [n_tasks, episodes, z];
     env b is task b; episode e of every task resets with seed + e. The first `unscored` episodes infer their
-    belief with `explore` (they gather context; the score does not count them)."""
+    belief with `explore` (they gather context; the score does not count them). `window` > 0: the belief is
+    inferred from the last `window` rows collected in the task instead of all of them."""
     n = len(envs)
     contexts: list[np.ndarray | None] = [None] * n
     returns, beliefs = np.zeros((n, episodes)), []
     for episode in range(episodes):
-        beliefs.append(np.stack([policy.infer(c, explore=episode < unscored) for c in contexts]))
+        recent = [c if c is None or not window else c[-window:] for c in contexts]
+        beliefs.append(np.stack([policy.infer(c, explore=episode < unscored) for c in recent]))
         rollouts = run_lockstep(envs, lambda obs, active, b=beliefs[-1]: policy.act(obs, b[active]), seed + episode)
         for b, (obs, act, rew, next_obs) in enumerate(rollouts):
             rows = context_rows(obs, act, next_obs, rew)
@@ -87,7 +89,8 @@ def evaluate_tasks(envs: list, policy: ContextPolicy, cfg, seed: int, repeats: i
     [tasks, repeats, episodes], per-task scores averaged over the repeats [tasks] and the beliefs every episode
     acted with [tasks, repeats, episodes, z]. With `contexts` (repeat r -> one context per env), the offline
     protocol instead, every episode counted."""
-    runs = [run_protocol(envs, policy, cfg.episodes, seed + 1000 * r, cfg.skip_episodes) if contexts is None else
+    runs = [run_protocol(envs, policy, cfg.episodes, seed + 1000 * r, cfg.skip_episodes, cfg.context_window)
+            if contexts is None else
             run_fixed_context(envs, policy, contexts(r), cfg.episodes, seed + 1000 * r)
             for r in range(repeats if envs else 0)]
     returns = np.zeros((len(envs), repeats, cfg.episodes))

@@ -1,8 +1,10 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from smoke import smoke_config
 
 from mtrl.artifacts import open_artifact
+from mtrl.pipeline.registry import get_stage
 from mtrl.rl.evaluation import run_protocol, score
 
 
@@ -69,6 +71,20 @@ def test_protocol_uses_the_prior_first_then_all_collected_context_and_skips_two_
     assert score(returns, 2).tolist() == [3.0, 3.0]  # mean of episodes 3-5
     with pytest.raises(ValueError, match="leave none"):
         score(returns, 5)
+
+
+def test_protocol_with_a_context_window_infers_from_the_latest_rows_only():
+    policy = RecordingPolicy()
+    run_protocol([CountingEnv(), CountingEnv()], policy, episodes=5, seed=0, window=2)
+    assert [b[0, 0] for b in policy.beliefs] == [0, 1, 2, 2, 2]  # one row per episode, at most the last 2
+
+
+def test_a_context_window_enters_the_fingerprints_only_when_set():
+    """0 (every row, Alg. 5) is how artifacts made before the key existed were evaluated: they stay up to date."""
+    for stage in ("distill", "evaluate"):
+        assert "context_window" not in get_stage(stage).stage_config(smoke_config())["evaluate"]
+        assert get_stage(stage).stage_config(smoke_config("evaluate.context_window=64"))["evaluate"][
+            "context_window"] == 64
 
 
 def test_protocol_marks_the_unscored_episodes_as_exploring():
