@@ -58,3 +58,12 @@ def test_sac_curves_name_each_task_by_its_target_and_seed(smoke_run, tmp_path):
     record = tmp_path / "ref.json"
     record.write_text('{"task": [1.41440633], "seed": 2, "curve": [[5000, -1415.0], [10000, -900.5]]}')
     assert sac_curves.reference(record) == {("reference", 1.414, 2): {5000: -1415.0, 10000: -900.5}}
+
+
+def test_sac_curves_best_is_over_the_tables_span_only(tmp_path, monkeypatch, capsys):
+    """A 150K run's later, better evaluations must not enter a table that stops at 60K."""
+    record = tmp_path / "ref.json"
+    record.write_text('{"task": [0.5], "seed": 0, "curve": [[5000, -900.0], [10000, -400.0], [15000, -100.0]]}')
+    monkeypatch.setattr("sys.argv", ["sac_curves.py", "--reference", str(record), "--at", "5000", "10000"])
+    sac_curves.main()
+    assert capsys.readouterr().out.splitlines()[-1] == "| 0.5 | 0 | reference | -900 | -400 | -400 |"
