@@ -42,7 +42,7 @@ class HeadFor:
     def __init__(self, targets: np.ndarray, raw_max_action: float):
         self.targets, self.scale = np.asarray(targets, np.float32), raw_max_action
 
-    def infer(self, context: np.ndarray) -> np.ndarray:
+    def infer(self, context: np.ndarray | None, explore: bool = False) -> np.ndarray:
         return np.zeros(0, np.float32)
 
     def act(self, obs: np.ndarray, beliefs: np.ndarray) -> np.ndarray:

@@ -1,21 +1,9 @@
 """scripts/table9.py and sac_curves.py: Table 9's readings of a collection SAC, on known episodes and the smoke run."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from smoke import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-table9, sac_curves = _load("table9"), _load("sac_curves")
+table9, sac_curves = load_script("table9"), load_script("sac_curves")
 
 
 def test_training_return_is_the_mean_of_complete_episodes_ending_in_the_last_tenth():
