@@ -112,7 +112,7 @@ def test_repeated_evaluation_averages_independent_protocol_runs():
 
     from mtrl.rl.evaluation import evaluate_tasks
 
-    cfg = SimpleNamespace(episodes=3, skip_episodes=2)
+    cfg = SimpleNamespace(episodes=3, skip_episodes=2, context_window=0)
     returns, scores, beliefs = evaluate_tasks([CountingEnv(), CountingEnv()], RecordingPolicy(), cfg, seed=0,
                                               repeats=4)
     assert returns.shape == (2, 4, 3) and beliefs.shape == (2, 4, 3, 1)
@@ -125,7 +125,7 @@ def test_a_split_without_tasks_has_empty_returns_and_a_nan_score():
 
     from mtrl.rl.evaluation import evaluate_tasks, summary_of
 
-    cfg = SimpleNamespace(episodes=3, skip_episodes=2)
+    cfg = SimpleNamespace(episodes=3, skip_episodes=2, context_window=0)
     returns, scores, _ = evaluate_tasks([], RecordingPolicy(), cfg, seed=0, repeats=2)
     assert returns.shape == (0, 2, 3) and scores.shape == (0,)
     train_returns, train_scores, _ = evaluate_tasks([CountingEnv()], RecordingPolicy(), cfg, seed=0, repeats=2)
@@ -156,7 +156,7 @@ def test_run_evaluation_runs_the_protocol_on_the_train_and_the_test_tasks():
         return CountingEnv()
 
     dist = SimpleNamespace(train_tasks=["a", "b"], test_tasks=["c"], make_env=make_env)
-    cfg = SimpleNamespace(episodes=3, skip_episodes=2)
+    cfg = SimpleNamespace(episodes=3, skip_episodes=2, context_window=0)
     result = run_evaluation(dist, RecordingPolicy(), cfg, seed=10)
     assert made == ["a", "b", "c"]
     assert result["train_returns"].shape == (2, 1, 3) and result["test_returns"].shape == (1, 1, 3)  # 1 repeat
