@@ -120,9 +120,9 @@ class Stage:
     def stage_config(self, config: Config) -> dict[str, Any]:
         """The part of the config that this stage's units may read (`unit_config` narrows it per unit)."""
         covered = {s: to_dict(getattr(config, s)) for s in self.sections}
-        for section in covered.values():
+        for section in (s for s in covered.values() if isinstance(s, dict)):
             for key, made_with in LATER_KEYS.items():
-                if isinstance(section, dict) and key in section and section[key] == made_with:
+                if key in section and section[key] == made_with:
                     del section[key]
         for key in self.excluded_keys(config):
             _delete_key(covered, key)

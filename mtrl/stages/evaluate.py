@@ -132,8 +132,10 @@ class Evaluate(Stage):
         scored episodes see (rows of the episodes before, at full length), plus the policy's training-task scores
         with offline context of the training size (the student-teacher gap's offline side)."""
         cfg = ctx.config.evaluate
-        horizon, window = dist.spec.horizon, cfg.context_window  # episode e infers from the rows before it
-        sizes = {"training": training_size} | {f"episode {e + 1}": min(e * horizon, window or e * horizon)
+        seen = [e * dist.spec.horizon for e in range(cfg.episodes)]  # episode e infers from the rows before it
+        if cfg.context_window:
+            seen = [min(rows, cfg.context_window) for rows in seen]
+        sizes = {"training": training_size} | {f"episode {e + 1}": seen[e]
                                                for e in range(max(cfg.skip_episodes, 1), cfg.episodes)}
         health = task_inference_health(policy.algo.posterior, datasets, sizes, cfg.health_sets, cfg.belief,
                                        np.random.default_rng(derive_seed(ctx.seed, "health")), online_beliefs)
