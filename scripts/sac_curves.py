@@ -2,7 +2,8 @@
 the deterministic evaluation return at chosen interaction counts and the best one (docs/results_table9.md).
 
 Ours are read from run directories (`sac/task_NN.h5` of `mtrl collect`; a task is named by its target, so runs of
-other splits or `--tasks` selections line up), the reference from the JSON files reference_sac.py writes.
+other splits or `--tasks` selections line up), the reference from the JSON files reference_sac.py writes. With
+`--learner bcq`, the per-task BCQs' curves instead (`bcq/task_NN.h5` of `mtrl train-bcq`, at gradient updates).
 
 Usage: python scripts/sac_curves.py --ours runs/t9/hcv_s0 runs/t9/c150_s1 --reference runs/t9/ref/*.json \
            --at 20000 40000 60000
@@ -22,14 +23,17 @@ from mtrl.pipeline.run_data import read_distribution
 from mtrl.report.collect import collect_run
 
 
-def ours(run_dir: Path) -> dict[tuple[str, float, int], dict[int, float]]:
-    """{("ours" and its precision, task target, run seed): {interactions: evaluation return}} of one run."""
+def ours(run_dir: Path, learner: str = "sac") -> dict[tuple[str, float, int], dict[int, float]]:
+    """{("ours" and its precision, task target, run seed): {interactions (sac) or updates (bcq): evaluation
+    return}} of one run's collection SACs or per-task BCQs."""
     config = load_run_config(run_dir)
-    who = "ours" if config.collect.precision == "fp32" else f"ours, {config.collect.precision}"
+    precision = (config.collect if learner == "sac" else config.bcq).precision
+    who = "ours" if precision == "fp32" else f"ours, {precision}"
     tasks = read_distribution(layout.tasks(run_dir)).train_tasks
+    results = collect_run(run_dir)
     return {(who, round(float(np.ravel(tasks[t])[0]), 3), config.seed):
             dict(zip(curve["steps"].astype(int).tolist(), curve["return_mean"].tolist(), strict=True))
-            for t, curve in collect_run(run_dir).sac_curves.items()}
+            for t, curve in (results.sac_curves if learner == "sac" else results.bcq_curves).items()}
 
 
 def reference(path: Path) -> dict[tuple[str, float, int], dict[int, float]]:
@@ -43,11 +47,14 @@ def main() -> None:
     parser.add_argument("--ours", type=Path, nargs="*", default=[])
     parser.add_argument("--reference", type=Path, nargs="*", default=[])
     parser.add_argument("--at", type=int, nargs="+", default=[20_000, 40_000, 60_000])
+    parser.add_argument("--learner", choices=["sac", "bcq"], default="sac",
+                        help="the collection SACs' curves (interactions) or the per-task BCQs' (updates)")
     args = parser.parse_args()
-    curves = {key: c for run in args.ours for key, c in ours(run).items()}
+    curves = {key: c for run in args.ours for key, c in ours(run, args.learner).items()}
     curves |= {key: c for path in args.reference for key, c in reference(path).items()}
     last = max(args.at)  # runs longer than the table (the 150K curves) are judged over the same span
-    print("| v* | seed | SAC | " + " | ".join(f"{n // 1000}K" for n in args.at) + f" | best to {last // 1000}K |")
+    print(f"| v* | seed | {args.learner.upper()} | " + " | ".join(f"{n // 1000}K" for n in args.at)
+          + f" | best to {last // 1000}K |")
     print("|---|---|---|" + "---|" * (len(args.at) + 1))
     for (who, task, seed), curve in sorted(curves.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         cells = [f"{curve[n]:.0f}" if n in curve else "—" for n in args.at]

@@ -57,6 +57,7 @@ class RunResults:
     sac_final: dict[int, float] = field(default_factory=dict)  # training task -> final SAC evaluation return
     sac_curves: dict[int, Curve] = field(default_factory=dict)  # training task -> collection SAC's eval curve
     bcq_returns: dict[int, dict[str, float]] = field(default_factory=dict)  # training task -> {best, final}
+    bcq_curves: dict[int, Curve] = field(default_factory=dict)  # training task -> BCQ's eval curve (updates)
     # dataset kind -> training task -> behaviour return statistics (`mtrl.data.return_stats`)
     dataset_returns: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     # (dataset kind, method) -> the CQL family's results (train-cql): final_returns [K], eval_curve, and HCSAC's
@@ -214,8 +215,9 @@ def _read_sac(results: RunResults, art: Artifact, name: str) -> None:
 
 
 def _read_bcq(results: RunResults, art: Artifact, name: str) -> None:
-    results.bcq_returns[art.meta("params")["task"]] = {"best": float(art.attrs["best_return"]),
-                                                       "final": float(art.attrs["final_return"])}
+    task = art.meta("params")["task"]
+    results.bcq_returns[task] = {"best": float(art.attrs["best_return"]), "final": float(art.attrs["final_return"])}
+    results.bcq_curves[task] = art.tree("curve")
 
 
 def _read_dataset(results: RunResults, art: Artifact, name: str) -> None:

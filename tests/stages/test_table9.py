@@ -48,6 +48,23 @@ def test_sac_curves_name_each_task_by_its_target_and_seed(smoke_run, tmp_path):
     assert sac_curves.reference(record) == {("reference", 1.414, 2): {5000: -1415.0, 10000: -900.5}}
 
 
+def test_bcq_curves_are_each_tasks_bcq_evaluations_at_its_updates(smoke_run):
+    config, run_dir = smoke_run
+    from mtrl.artifacts import open_artifact
+    from mtrl.pipeline import layout
+    from mtrl.pipeline.run_data import read_distribution
+    targets = read_distribution(run_dir / "tasks.h5").train_tasks[:, 0]
+    curves = sac_curves.ours(run_dir, "bcq")
+    assert sorted(curves) == sorted(("ours", round(float(x), 3), config.seed) for x in targets)
+    for task, target in enumerate(targets):
+        with open_artifact(layout.bcq(run_dir, task)) as art:
+            steps, returns = art.tree("curve")["steps"], art.tree("curve")["return_mean"]
+        expected = dict(zip(steps.astype(int).tolist(), returns.tolist(), strict=True))
+        assert curves[("ours", round(float(target), 3), config.seed)] == expected
+        assert steps.max() == config.bcq.steps  # updates, not the SAC's interactions
+    assert sac_curves.ours(run_dir, "bcq") != sac_curves.ours(run_dir)
+
+
 def test_sac_curves_best_is_over_the_tables_span_only(tmp_path, monkeypatch, capsys):
     """A 150K run's later, better evaluations must not enter a table that stops at 60K."""
     record = tmp_path / "ref.json"
