@@ -53,8 +53,8 @@ def main() -> None:
     curves = {key: c for run in args.ours for key, c in ours(run, args.learner).items()}
     curves |= {key: c for path in args.reference for key, c in reference(path).items()}
     last = max(args.at)  # runs longer than the table (the 150K curves) are judged over the same span
-    print(f"| v* | seed | {args.learner.upper()} | " + " | ".join(f"{n // 1000}K" for n in args.at)
-          + f" | best to {last // 1000}K |")
+    print(f"| v* | seed | {args.learner.upper()} | " + " | ".join(f"{n / 1000:g}K" for n in args.at)
+          + f" | best to {last / 1000:g}K |")
     print("|---|---|---|" + "---|" * (len(args.at) + 1))
     for (who, task, seed), curve in sorted(curves.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         cells = [f"{curve[n]:.0f}" if n in curve else "—" for n in args.at]
