@@ -26,14 +26,14 @@ from mtrl.report.collect import collect_run
 def ours(run_dir: Path, learner: str = "sac") -> dict[tuple[str, float, int], dict[int, float]]:
     """{("ours" and its precision, task target, run seed): {interactions (sac) or updates (bcq): evaluation
     return}} of one run's collection SACs or per-task BCQs."""
-    config = load_run_config(run_dir)
-    precision = (config.collect if learner == "sac" else config.bcq).precision
+    config, results = load_run_config(run_dir), collect_run(run_dir)
+    precision, curves = ((config.collect.precision, results.sac_curves) if learner == "sac"
+                         else (config.bcq.precision, results.bcq_curves))
     who = "ours" if precision == "fp32" else f"ours, {precision}"
     tasks = read_distribution(layout.tasks(run_dir)).train_tasks
-    results = collect_run(run_dir)
     return {(who, round(float(np.ravel(tasks[t])[0]), 3), config.seed):
             dict(zip(curve["steps"].astype(int).tolist(), curve["return_mean"].tolist(), strict=True))
-            for t, curve in (results.sac_curves if learner == "sac" else results.bcq_curves).items()}
+            for t, curve in curves.items()}
 
 
 def reference(path: Path) -> dict[tuple[str, float, int], dict[int, float]]:

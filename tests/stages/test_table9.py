@@ -58,10 +58,10 @@ def test_bcq_curves_are_each_tasks_bcq_evaluations_at_its_updates(smoke_run):
     assert sorted(curves) == sorted(("ours", round(float(x), 3), config.seed) for x in targets)
     for task, target in enumerate(targets):
         with open_artifact(layout.bcq(run_dir, task)) as art:
-            steps, returns = art.tree("curve")["steps"], art.tree("curve")["return_mean"]
-        expected = dict(zip(steps.astype(int).tolist(), returns.tolist(), strict=True))
+            stored = art.tree("curve")
+        expected = dict(zip(stored["steps"].astype(int).tolist(), stored["return_mean"].tolist(), strict=True))
         assert curves[("ours", round(float(target), 3), config.seed)] == expected
-        assert steps.max() == config.bcq.steps  # updates, not the SAC's interactions
+        assert stored["steps"].max() == config.bcq.steps  # updates, not the SAC's interactions
     assert sac_curves.ours(run_dir, "bcq") != sac_curves.ours(run_dir)
 
 
