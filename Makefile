@@ -15,7 +15,7 @@ DEVICE ?= auto
 SEEDS ?= 0 1 2
 WORKERS ?= 4
 
-.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-focal reproduce-iwpa reproduce-hcsac reproduce-fig4 table9 mutation planted-bugs
+.PHONY: install test demo lint bench clean reproduce-toy reproduce-cheetah reproduce-cheetah-faithful reproduce-focal reproduce-iwpa reproduce-hcsac reproduce-fig4 table9 mutation planted-bugs
 
 install: $(STAMP)
 
@@ -67,6 +67,15 @@ reproduce-iwpa: $(STAMP)
 # HalfCheetahVel on 2 CPU cores: each seed one process, its 10 tasks trained as one task-batched model.
 reproduce-cheetah: $(STAMP)
 	$(call reproduce,cheetah,configs/half_cheetah_vel.yaml,--workers 1 --threads 1)
+
+# One faithful HalfCheetahVel seed on 2 CPU cores (issue 33, docs/results_table9.md): the `faithful` profile's data
+# and teachers at the official sizes (bf16), the multi-task stages to `evaluate`, the report, and the zero-action
+# floor the multi-task policies are measured against. Resumes where it stopped.
+reproduce-cheetah-faithful: $(STAMP)
+	$(BIN)/mtrl run --config configs/half_cheetah_vel.yaml --profile faithful --run-dir runs/cheetah_faithful_s0 \
+	  --seed 0 --until evaluate --workers 2 --threads 1
+	$(BIN)/mtrl report runs/cheetah_faithful_s0 --out runs/cheetah_faithful_report
+	$(BIN)/python scripts/task_agnostic_reference.py runs/cheetah_faithful_s0
 
 # FOCAL's CPU check (issue 18): PointRobot, then SparsePointRobot, 3 seeds each (docs/results.md). Each seed runs
 # to `evaluate` (Alg. 5, online context) and is then evaluated under FOCAL's offline meta-test as well.

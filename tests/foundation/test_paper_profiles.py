@@ -175,3 +175,22 @@ def test_walker_walk_run_paper_profile_has_seed_004s_settings():
     assert (sac.critic_lr, sac.actor_lr, sac.tau, sac.gamma, sac.batch_size) == (3e-4, 1e-4, 0.01, 0.99, 1024)
     assert (cql.csac.cql_weight, cql.csac.cql_samples) == (10.0, 10)
     assert (cql.epochs, cql.eval_every, cql.relabel_every, cql.relabel_quantile) == (1000, 10, 100, 0.05)
+
+
+def test_cheetah_faithful_profile_is_the_official_per_task_stages_and_the_cpu_multi_task_ones():
+    # issue 33's faithful seed (make reproduce-cheetah-faithful): data and teachers of the paper profile's sizes
+    # under bf16, the multi-task stages at the cpu profile's sizes, every method with the same update budget
+    path = CONFIGS / "half_cheetah_vel.yaml"
+    faithful, official, cpu = (load_config(path, profile) for profile in ("faithful", "paper", "cpu"))
+    assert faithful.collect.sac == official.collect.sac
+    assert faithful.bcq.algo == official.bcq.algo
+    assert faithful.rewards == official.rewards
+    assert (faithful.collect.precision, faithful.bcq.precision) == ("bf16", "bf16")
+    assert faithful.collect.steps > official.collect.steps  # Table 9's quality needs more than its 60K
+    assert faithful.distill.algo == cpu.distill.algo
+    assert faithful.baselines.sections == cpu.baselines.sections
+    assert faithful.baselines.algos == cpu.baselines.algos
+    assert (faithful.distill.epochs * faithful.distill.steps_per_epoch
+            == faithful.baselines.epochs * faithful.baselines.steps_per_epoch
+            > cpu.distill.epochs * cpu.distill.steps_per_epoch)
+    assert faithful.evaluate.belief == "mean"  # the task-inference issue's pick for every context method
