@@ -8,7 +8,9 @@ Table 9 does not say which of a SAC's returns it reports, so ours is given under
   of the interactions, i.e. the best data in the dataset.
 BCQ: the best of its evaluations (the snapshot the official code keeps, and ours with `bcq.snapshot: best`) and
 its final one. Per family: one row per training task, then mean ± std over the tasks (Table 9's spread is over
-tasks too), then the wall time of each stage (sum of its units' `wall_seconds`).
+tasks too), then the time of each stage: the sum of its tasks' shares of their task-batched models' wall times,
+which is the stage's wall time with one worker and about that over the number of workers with several (the
+workers run side by side).
 
 Usage: python scripts/table9.py RUN_DIR [RUN_DIR ...] [--out docs/results/table9.md]
 """
@@ -94,7 +96,8 @@ def family_section(run_dir: Path) -> str:
                  + " | ".join(_pm([row[c] for row in rows.values() if c in row]) for c in COLUMNS) + " |")
     if sac is not None:
         lines.append(f"| **Table 9** ({interactions // 1000}K) | {sac[0]} ± {sac[1]} | | | {bcq[0]} ± {bcq[1]} | |")
-    lines += ["", "Wall time: " + ", ".join(f"{stage} {s / 60:.1f} min" for stage, s in seconds.items()) + "."]
+    lines += ["", "Stage time (summed over workers; wall time with --workers 1): "
+              + ", ".join(f"{stage} {s / 60:.1f} min" for stage, s in seconds.items()) + "."]
     return "\n".join(lines)
 
 
