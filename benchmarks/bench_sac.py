@@ -5,7 +5,8 @@ The plain version has separate critic modules, `torch.optim.Adam` (not fused), a
 parameters and `.item()` per metric. Rounds of the two alternate and the ratio is the median of the per-round
 ratios, so a machine shared with other jobs disturbs both alike. Ours is also timed under bf16 autocast
 against fp32 (`collect.precision: bf16`), at the paper's sizes and at the HalfCheetahVel `cpu` profile's (2×128,
-batch 64). Prints; asserts nothing.
+batch 64), and so is CSAC (`cql.precision: bf16`; seed 004's 3×1024, batch 1024, and WalkerWalkRun's `cpu`
+3×128, batch 128). Prints; asserts nothing.
 
     .venv/bin/python benchmarks/bench_sac.py
 """
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from mtrl.algos.cql import CSAC, CSACConfig
 from mtrl.algos.sac import SAC, SACConfig
 from mtrl.nn import TanhGaussianActor, mlp, precision
 
@@ -143,6 +145,12 @@ def main() -> None:
     batch = make_batch(cfg.batch_size)
     task_batch = {k: v[None] for k, v in batch.items()}  # ours: one task on the task axis
     obs = np.random.default_rng(0).standard_normal(OBS_DIM).astype(np.float32)
+    csac_sizes = {"CSAC update, 3x1024, batch 1024 (seed 004)": (CSACConfig(), 3),
+                  "CSAC update, 3x128, batch 128 (cpu profile)": (
+                      CSACConfig(sac=SACConfig(actor_hidden=(128,) * 3, critic_hidden=(128,) * 3, batch_size=128)), 20)}
+    csacs = {name: ([CSAC(c, OBS_DIM, ACT_DIM, 1.0, "cpu") for _ in range(2)],
+                    {k: v[None] for k, v in make_batch(c.batch_size).items()}, calls)
+             for name, (c, calls) in csac_sizes.items()}
     for n in sorted({threads, 1}, reverse=True):
         torch.set_num_threads(n)
         print(f"-- {n} torch thread(s)")
@@ -151,6 +159,9 @@ def main() -> None:
                 lambda: ours.update(task_batch), 20, labels=("bf16", "fp32"))
         compare("update, 2x128, batch 64 (cpu profile), ours", bf16(lambda: small_bf16.update(small_batch)),
                 lambda: small_fp32.update(small_batch), 40, labels=("bf16", "fp32"))
+        for name, ((csac_bf16, csac_fp32), csac_batch, calls) in csacs.items():
+            compare(name, bf16(lambda a=csac_bf16, b=csac_batch: a.update(b)),
+                    lambda a=csac_fp32, b=csac_batch: a.update(b), calls, labels=("bf16", "fp32"))
         for det in (True, False):
             compare(
                 f"act, batch 1, deterministic={det}",
