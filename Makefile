@@ -94,7 +94,7 @@ reproduce-hcsac: $(STAMP)
 # HalfCheetahVel: all 10 training tasks; UmazeGoal-M: all 10; AntDir: tasks 0-1 (200K interactions each). BCQ's
 # updates run under bf16 (half the time; its learning curves stay within fp32's seed spread, docs/results_table9.md).
 # Each command resumes where it stopped (checkpoints every 5K interactions or updates); the wall time of each stage
-# is in the table.
+# is in the table (summed over workers).
 TABLE9_RUN = --profile paper --seed 0 --until train-bcq \
 	--set collect.checkpoint_every=5000 --set bcq.checkpoint_every=5000 --set bcq.precision=bf16
 table9: $(STAMP)
